@@ -1,0 +1,87 @@
+use super::*;
+use crate::record::Record;
+
+fn rec(json: &str) -> Record {
+    Record::from_json(json.as_bytes()).unwrap()
+}
+
+fn eval(src: &str, json: &str) -> Result<Value, EvalError> {
+    Expr::compile(src).unwrap().eval(&rec(json))
+}
+
+#[test]
+fn the_demo_condition() {
+    let e = Expr::compile("amount > 100.0 && country != 'US'").unwrap();
+    assert!(e.eval_bool(&rec(r#"{"amount": 150.5, "country": "DE"}"#)).unwrap());
+    assert!(!e.eval_bool(&rec(r#"{"amount": 150.5, "country": "US"}"#)).unwrap());
+    assert!(!e.eval_bool(&rec(r#"{"amount": 99, "country": "DE"}"#)).unwrap());
+    // integer amounts compare with a double literal
+    assert!(e.eval_bool(&rec(r#"{"amount": 101, "country": "FR"}"#)).unwrap());
+}
+
+#[test]
+fn arithmetic_and_casts() {
+    assert_eq!(eval("amount * 0.92", r#"{"amount": 100}"#).unwrap(), Value::Float(92.0));
+    assert_eq!(eval("id % 1000", r#"{"id": 12345}"#).unwrap(), Value::Int(345));
+    assert_eq!(eval("double(id % 1000)", r#"{"id": 12345}"#).unwrap(), Value::Float(345.0));
+    assert_eq!(eval("int('42') + 1", "{}").unwrap(), Value::Int(43));
+    assert_eq!(eval("string(7) + 'x'", "{}").unwrap(), Value::str("7x"));
+    assert_eq!(eval("7 / 2", "{}").unwrap(), Value::Int(3));
+    assert!(eval("1 / 0", "{}").is_err());
+    assert!(eval("9223372036854775807 + 1", "{}").is_err());
+}
+
+#[test]
+fn strings() {
+    let j = r#"{"name": "  Alice Smith "}"#;
+    assert_eq!(eval("name.trim().lowerAscii()", j).unwrap(), Value::str("alice smith"));
+    assert_eq!(eval("name.contains('Smith')", j).unwrap(), Value::Bool(true));
+    assert_eq!(eval("size(name.trim())", j).unwrap(), Value::Int(11));
+    assert_eq!(eval("name.trim().substring(0, 5)", j).unwrap(), Value::str("Alice"));
+    assert_eq!(eval("name.trim().startsWith('Al')", j).unwrap(), Value::Bool(true));
+    assert_eq!(eval("'a,b'.split(',')[1]", j).unwrap(), Value::str("b"));
+}
+
+#[test]
+fn nulls_and_coalesce() {
+    assert_eq!(eval("coalesce(missing, 5)", "{}").unwrap(), Value::Int(5));
+    assert_eq!(eval("coalesce(x, 5)", r#"{"x": 1}"#).unwrap(), Value::Int(1));
+    assert_eq!(eval("missing == null", "{}").unwrap(), Value::Bool(true));
+    let e = eval("missing + 1", "{}").unwrap_err();
+    assert!(e.0.contains("null"), "{e}");
+    assert!(eval("missing > 1", "{}").is_err());
+}
+
+#[test]
+fn nested_fields_and_has() {
+    let j = r#"{"user": {"name": "bo", "age": 3}, "tags": ["a", "b"]}"#;
+    assert_eq!(eval("user.name", j).unwrap(), Value::str("bo"));
+    assert_eq!(eval("has(user.age)", j).unwrap(), Value::Bool(true));
+    assert_eq!(eval("has(user.zip)", j).unwrap(), Value::Bool(false));
+    assert_eq!(eval("'b' in tags", j).unwrap(), Value::Bool(true));
+    assert_eq!(eval("x in [1, 2, 3]", r#"{"x": 2}"#).unwrap(), Value::Bool(true));
+    assert_eq!(eval("user.age > 2 ? 'old' : 'young'", j).unwrap(), Value::str("old"));
+}
+
+#[test]
+fn type_errors_are_errors_not_panics() {
+    assert!(eval("name > 1", r#"{"name": "x"}"#).is_err());
+    assert!(eval("!name", r#"{"name": "x"}"#).is_err());
+    assert!(Expr::compile("name").unwrap().eval_bool(&rec(r#"{"name": "x"}"#)).is_err());
+}
+
+#[test]
+fn compile_errors_have_positions() {
+    let e = Expr::compile("amount > > 3").unwrap_err();
+    assert_eq!(e.line, 1);
+    assert!(e.column >= 8, "{e:?}");
+    let e = Expr::compile("amount > nosuch(3)").unwrap_err();
+    assert!(e.message.contains("unknown function `nosuch`"), "{e:?}");
+    assert_eq!(e.column, 16);
+}
+
+#[test]
+fn constants_are_folded() {
+    let e = Expr::compile("x * (60 * 1000)").unwrap();
+    assert!(format!("{:?}", e.node).contains("Const(Int(60000))"));
+}

@@ -1,0 +1,199 @@
+//! Records and the batches they travel in.
+
+use std::fmt;
+
+use serde::ser::SerializeMap;
+
+use crate::value::{Sym, Value};
+
+/// Timestamp of a record without one (before event or ingestion time is assigned).
+pub const NO_TIMESTAMP: i64 = i64::MIN;
+
+/// Where a record came from: the source component and its position there (byte offset for files
+/// and sockets, sequence number for generators). Carried so that a record rejected anywhere
+/// downstream can be traced back to its input.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Origin {
+    /// Index of the source component in the job (see [`crate::plan::JobPlan::sources`]).
+    pub source: u32,
+    pub offset: u64,
+}
+
+/// One event: an ordered list of named fields, plus its timestamp and origin.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Record {
+    fields: Vec<(Sym, Value)>,
+    /// Event or ingestion time in epoch milliseconds, or [`NO_TIMESTAMP`].
+    pub timestamp: i64,
+    pub origin: Origin,
+}
+
+impl Record {
+    pub fn new() -> Record {
+        Record { fields: Vec::new(), timestamp: NO_TIMESTAMP, origin: Origin::default() }
+    }
+
+    pub fn with_capacity(n: usize) -> Record {
+        Record { fields: Vec::with_capacity(n), timestamp: NO_TIMESTAMP, origin: Origin::default() }
+    }
+
+    /// The value of field `name`, if present.
+    #[inline]
+    pub fn get(&self, name: Sym) -> Option<&Value> {
+        self.fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    pub fn get_str(&self, name: &str) -> Option<&Value> {
+        self.get(Sym::new(name))
+    }
+
+    /// Sets field `name`, replacing an existing value in place or appending a new field.
+    #[inline]
+    pub fn set(&mut self, name: Sym, value: Value) {
+        match self.fields.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => *v = value,
+            None => self.fields.push((name, value)),
+        }
+    }
+
+    /// Appends a field without checking for an existing one (for builders that know the names
+    /// are distinct).
+    #[inline]
+    pub fn push(&mut self, name: Sym, value: Value) {
+        self.fields.push((name, value))
+    }
+
+    pub fn remove(&mut self, name: Sym) -> Option<Value> {
+        let i = self.fields.iter().position(|(k, _)| *k == name)?;
+        Some(self.fields.remove(i).1)
+    }
+
+    pub fn fields(&self) -> &[(Sym, Value)] {
+        &self.fields
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Parses one JSON object into a record.
+    pub fn from_json(text: &[u8]) -> Result<Record, serde_json::Error> {
+        serde_json::from_slice(text)
+    }
+
+    /// Writes the record as one JSON object (no newline).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("writing JSON to a Vec cannot fail")
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut v = Vec::new();
+        self.write_json(&mut v);
+        String::from_utf8(v).expect("serde_json writes UTF-8")
+    }
+}
+
+impl<S: AsRef<str>, V: Into<Value>> FromIterator<(S, V)> for Record {
+    fn from_iter<I: IntoIterator<Item = (S, V)>>(iter: I) -> Self {
+        let mut r = Record::new();
+        for (k, v) in iter {
+            r.set(Sym::new(k.as_ref()), v.into());
+        }
+        r
+    }
+}
+
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+impl serde::Serialize for Record {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.fields.len()))?;
+        for (k, v) in &self.fields {
+            m.serialize_entry(k.as_str(), v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Record {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Record, D::Error> {
+        d.deserialize_map(RecordVisitor)
+    }
+}
+
+pub(crate) struct RecordVisitor;
+
+impl RecordVisitor {
+    pub(crate) fn visit_fields<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<Record, A::Error> {
+        let mut r = Record::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let v: Value = map.next_value()?;
+            r.set(Sym::new(&k), v);
+        }
+        Ok(r)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RecordVisitor {
+    type Value = Record;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Record, A::Error> {
+        Self::visit_fields(map)
+    }
+}
+
+/// A batch of records: the unit that moves between operators. One actor message carries a whole
+/// batch, so per-message costs are paid once per batch, not per record.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    pub records: Vec<Record>,
+}
+
+impl Batch {
+    pub fn new(records: Vec<Record>) -> Batch {
+        Batch { records }
+    }
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_field_order_and_types() {
+        let text = br#"{"b":1,"a":"x","c":2.5,"d":null,"e":[1,true],"f":{"g":1}}"#;
+        let r = Record::from_json(text).unwrap();
+        assert_eq!(r.to_json(), std::str::from_utf8(text).unwrap());
+        assert_eq!(r.get_str("b"), Some(&Value::Int(1)));
+        assert_eq!(r.get_str("c"), Some(&Value::Float(2.5)));
+    }
+
+    #[test]
+    fn set_replaces_in_place() {
+        let mut r: Record = [("a", 1i64), ("b", 2)].into_iter().collect();
+        r.set(Sym::new("a"), Value::Int(5));
+        assert_eq!(r.to_json(), r#"{"a":5,"b":2}"#);
+    }
+
+    #[test]
+    fn non_objects_are_rejected() {
+        assert!(Record::from_json(b"[1,2]").is_err());
+        assert!(Record::from_json(b"{\"a\":").is_err());
+    }
+}
