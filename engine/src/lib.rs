@@ -6,3 +6,4 @@ pub mod exchange;
 pub mod message;
 pub mod record;
 pub mod value;
+pub mod config;

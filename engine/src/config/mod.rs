@@ -1,0 +1,415 @@
+//! Pipeline files: loading, `--set` overrides, and the top-level structure.
+//!
+//! A pipeline is named components in the style of Vector: `sources`, `transforms` and `sinks`,
+//! each a map of name → `{type, inputs, parallelism, ...options}`. This module checks the shape
+//! common to every component; each component type checks its own options (see
+//! [`crate::registry`]). Every problem is collected, not just the first.
+
+pub mod de;
+pub mod yaml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use de::{from_node, DeError, Spanned};
+pub use yaml::{Node, NodeKind, Span};
+
+/// One problem in a pipeline: what, where, and what to do about it.
+#[derive(Clone, Debug)]
+pub struct ConfigError {
+    pub span: Option<Span>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl ConfigError {
+    pub fn new(span: Option<&Span>, message: impl Into<String>) -> ConfigError {
+        ConfigError { span: span.cloned(), message: message.into(), hint: None }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> ConfigError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<DeError> for ConfigError {
+    fn from(e: DeError) -> ConfigError {
+        let hint = if e.message.contains("unknown field") {
+            Some("remove the option or fix its spelling; the README lists every option of each component type".to_string())
+        } else {
+            None
+        };
+        ConfigError { span: e.span, message: e.message, hint }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.span {
+            Some(s) => write!(f, "{s}: error: {}", self.message)?,
+            None => write!(f, "error: {}", self.message)?,
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "\n  help: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl From<DeError> for ConfigErrors {
+    fn from(e: DeError) -> Self {
+        ConfigErrors(vec![e.into()])
+    }
+}
+
+/// Which section a component is declared in.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Transform,
+    Sink,
+}
+
+impl Role {
+    pub fn section(self) -> &'static str {
+        match self {
+            Role::Source => "sources",
+            Role::Transform => "transforms",
+            Role::Sink => "sinks",
+        }
+    }
+}
+
+/// One component as written, before its type has checked its options.
+#[derive(Clone, Debug)]
+pub struct ComponentConfig {
+    pub name: String,
+    pub name_span: Span,
+    pub role: Role,
+    pub type_name: Spanned<String>,
+    /// `name` or `name.port` references.
+    pub inputs: Vec<Spanned<String>>,
+    pub parallelism: Option<Spanned<u32>>,
+    /// The component's own options (everything but `type`, `inputs` and `parallelism`).
+    pub options: Node,
+}
+
+/// Where rejected records go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeadLetterConfig {
+    File(PathBuf),
+    Stdout,
+    Stderr,
+    /// Discarded but counted.
+    Discard,
+}
+
+/// A whole pipeline file, structurally checked.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub file: PathBuf,
+    pub name: String,
+    pub parallelism: u32,
+    pub max_parallelism: u32,
+    pub batch_size: usize,
+    /// Folder for the job's files (dead letters by default; state and checkpoints later).
+    pub work_dir: PathBuf,
+    pub dead_letter: DeadLetterConfig,
+    pub components: Vec<ComponentConfig>,
+    /// The whole document, for checks that need more than the common structure.
+    pub root: Node,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopLevel {
+    name: Option<String>,
+    parallelism: Option<Spanned<u32>>,
+    max_parallelism: Option<Spanned<u32>>,
+    batch_size: Option<Spanned<usize>>,
+    work_dir: Option<String>,
+    dead_letter: Option<DeadLetterRaw>,
+    #[serde(rename = "sources")]
+    _sources: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "transforms")]
+    _transforms: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "sinks")]
+    _sinks: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum DeadLetterRaw {
+    Path(String),
+    Spec(DeadLetterSpec),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterSpec {
+    #[serde(rename = "type")]
+    kind: String,
+    path: Option<String>,
+}
+
+impl PipelineConfig {
+    /// Reads `file`, applies `--set` overrides (`a.b.c=value`), and checks the structure.
+    pub fn load(file: &Path, sets: &[String]) -> Result<PipelineConfig, ConfigErrors> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            ConfigError::new(None, format!("cannot read pipeline file {}: {e}", file.display()))
+                .hint("check the path; `rill validate FILE` takes a YAML pipeline")
+        })?;
+        Self::parse(&text, &file.display().to_string(), sets)
+    }
+
+    /// Like [`load`](Self::load), from text.
+    pub fn parse(text: &str, file: &str, sets: &[String]) -> Result<PipelineConfig, ConfigErrors> {
+        let mut root = Node::parse(text, file).map_err(|e| {
+            ConfigError::new(Some(&e.span), format!("invalid YAML: {}", e.message))
+                .hint("check indentation and quoting around this place")
+        })?;
+        let mut errors = Vec::new();
+        for (i, set) in sets.iter().enumerate() {
+            if let Err(e) = apply_set(&mut root, set, i + 1) {
+                errors.push(e);
+            }
+        }
+        if !matches!(root.kind, NodeKind::Map(_)) {
+            return Err(ConfigError::new(Some(&root.span), "a pipeline must be a map with `sources`, `transforms` and `sinks`").into());
+        }
+        let top: Option<TopLevel> = match from_node(&root) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let mut e: ConfigError = e.into();
+                if e.message.contains("unknown field") {
+                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, sources, transforms, sinks".into());
+                }
+                errors.push(e);
+                None
+            }
+        };
+        let name = top.as_ref().and_then(|t| t.name.clone()).unwrap_or_else(|| {
+            Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into())
+        });
+        let positive = |v: &Option<Spanned<u32>>, what: &str, default: u32, errors: &mut Vec<ConfigError>| match v {
+            Some(p) if p.value == 0 => {
+                errors.push(ConfigError::new(Some(&p.span), format!("`{what}` must be at least 1")));
+                default
+            }
+            Some(p) => p.value,
+            None => default,
+        };
+        let parallelism = positive(&top.as_ref().and_then(|t| t.parallelism.clone()), "parallelism", 1, &mut errors);
+        let max_parallelism = positive(
+            &top.as_ref().and_then(|t| t.max_parallelism.clone()),
+            "max_parallelism",
+            crate::exchange::DEFAULT_MAX_PARALLELISM,
+            &mut errors,
+        );
+        let batch_size = match top.as_ref().and_then(|t| t.batch_size.clone()) {
+            Some(b) if b.value == 0 => {
+                errors.push(ConfigError::new(Some(&b.span), "`batch_size` must be at least 1"));
+                1024
+            }
+            Some(b) => b.value,
+            None => 1024,
+        };
+        let work_dir = top
+            .as_ref()
+            .and_then(|t| t.work_dir.clone())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".rill").join(&name));
+        let dead_letter = match top.as_ref().and_then(|t| t.dead_letter.as_ref()) {
+            None => DeadLetterConfig::File(work_dir.join("dead_letter.jsonl")),
+            Some(DeadLetterRaw::Path(p)) => DeadLetterConfig::File(p.into()),
+            Some(DeadLetterRaw::Spec(s)) => match (s.kind.as_str(), &s.path) {
+                ("file", Some(p)) => DeadLetterConfig::File(p.into()),
+                ("stdout", None) => DeadLetterConfig::Stdout,
+                ("stderr", None) => DeadLetterConfig::Stderr,
+                ("blackhole", None) => DeadLetterConfig::Discard,
+                _ => {
+                    errors.push(
+                        ConfigError::new(root.get("dead_letter").map(|n| &n.span), "invalid `dead_letter`")
+                            .hint("write `dead_letter: {type: file, path: FILE}`, `{type: stdout}`, `{type: stderr}` or `{type: blackhole}`"),
+                    );
+                    DeadLetterConfig::Discard
+                }
+            },
+        };
+
+        let mut components = Vec::new();
+        let mut seen: std::collections::HashMap<String, Span> = Default::default();
+        for role in [Role::Source, Role::Transform, Role::Sink] {
+            let Some(section) = root.get(role.section()) else { continue };
+            if section.is_null() {
+                continue;
+            }
+            let Some(entries) = section.entries() else {
+                errors.push(ConfigError::new(Some(&section.span), format!("`{}` must be a map of name → component", role.section())));
+                continue;
+            };
+            for (k, v) in entries {
+                let Some(name) = k.as_str().map(str::to_string) else {
+                    errors.push(ConfigError::new(Some(&k.span), "a component name must be a plain string"));
+                    continue;
+                };
+                if let Some(first) = seen.get(&name) {
+                    errors.push(ConfigError::new(Some(&k.span), format!("component `{name}` is declared twice (first at {first})")));
+                    continue;
+                }
+                if name.is_empty() || name.contains(['.', ' ']) {
+                    errors.push(
+                        ConfigError::new(Some(&k.span), format!("invalid component name `{name}`"))
+                            .hint("use letters, digits, `_` and `-`; `.` separates a component from its output port in `inputs`"),
+                    );
+                    continue;
+                }
+                seen.insert(name.clone(), k.span.clone());
+                match component(&name, k, v, role) {
+                    Ok(c) => components.push(c),
+                    Err(mut es) => errors.append(&mut es),
+                }
+            }
+        }
+        if components.iter().all(|c| c.role != Role::Source) && errors.is_empty() {
+            errors.push(ConfigError::new(Some(&root.span), "the pipeline has no sources").hint("add a `sources:` section"));
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(PipelineConfig {
+            file: PathBuf::from(file),
+            name,
+            parallelism,
+            max_parallelism,
+            batch_size,
+            work_dir,
+            dead_letter,
+            components,
+            root,
+        })
+    }
+}
+
+fn component(name: &str, key: &Node, node: &Node, role: Role) -> Result<ComponentConfig, Vec<ConfigError>> {
+    let Some(entries) = node.entries() else {
+        return Err(vec![ConfigError::new(Some(&node.span), format!("component `{name}` must be a map with at least `type`"))]);
+    };
+    let mut errors = Vec::new();
+    let mut type_name = None;
+    let mut inputs = Vec::new();
+    let mut parallelism = None;
+    let mut options = Vec::new();
+    let mut inputs_given = false;
+    for (k, v) in entries {
+        match k.as_str() {
+            Some("type") => match from_node::<Spanned<String>>(v) {
+                Ok(t) => type_name = Some(t),
+                Err(e) => errors.push(e.into()),
+            },
+            Some("inputs") => {
+                inputs_given = true;
+                match from_node::<Vec<Spanned<String>>>(v) {
+                    Ok(i) => inputs = i,
+                    Err(e) => errors.push(ConfigError::from(e).hint("write `inputs: [name, ...]`")),
+                }
+            }
+            Some("parallelism") => match from_node::<Spanned<u32>>(v) {
+                Ok(p) if p.value == 0 => errors.push(ConfigError::new(Some(&p.span), "`parallelism` must be at least 1")),
+                Ok(p) => parallelism = Some(p),
+                Err(e) => errors.push(e.into()),
+            },
+            _ => options.push((k.clone(), v.clone())),
+        }
+    }
+    let Some(type_name) = type_name else {
+        errors.push(ConfigError::new(Some(&key.span), format!("component `{name}` has no `type`")).hint("add `type: ...`; `rill validate --help` lists the types"));
+        return Err(errors);
+    };
+    match role {
+        Role::Source if inputs_given => errors.push(ConfigError::new(
+            node.get("inputs").map(|n| &n.span),
+            format!("source `{name}` cannot have `inputs`"),
+        )),
+        Role::Transform | Role::Sink if inputs.is_empty() => errors.push(
+            ConfigError::new(Some(&key.span), format!("{} `{name}` has no inputs", if role == Role::Sink { "sink" } else { "transform" }))
+                .hint("add `inputs: [a_source_or_transform]`"),
+        ),
+        _ => {}
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(ComponentConfig {
+        name: name.to_string(),
+        name_span: key.span.clone(),
+        role,
+        type_name,
+        inputs,
+        parallelism,
+        options: Node { span: node.span.clone(), kind: NodeKind::Map(options) },
+    })
+}
+
+fn apply_set(root: &mut Node, set: &str, index: usize) -> Result<(), ConfigError> {
+    let origin = format!("--set #{index}");
+    let Some((path, value)) = set.split_once('=') else {
+        return Err(ConfigError::new(None, format!("{origin} `{set}` has no `=`")).hint("write --set path.to.option=value"));
+    };
+    let value = Node::parse(value, &format!("<{origin}>"))
+        .map_err(|e| ConfigError::new(Some(&e.span), format!("{origin}: invalid value: {}", e.message)))?;
+    let parts: Vec<&str> = path.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::new(None, format!("{origin}: invalid path `{path}`")).hint("write --set sources.NAME.option=value"));
+    }
+    root.set_path(&parts, value).map_err(|e| ConfigError::new(None, format!("{origin} `{path}`: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_every_structural_problem() {
+        let y = "name: x\ncolour: red\nsources:\n  a: {type: file, inputs: [b]}\ntransforms:\n  t: {type: filter}\nsinks:\n  s: {inputs: [t]}\n";
+        let e = PipelineConfig::parse(y, "p.yaml", &[]).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("p.yaml:2:1: error: unknown field `colour`"), "{text}");
+        assert!(text.contains("source `a` cannot have `inputs`"), "{text}");
+        assert!(text.contains("transform `t` has no inputs"), "{text}");
+        assert!(text.contains("p.yaml:8:3: error: component `s` has no `type`"), "{text}");
+    }
+
+    #[test]
+    fn set_overrides_options() {
+        let y = "parallelism: 2\nsources:\n  a: {type: generator, count: 5}\n";
+        let c = PipelineConfig::parse(y, "p", &["parallelism=3".into(), "sources.a.count=7".into()]).unwrap();
+        assert_eq!(c.parallelism, 3);
+        assert_eq!(c.components[0].options.get("count").unwrap().as_str(), Some("7"));
+    }
+}
