@@ -256,7 +256,7 @@ fn arith(k: Arith, a: Value, b: Value) -> Result<Value, EvalError> {
 }
 
 /// Orders two values of comparable types.
-pub(crate) fn order(a: &Value, b: &Value) -> Option<Ordering> {
+pub fn order(a: &Value, b: &Value) -> Option<Ordering> {
     use Value::*;
     match (a, b) {
         (Int(x), Int(y)) => Some(x.cmp(y)),

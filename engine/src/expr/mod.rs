@@ -14,6 +14,7 @@
 //!   dead-letter output with the message.
 
 mod compile;
+pub use eval::order;
 mod eval;
 
 use std::fmt;

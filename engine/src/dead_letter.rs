@@ -1,0 +1,74 @@
+//! The dead-letter output: every rejected record, with its error and where it came from, as one
+//! JSON object per line. Rejects are rare, so one shared writer behind a mutex is enough.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use crate::config::DeadLetterConfig;
+use crate::operator::{Rejected, RejectedInput};
+
+pub struct DeadLetter {
+    out: Mutex<Option<Box<dyn Write + Send>>>,
+    count: AtomicU64,
+    pub description: String,
+}
+
+impl DeadLetter {
+    pub fn open(cfg: &DeadLetterConfig) -> std::io::Result<DeadLetter> {
+        let (out, description): (Option<Box<dyn Write + Send>>, String) = match cfg {
+            DeadLetterConfig::File(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+                (Some(Box::new(std::io::BufWriter::new(f))), p.display().to_string())
+            }
+            DeadLetterConfig::Stdout => (Some(Box::new(std::io::stdout())), "stdout".into()),
+            DeadLetterConfig::Stderr => (Some(Box::new(std::io::stderr())), "stderr".into()),
+            DeadLetterConfig::Discard => (None, "discarded (counted only)".into()),
+        };
+        Ok(DeadLetter { out: Mutex::new(out), count: AtomicU64::new(0), description })
+    }
+
+    /// Writes rejected records of `component`. `origin` describes a record's source position.
+    pub fn write(&self, component: &str, rejected: Vec<Rejected>, origin: impl Fn(&crate::record::Record) -> serde_json::Value) {
+        if rejected.is_empty() {
+            return;
+        }
+        self.count.fetch_add(rejected.len() as u64, Relaxed);
+        let mut guard = self.out.lock().expect("dead-letter lock");
+        let Some(out) = guard.as_mut() else { return };
+        for r in rejected {
+            let (input, position) = match &r.input {
+                RejectedInput::Raw(s) => (serde_json::Value::String(s.clone()), r.position.clone().unwrap_or_default()),
+                RejectedInput::Record(rec) => (
+                    serde_json::to_value(rec).unwrap_or_default(),
+                    r.position.clone().unwrap_or_else(|| origin(rec)),
+                ),
+            };
+            let entry = serde_json::json!({
+                "component": component,
+                "error": r.error,
+                "position": position,
+                "input": input,
+            });
+            let mut line = serde_json::to_vec(&entry).expect("JSON of JSON");
+            line.push(b'\n');
+            if let Err(e) = out.write_all(&line) {
+                tracing::error!("cannot write to the dead-letter output: {e}");
+            }
+        }
+        let _ = out.flush();
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    pub fn flush(&self) {
+        if let Some(out) = self.out.lock().expect("dead-letter lock").as_mut() {
+            let _ = out.flush();
+        }
+    }
+}

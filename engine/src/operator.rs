@@ -1,0 +1,204 @@
+//! The Rust extension API: what a custom operator implements.
+//!
+//! An operator implements one required method, [`Operator::process`], called for each record.
+//! Everything else has a default: batch processing, watermarks, end of stream, and the
+//! snapshot/restore pair used by checkpoints. Operators never see barrier alignment or channels:
+//! the runtime aligns barriers and then asks the operator to snapshot.
+//!
+//! ```
+//! use rill_engine::operator::{Collector, Operator, OperatorError};
+//! use rill_engine::record::Record;
+//! use rill_engine::value::{Sym, Value};
+//!
+//! /// Adds `len`, the length of the `text` field.
+//! struct Length { text: Sym, len: Sym }
+//!
+//! impl Operator for Length {
+//!     fn process(&mut self, mut record: Record, out: &mut Collector) -> Result<(), OperatorError> {
+//!         match record.get(self.text) {
+//!             Some(Value::Str(s)) => {
+//!                 let n = s.chars().count() as i64;
+//!                 record.set(self.len, Value::Int(n));
+//!                 out.emit(record);
+//!             }
+//!             _ => out.reject(record, "`text` is missing or not a string"),
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//! # let mut op = Length { text: Sym::new("text"), len: Sym::new("len") };
+//! # let mut out = Collector::default();
+//! # op.process([("text", "héllo")].into_iter().collect(), &mut out).unwrap();
+//! # assert_eq!(out.records()[0].to_json(), r#"{"text":"héllo","len":5}"#);
+//! ```
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::message::{Epoch, Watermark};
+use crate::record::{Batch, Record};
+
+/// A failure that stops the job (as opposed to a bad record, which is rejected and counted).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct OperatorError {
+    pub message: String,
+}
+
+impl OperatorError {
+    pub fn new(message: impl Into<String>) -> OperatorError {
+        OperatorError { message: message.into() }
+    }
+}
+
+impl From<std::io::Error> for OperatorError {
+    fn from(e: std::io::Error) -> Self {
+        OperatorError::new(e.to_string())
+    }
+}
+
+/// Where an operator instance runs.
+#[derive(Clone, Debug)]
+pub struct OperatorContext {
+    /// The component's name in the pipeline.
+    pub name: Arc<str>,
+    pub subtask: u32,
+    pub parallelism: u32,
+    pub max_parallelism: u32,
+    /// Key groups this instance owns (keyed operators).
+    pub key_groups: Range<u32>,
+    /// The job's working directory (state, dead letters).
+    pub work_dir: PathBuf,
+}
+
+/// A record that could not be processed: it goes to the dead-letter output with its error.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub input: RejectedInput,
+    pub error: String,
+    /// Source position (for rejects at a source: file, line, byte offset).
+    pub position: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RejectedInput {
+    /// Raw input that could not be decoded into a record.
+    Raw(String),
+    Record(Record),
+}
+
+/// Where an operator puts its output.
+#[derive(Default)]
+pub struct Collector {
+    records: Vec<Record>,
+    side: Vec<(usize, Record)>,
+    rejected: Vec<Rejected>,
+}
+
+impl Collector {
+    /// Emits a record on the main output.
+    #[inline]
+    pub fn emit(&mut self, record: Record) {
+        self.records.push(record)
+    }
+
+    /// Emits a record on side output `port` (the index in the operator's declared outputs).
+    pub fn emit_side(&mut self, port: usize, record: Record) {
+        self.side.push((port, record))
+    }
+
+    /// Rejects a record: it is counted and written to the dead-letter output with `error`.
+    pub fn reject(&mut self, record: Record, error: impl fmt::Display) {
+        self.rejected.push(Rejected { input: RejectedInput::Record(record), error: error.to_string(), position: None })
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    pub fn rejected(&self) -> &[Rejected] {
+        &self.rejected
+    }
+
+    pub(crate) fn take(&mut self) -> (Vec<Record>, Vec<(usize, Record)>, Vec<Rejected>) {
+        (std::mem::take(&mut self.records), std::mem::take(&mut self.side), std::mem::take(&mut self.rejected))
+    }
+
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.records.reserve(n)
+    }
+}
+
+/// A transform: records in, records out.
+pub trait Operator: 'static {
+    /// Handles one record.
+    fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError>;
+
+    /// Handles a batch; the default calls [`process`](Self::process) for each record.
+    fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
+        for r in batch.records {
+            self.process(r, out)?;
+        }
+        Ok(())
+    }
+
+    /// Called once before the first record, on the instance's own thread.
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Event time has advanced to `watermark` on every input. Fire timers and windows here.
+    fn on_watermark(&mut self, _watermark: Watermark, _out: &mut Collector) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Every input has ended. Emit what is still pending.
+    fn on_end(&mut self, _out: &mut Collector) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Snapshot of the operator's state for checkpoint `epoch`, taken after barrier alignment.
+    fn snapshot(&mut self, _epoch: Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
+        Ok(None)
+    }
+
+    /// Restores state written by [`snapshot`](Self::snapshot).
+    fn restore(&mut self, _state: &[u8]) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}
+
+/// A sink: the end of a pipeline.
+pub trait Sink: 'static {
+    /// Writes a batch.
+    fn write(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError>;
+
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Every input has ended: flush and close.
+    fn close(&mut self) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}
+
+/// Runs a [`Sink`] as an operator with no outputs.
+pub(crate) struct SinkOperator(pub Box<dyn Sink>);
+
+impl Operator for SinkOperator {
+    fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
+        self.0.write(Batch::new(vec![record]), out)
+    }
+    fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
+        self.0.write(batch, out)
+    }
+    fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
+        self.0.open(ctx)
+    }
+    fn on_end(&mut self, _out: &mut Collector) -> Result<(), OperatorError> {
+        self.0.close()
+    }
+}

@@ -1,0 +1,164 @@
+//! Component types by name: the explicit map from a YAML `type:` to the code that builds it.
+//!
+//! Built-ins are registered by the `rill` facade; a custom operator is one
+//! [`Registry::register_transform`] call. Each factory checks its component's options (returning
+//! every problem with its position) and returns a spec that says how to make one instance per
+//! subtask. Instances are made on the thread they run on, so they need not be `Send`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::{from_node, ConfigError, ConfigErrors, Node, PipelineConfig, Spanned};
+use crate::expr::Expr;
+use crate::operator::{Operator, OperatorContext, OperatorError, Sink};
+use crate::source::{Source, SourceContext};
+
+/// What a factory gets: the component's name and options, and the pipeline around it.
+pub struct BuildContext<'a> {
+    pub name: &'a str,
+    pub type_name: &'a str,
+    pub options: &'a Node,
+    pub pipeline: &'a PipelineConfig,
+}
+
+impl BuildContext<'_> {
+    /// Deserializes the component's options (`type`, `inputs` and `parallelism` removed).
+    pub fn options<'de, T: serde::Deserialize<'de>>(&'de self) -> Result<T, ConfigErrors> {
+        from_node(self.options).map_err(|e| {
+            let mut e: ConfigError = e.into();
+            if e.message.contains("unknown field") {
+                e.hint = Some(format!("`{}` components take the options listed in the README under `{}`", self.type_name, self.type_name));
+            }
+            e.into()
+        })
+    }
+
+    /// Compiles an expression option, reporting errors at its position.
+    pub fn expr(&self, source: &Spanned<String>) -> Result<Expr, ConfigError> {
+        Expr::compile(&source.value).map_err(|e| {
+            let mut span = source.span.clone();
+            if e.line == 1 {
+                span.column += e.column - 1;
+            } else {
+                span.line += e.line - 1;
+                span.column = e.column;
+            }
+            ConfigError::new(Some(&span), format!("in expression `{}`: {}", source.value, e.message))
+                .hint("expressions use CEL syntax: fields by name, `&&`, `||`, `==`, 'strings', functions like `double(x)`, `coalesce(a, b)`")
+        })
+    }
+}
+
+pub type MakeSource = Arc<dyn Fn(&SourceContext) -> Result<Box<dyn Source>, OperatorError> + Send + Sync>;
+pub type MakeOperator = Arc<dyn Fn(&OperatorContext) -> Result<Box<dyn Operator>, OperatorError> + Send + Sync>;
+pub type MakeSink = Arc<dyn Fn(&OperatorContext) -> Result<Box<dyn Sink>, OperatorError> + Send + Sync>;
+
+/// A checked source component.
+#[derive(Clone)]
+pub struct SourceSpec {
+    pub make: MakeSource,
+    /// Upper bound on instances (a single file can only be read by one).
+    pub max_parallelism: Option<u32>,
+    /// One line for `rill graph`.
+    pub description: String,
+}
+
+/// A checked transform component.
+#[derive(Clone)]
+pub struct TransformSpec {
+    pub make: MakeOperator,
+    /// Records are routed to instances by this key (hash exchange on the input).
+    pub key_by: Option<Expr>,
+    /// Names of side outputs (`inputs: [name.port]`), in the order used by
+    /// [`Collector::emit_side`](crate::operator::Collector::emit_side).
+    pub side_outputs: Vec<String>,
+    pub max_parallelism: Option<u32>,
+    pub description: String,
+}
+
+/// A checked sink component.
+#[derive(Clone)]
+pub struct SinkSpec {
+    pub make: MakeSink,
+    pub max_parallelism: Option<u32>,
+    pub description: String,
+}
+
+impl SourceSpec {
+    pub fn new<S: Source>(description: impl Into<String>, make: impl Fn(&SourceContext) -> Result<S, OperatorError> + Send + Sync + 'static) -> SourceSpec {
+        SourceSpec {
+            make: Arc::new(move |c| make(c).map(|s| Box::new(s) as Box<dyn Source>)),
+            max_parallelism: None,
+            description: description.into(),
+        }
+    }
+}
+
+impl TransformSpec {
+    pub fn new<O: Operator>(description: impl Into<String>, make: impl Fn(&OperatorContext) -> Result<O, OperatorError> + Send + Sync + 'static) -> TransformSpec {
+        TransformSpec {
+            make: Arc::new(move |c| make(c).map(|o| Box::new(o) as Box<dyn Operator>)),
+            key_by: None,
+            side_outputs: Vec::new(),
+            max_parallelism: None,
+            description: description.into(),
+        }
+    }
+}
+
+impl SinkSpec {
+    pub fn new<S: Sink>(description: impl Into<String>, make: impl Fn(&OperatorContext) -> Result<S, OperatorError> + Send + Sync + 'static) -> SinkSpec {
+        SinkSpec {
+            make: Arc::new(move |c| make(c).map(|s| Box::new(s) as Box<dyn Sink>)),
+            max_parallelism: None,
+            description: description.into(),
+        }
+    }
+}
+
+type Factory<T> = Arc<dyn Fn(&BuildContext) -> Result<T, ConfigErrors> + Send + Sync>;
+
+/// Component types by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    sources: BTreeMap<String, Factory<SourceSpec>>,
+    transforms: BTreeMap<String, Factory<TransformSpec>>,
+    sinks: BTreeMap<String, Factory<SinkSpec>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn register_source(&mut self, type_name: &str, f: impl Fn(&BuildContext) -> Result<SourceSpec, ConfigErrors> + Send + Sync + 'static) {
+        self.sources.insert(type_name.into(), Arc::new(f));
+    }
+
+    pub fn register_transform(&mut self, type_name: &str, f: impl Fn(&BuildContext) -> Result<TransformSpec, ConfigErrors> + Send + Sync + 'static) {
+        self.transforms.insert(type_name.into(), Arc::new(f));
+    }
+
+    pub fn register_sink(&mut self, type_name: &str, f: impl Fn(&BuildContext) -> Result<SinkSpec, ConfigErrors> + Send + Sync + 'static) {
+        self.sinks.insert(type_name.into(), Arc::new(f));
+    }
+
+    pub(crate) fn source(&self, t: &str) -> Option<&Factory<SourceSpec>> {
+        self.sources.get(t)
+    }
+    pub(crate) fn transform(&self, t: &str) -> Option<&Factory<TransformSpec>> {
+        self.transforms.get(t)
+    }
+    pub(crate) fn sink(&self, t: &str) -> Option<&Factory<SinkSpec>> {
+        self.sinks.get(t)
+    }
+
+    /// Registered type names: (sources, transforms, sinks).
+    pub fn type_names(&self) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
+        (
+            self.sources.keys().map(String::as_str).collect(),
+            self.transforms.keys().map(String::as_str).collect(),
+            self.sinks.keys().map(String::as_str).collect(),
+        )
+    }
+}

@@ -1,0 +1,363 @@
+//! The two actors: one per source instance, one per transform or sink instance.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::alignment::{Alignment, BarrierAligner};
+use super::input::GateControl;
+use super::output::Outputs;
+use super::watermarks::WatermarkTracker;
+use super::JobEvent;
+use crate::dead_letter::DeadLetter;
+use crate::message::{Message, Watermark};
+use crate::metrics::Counters;
+use crate::operator::{Collector, Operator, OperatorError, Rejected};
+use crate::record::Record;
+use crate::source::{Source, SourceContext, SourceOutput, SourceStatus};
+
+/// What every actor shares with the job.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) events: UnboundedSender<JobEvent>,
+    pub(crate) dead_letter: Arc<DeadLetter>,
+    /// Source names by `Origin::source`, to say where a rejected record came from.
+    pub(crate) source_names: Arc<Vec<Arc<str>>>,
+}
+
+impl Shared {
+    fn reject(&self, component: &str, rejected: Vec<Rejected>, counters: &Counters) {
+        if rejected.is_empty() {
+            return;
+        }
+        Counters::add(&counters.rejected, rejected.len() as u64);
+        let names = &self.source_names;
+        self.dead_letter.write(component, rejected, |r: &Record| {
+            let source = names.get(r.origin.source as usize).map(|s| s.to_string()).unwrap_or_default();
+            serde_json::json!({"source": source, "offset": r.origin.offset})
+        });
+    }
+}
+
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, OperatorError>) -> Result<T, OperatorError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(OperatorError::new(format!("panicked in {what}: {msg}")))
+        }
+    }
+}
+
+/// Continues after every pending output was sent.
+fn after_flush<A>(act: &mut A, ctx: &mut Context<A>, then: impl FnOnce(&mut A, &mut Context<A>) + 'static)
+where
+    A: Actor<Context = Context<A>> + HasOutputs,
+{
+    let outs = act.outputs().take().expect("outputs present between flushes");
+    if !outs.has_pending() {
+        *act.outputs() = Some(outs);
+        then(act, ctx);
+        return;
+    }
+    ctx.wait(outs.flush().into_actor(act).map(move |outs, act, ctx| {
+        *act.outputs() = Some(outs);
+        then(act, ctx);
+    }));
+}
+
+pub(crate) trait HasOutputs {
+    fn outputs(&mut self) -> &mut Option<Outputs>;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) struct SourceActor {
+    pub(crate) ctx: SourceContext,
+    pub(crate) source: Option<Box<dyn Source>>,
+    pub(crate) make: crate::registry::MakeSource,
+    pub(crate) outputs: Option<Outputs>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) shared: Shared,
+    pub(crate) stop_requested: bool,
+    pub(crate) done: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Step;
+
+/// Asks a source to stop at its next poll (Ctrl-C): it then ends its stream as if its input had
+/// ended, so everything downstream drains and sinks flush.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Stop;
+
+impl HasOutputs for SourceActor {
+    fn outputs(&mut self) -> &mut Option<Outputs> {
+        &mut self.outputs
+    }
+}
+
+impl Actor for SourceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let make = self.make.clone();
+        let sctx = self.ctx.clone();
+        let opened = guarded("open", || {
+            let mut s = make(&sctx)?;
+            s.open(&sctx)?;
+            Ok(s)
+        });
+        match opened {
+            Ok(s) => {
+                self.source = Some(s);
+                ctx.notify(Step);
+            }
+            Err(e) => self.fail(ctx, e),
+        }
+    }
+}
+
+impl SourceActor {
+    fn fail(&mut self, ctx: &mut Context<Self>, e: OperatorError) {
+        self.done = true;
+        let _ = self.shared.events.send(JobEvent::Failed {
+            component: self.ctx.name.to_string(),
+            subtask: self.ctx.subtask,
+            message: e.message,
+        });
+        ctx.stop();
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        self.done = true;
+        let outs = self.outputs.as_mut().expect("outputs present");
+        outs.broadcast(Message::Watermark(Watermark::MAX));
+        outs.broadcast(Message::End);
+        after_flush(self, ctx, |act, ctx| {
+            let _ = act.shared.events.send(JobEvent::Finished);
+            ctx.stop();
+        });
+    }
+}
+
+impl Handler<Step> for SourceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Step, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        if self.stop_requested {
+            return self.finish(ctx);
+        }
+        let mut out = SourceOutput::new(self.ctx.batch_size);
+        let source = self.source.as_mut().expect("opened");
+        let status = guarded("poll", || source.poll(&mut out));
+        if let Some(p) = source.progress() {
+            self.counters.progress_done.store(p.done, std::sync::atomic::Ordering::Relaxed);
+            self.counters.progress_total.store(p.total, std::sync::atomic::Ordering::Relaxed);
+        }
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => return self.fail(ctx, e),
+        };
+        let SourceOutput { mut records, rejected, .. } = out;
+        let mut rejected = rejected;
+        if !records.is_empty() {
+            let origin = self.ctx.source_index;
+            for r in &mut records {
+                r.origin.source = origin;
+            }
+            Counters::add(&self.counters.records_in, records.len() as u64);
+            Counters::add(&self.counters.batches, 1);
+            let sent = self.outputs.as_mut().expect("outputs present").route(0, records, &mut rejected);
+            Counters::add(&self.counters.records_out, sent);
+        }
+        self.shared.reject(&self.ctx.name, rejected, &self.counters);
+        match status {
+            SourceStatus::Ready => after_flush(self, ctx, |_, ctx| ctx.notify(Step)),
+            SourceStatus::Idle(d) => after_flush(self, ctx, move |_, ctx| {
+                ctx.notify_later(Step, d);
+            }),
+            SourceStatus::Finished => after_flush(self, ctx, |act, ctx| act.finish(ctx)),
+        }
+    }
+}
+
+impl Handler<Stop> for SourceActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        if !self.stop_requested && !self.done {
+            self.stop_requested = true;
+            ctx.notify(Step);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) struct OperatorActor {
+    pub(crate) name: Arc<str>,
+    pub(crate) subtask: u32,
+    pub(crate) op: Box<dyn Operator>,
+    pub(crate) outputs: Option<Outputs>,
+    pub(crate) gate: GateControl,
+    pub(crate) watermarks: WatermarkTracker,
+    pub(crate) aligner: BarrierAligner,
+    pub(crate) open_inputs: usize,
+    pub(crate) collector: Collector,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) shared: Shared,
+    pub(crate) failed: bool,
+    pub(crate) octx: crate::operator::OperatorContext,
+    /// The instance could not be made; reported once the actor runs.
+    pub(crate) init_error: Option<OperatorError>,
+}
+
+/// Stands in for an operator whose factory failed.
+pub(crate) struct Unmade;
+
+impl Operator for Unmade {
+    fn process(&mut self, _: Record, _: &mut Collector) -> Result<(), OperatorError> {
+        Err(OperatorError::new("operator was not created"))
+    }
+}
+
+impl HasOutputs for OperatorActor {
+    fn outputs(&mut self) -> &mut Option<Outputs> {
+        &mut self.outputs
+    }
+}
+
+impl Actor for OperatorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(e) = self.init_error.take() {
+            return self.fail(ctx, e);
+        }
+        let (op, octx) = (&mut self.op, &self.octx);
+        if let Err(e) = guarded("open", || op.open(octx)) {
+            self.fail(ctx, e);
+        }
+    }
+}
+
+impl OperatorActor {
+    fn fail(&mut self, ctx: &mut Context<Self>, e: OperatorError) {
+        if self.failed {
+            return;
+        }
+        self.failed = true;
+        let _ = self.shared.events.send(JobEvent::Failed {
+            component: self.name.to_string(),
+            subtask: self.subtask,
+            message: e.message,
+        });
+        ctx.stop();
+    }
+
+    /// Routes what the operator emitted.
+    fn route_collected(&mut self) {
+        let (main, side, mut rejected) = self.collector.take();
+        let outs = self.outputs.as_mut().expect("outputs present");
+        let mut sent = outs.route(0, main, &mut rejected);
+        if !side.is_empty() {
+            let mut by_port: std::collections::BTreeMap<usize, Vec<Record>> = Default::default();
+            for (port, r) in side {
+                by_port.entry(port + 1).or_default().push(r);
+            }
+            for (port, recs) in by_port {
+                sent += outs.route(port, recs, &mut rejected);
+            }
+        }
+        Counters::add(&self.counters.records_out, sent);
+        self.shared.reject(&self.name, rejected, &self.counters);
+    }
+
+    fn handle_message(&mut self, input: usize, msg: Message, ctx: &mut Context<Self>) -> Result<(), OperatorError> {
+        match msg {
+            Message::Data(batch) => {
+                Counters::add(&self.counters.records_in, batch.len() as u64);
+                Counters::add(&self.counters.batches, 1);
+                self.collector.reserve(batch.len());
+                let (op, out) = (&mut self.op, &mut self.collector);
+                guarded("process", || op.process_batch(batch, out))?;
+                self.route_collected();
+            }
+            Message::Watermark(wm) => {
+                if let Some(wm) = self.watermarks.update(input, wm) {
+                    self.advance_watermark(wm)?;
+                }
+            }
+            Message::Barrier(b) => match self.aligner.on_barrier(input, b) {
+                Alignment::Hold => self.gate.hold(input),
+                Alignment::Complete(b) => self.complete_barrier(b)?,
+            },
+            Message::End => {
+                self.open_inputs -= 1;
+                if let Some(b) = self.aligner.on_end(input) {
+                    self.complete_barrier(b)?;
+                }
+                if let Some(wm) = self.watermarks.close(input) {
+                    self.advance_watermark(wm)?;
+                }
+                if self.open_inputs == 0 {
+                    let (op, out) = (&mut self.op, &mut self.collector);
+                    guarded("on_end", || op.on_end(out))?;
+                    self.route_collected();
+                    self.outputs.as_mut().expect("outputs present").broadcast(Message::End);
+                    after_flush(self, ctx, |act, ctx| {
+                        let _ = act.shared.events.send(JobEvent::Finished);
+                        ctx.stop();
+                    });
+                    return Ok(());
+                }
+            }
+        }
+        after_flush(self, ctx, |_, _| {});
+        Ok(())
+    }
+
+    fn advance_watermark(&mut self, wm: Watermark) -> Result<(), OperatorError> {
+        let (op, out) = (&mut self.op, &mut self.collector);
+        guarded("on_watermark", || op.on_watermark(wm, out))?;
+        self.route_collected();
+        self.outputs.as_mut().expect("outputs present").broadcast(Message::Watermark(wm));
+        Ok(())
+    }
+
+    fn complete_barrier(&mut self, b: crate::message::Barrier) -> Result<(), OperatorError> {
+        let op = &mut self.op;
+        // Checkpoint storage arrives with the checkpoint coordinator; the snapshot is taken at
+        // the aligned point so operators already see the call where it belongs.
+        guarded("snapshot", || op.snapshot(b.epoch))?;
+        self.outputs.as_mut().expect("outputs present").broadcast(Message::Barrier(b));
+        self.gate.release_all();
+        Ok(())
+    }
+}
+
+impl StreamHandler<(usize, Message)> for OperatorActor {
+    fn handle(&mut self, (input, msg): (usize, Message), ctx: &mut Context<Self>) {
+        if self.failed {
+            return;
+        }
+        if let Err(e) = self.handle_message(input, msg, ctx) {
+            self.fail(ctx, e);
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        // Every input ended; `End` handling already finished the actor.
+    }
+}

@@ -1,0 +1,276 @@
+//! Runs a [`JobPlan`] on actix actors.
+//!
+//! Every operator instance is an actor. Instances are spread over `threads` arbiters (event
+//! loops, one OS thread each): instance `s` of every component runs on arbiter `s % threads`, so
+//! a forward-connected chain of instances stays on one thread. Data moves over bounded channels
+//! (capacity [`RunOptions::channel_capacity`] batches), which is what bounds memory and carries
+//! backpressure from a slow sink back to the sources.
+
+mod actors;
+pub mod alignment;
+mod input;
+mod output;
+pub mod watermarks;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::config::Role;
+use crate::dead_letter::DeadLetter;
+use crate::exchange::{key_group_range, Exchange};
+use crate::metrics::{ComponentSummary, JobMetrics};
+use crate::operator::{OperatorContext, SinkOperator};
+use crate::plan::{JobPlan, NodeSpec};
+use crate::runtime::actors::{OperatorActor, Shared, SourceActor, Stop, Unmade};
+use crate::runtime::input::InputGate;
+use crate::runtime::output::{OutEdge, Outputs};
+use crate::runtime::watermarks::WatermarkTracker;
+use crate::source::SourceContext;
+
+/// How to run a job.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Event-loop threads; default: the largest parallelism in the job.
+    pub threads: Option<usize>,
+    /// Capacity of each channel, in batches.
+    pub channel_capacity: usize,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+    /// Stop cleanly on Ctrl-C (sources end, everything drains, sinks flush).
+    pub handle_ctrl_c: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { threads: None, channel_capacity: 4, progress: false, handle_ctrl_c: true }
+    }
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub components: Vec<ComponentSummary>,
+    pub dead_letters: u64,
+    pub dead_letter_output: String,
+    pub elapsed: Duration,
+    /// Stopped by Ctrl-C rather than by its sources ending.
+    pub interrupted: bool,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start the job: {0}")]
+    Setup(String),
+    #[error("component `{component}` (instance {subtask}) failed: {message}")]
+    Failed { component: String, subtask: u32, message: String },
+}
+
+pub(crate) enum JobEvent {
+    Finished,
+    Failed { component: String, subtask: u32, message: String },
+}
+
+/// Runs the job to completion (bounded sources ended, or Ctrl-C).
+pub fn run(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
+    let cfg = &plan.config;
+    std::fs::create_dir_all(&cfg.work_dir)
+        .map_err(|e| RunError::Setup(format!("cannot create the work directory {}: {e}", cfg.work_dir.display())))?;
+    let dead_letter = Arc::new(
+        DeadLetter::open(&cfg.dead_letter).map_err(|e| RunError::Setup(format!("cannot open the dead-letter output: {e}")))?,
+    );
+    let threads = opts.threads.unwrap_or_else(|| plan.nodes.iter().map(|n| n.parallelism as usize).max().unwrap_or(1)).max(1);
+    let metrics = JobMetrics::default();
+    let started = Instant::now();
+    let system = actix::System::new();
+    let dl = dead_letter.clone();
+    let m = metrics.clone();
+    let result = system.block_on(async move { drive(plan, opts, threads, dl, m).await });
+    dead_letter.flush();
+    let interrupted = result?;
+    Ok(JobReport {
+        components: metrics.summary(),
+        dead_letters: dead_letter.count(),
+        dead_letter_output: dead_letter.description.clone(),
+        elapsed: started.elapsed(),
+        interrupted,
+    })
+}
+
+async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc<DeadLetter>, metrics: JobMetrics) -> Result<bool, RunError> {
+    let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let sources = plan.sources();
+    let shared = Shared {
+        events: events_tx,
+        dead_letter,
+        source_names: Arc::new(sources.iter().map(|&i| plan.nodes[i].name.clone()).collect()),
+    };
+    let cfg = &plan.config;
+
+    // Channels: one per (upstream instance, downstream instance) pair that talk.
+    let n = plan.nodes.len();
+    let mut inputs: Vec<Vec<Vec<mpsc::Receiver<crate::message::Message>>>> =
+        plan.nodes.iter().map(|node| (0..node.parallelism).map(|_| Vec::new()).collect()).collect();
+    let mut outputs: Vec<Vec<Vec<OutEdge>>> = plan.nodes.iter().map(|node| (0..node.parallelism).map(|_| Vec::new()).collect()).collect();
+    for e in &plan.edges {
+        let (pu, pd) = (plan.nodes[e.from].parallelism, plan.nodes[e.to].parallelism);
+        for u in 0..pu {
+            let targets: Vec<u32> = match e.exchange {
+                Exchange::Forward => vec![u],
+                _ => (0..pd).collect(),
+            };
+            let mut senders = Vec::with_capacity(targets.len());
+            for d in targets {
+                let (tx, rx) = mpsc::channel(opts.channel_capacity.max(1));
+                senders.push(tx);
+                inputs[e.to][d as usize].push(rx);
+            }
+            let next = u as usize % senders.len();
+            outputs[e.from][u as usize].push(OutEdge { port: e.port, exchange: e.exchange.clone(), senders, next });
+        }
+    }
+
+    let mut source_addrs = Vec::new();
+    let mut actors = 0usize;
+    for i in (0..n).rev() {
+        let node = &plan.nodes[i];
+        let type_name = node.type_name.clone();
+        for s in 0..node.parallelism {
+            let arbiter = arbiters[s as usize % threads].handle();
+            let counters = metrics.register(&node.name, &type_name, s);
+            let outs = Outputs::new(std::mem::take(&mut outputs[i][s as usize]));
+            let shared = shared.clone();
+            actors += 1;
+            match &node.spec {
+                NodeSpec::Source(spec) => {
+                    let sctx = SourceContext {
+                        name: node.name.clone(),
+                        subtask: s,
+                        parallelism: node.parallelism,
+                        source_index: sources.iter().position(|&x| x == i).expect("a source") as u32,
+                        batch_size: cfg.batch_size,
+                    };
+                    let make = spec.make.clone();
+                    let addr = SourceActor::start_in_arbiter(&arbiter, move |_| SourceActor {
+                        ctx: sctx,
+                        source: None,
+                        make,
+                        outputs: Some(outs),
+                        counters,
+                        shared,
+                        stop_requested: false,
+                        done: false,
+                    });
+                    source_addrs.push(addr);
+                }
+                NodeSpec::Transform(_) | NodeSpec::Sink(_) => {
+                    let rxs = std::mem::take(&mut inputs[i][s as usize]);
+                    let octx = OperatorContext {
+                        name: node.name.clone(),
+                        subtask: s,
+                        parallelism: node.parallelism,
+                        max_parallelism: cfg.max_parallelism,
+                        key_groups: key_group_range(cfg.max_parallelism, node.parallelism, s),
+                        work_dir: cfg.work_dir.clone(),
+                    };
+                    let spec = node.spec.clone();
+                    OperatorActor::start_in_arbiter(&arbiter, move |ctx| {
+                        let made = match &spec {
+                            NodeSpec::Transform(t) => (t.make)(&octx),
+                            NodeSpec::Sink(k) => (k.make)(&octx).map(|s| Box::new(SinkOperator(s)) as Box<dyn crate::operator::Operator>),
+                            NodeSpec::Source(_) => unreachable!("sources are started above"),
+                        };
+                        let (op, init_error) = match made {
+                            Ok(op) => (op, None),
+                            Err(e) => (Box::new(Unmade) as Box<dyn crate::operator::Operator>, Some(e)),
+                        };
+                        let n_inputs = rxs.len();
+                        let (gate, control) = InputGate::new(rxs);
+                        ctx.add_stream(gate);
+                        OperatorActor {
+                            name: octx.name.clone(),
+                            subtask: s,
+                            op,
+                            outputs: Some(outs),
+                            gate: control,
+                            watermarks: WatermarkTracker::new(n_inputs),
+                            aligner: crate::runtime::alignment::BarrierAligner::new(n_inputs),
+                            open_inputs: n_inputs,
+                            collector: Default::default(),
+                            counters,
+                            shared,
+                            failed: false,
+                            octx,
+                            init_error,
+                        }
+                    });
+                }
+            }
+        }
+    }
+    debug_assert!(plan.nodes.iter().filter(|n| n.role == Role::Source).count() > 0);
+
+    let mut finished = 0usize;
+    let mut interrupted = false;
+    let mut progress = tokio::time::interval(Duration::from_secs(1));
+    progress.tick().await;
+    let ctrl_c = async {
+        if opts.handle_ctrl_c {
+            let _ = tokio::signal::ctrl_c().await;
+        } else {
+            futures::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(ctrl_c);
+    let started = Instant::now();
+    let result = loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(JobEvent::Finished) => {
+                    finished += 1;
+                    if finished == actors {
+                        break Ok(interrupted);
+                    }
+                }
+                Some(JobEvent::Failed { component, subtask, message }) => break Err(RunError::Failed { component, subtask, message }),
+                None => break Err(RunError::Setup("every actor stopped without reporting".into())),
+            },
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
+                eprintln!("\nstopping: sources end now, everything in flight is processed and sinks are flushed (Ctrl-C again to abort)");
+                for a in &source_addrs {
+                    let _ = a.send(Stop).await;
+                }
+                tokio::spawn(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                    eprintln!("aborted");
+                    std::process::exit(130);
+                });
+            }
+            _ = progress.tick(), if opts.progress => print_progress(&metrics, started.elapsed()),
+        }
+    };
+    if opts.progress {
+        eprintln!();
+    }
+    for a in &arbiters {
+        a.stop();
+    }
+    for a in arbiters {
+        a.join().ok();
+    }
+    result
+}
+
+fn print_progress(metrics: &JobMetrics, elapsed: Duration) {
+    let (done, total) = metrics.progress();
+    let summary = metrics.summary();
+    let read: u64 = summary.iter().filter(|s| s.records_in > 0).map(|s| s.records_in).next().unwrap_or(0);
+    let rejected: u64 = summary.iter().map(|s| s.rejected).sum();
+    let pct = if total > 0 { format!("{:5.1}% of input · ", 100.0 * done as f64 / total as f64) } else { String::new() };
+    eprint!("\r{pct}{read} records read · {rejected} rejected · {:.0}s   ", elapsed.as_secs_f64());
+}

@@ -1,0 +1,122 @@
+//! Routing an instance's output onto its outgoing channels.
+//!
+//! Messages are first offered with `try_send`; once one channel is full, that message and every
+//! later one queue in order in `pending`, and the actor awaits [`Outputs::flush`] (in `ctx.wait`,
+//! so it takes no new input meanwhile). That is the backpressure path: a full channel stops the
+//! sender, all the way back to the sources.
+
+use std::collections::VecDeque;
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
+
+use crate::exchange::{Exchange, KeyGroup};
+use crate::message::Message;
+use crate::operator::Rejected;
+use crate::record::{Batch, Record};
+
+pub(crate) struct OutEdge {
+    pub(crate) port: usize,
+    pub(crate) exchange: Exchange,
+    pub(crate) senders: Vec<Sender<Message>>,
+    pub(crate) next: usize,
+}
+
+pub(crate) struct Outputs {
+    edges: Vec<OutEdge>,
+    pending: VecDeque<(usize, usize, Message)>,
+}
+
+impl Outputs {
+    pub(crate) fn new(edges: Vec<OutEdge>) -> Outputs {
+        Outputs { edges, pending: VecDeque::new() }
+    }
+
+    /// Routes records emitted on `port`. Returns how many records were sent; records whose key
+    /// cannot be computed are rejected.
+    pub(crate) fn route(&mut self, port: usize, records: Vec<Record>, rejected: &mut Vec<Rejected>) -> u64 {
+        if records.is_empty() {
+            return 0;
+        }
+        let targets: Vec<usize> = (0..self.edges.len()).filter(|&e| self.edges[e].port == port).collect();
+        let mut sent = 0;
+        let mut records = Some(records);
+        for (k, &e) in targets.iter().enumerate() {
+            let recs = if k + 1 == targets.len() {
+                records.take().expect("taken once")
+            } else {
+                records.as_ref().expect("present").clone()
+            };
+            sent += recs.len() as u64;
+            let edge = &mut self.edges[e];
+            let n = edge.senders.len();
+            match &edge.exchange {
+                Exchange::Hash { key, max_parallelism } if n > 1 => {
+                    let mut buckets: Vec<Vec<Record>> = (0..n).map(|_| Vec::with_capacity(recs.len() / n + 1)).collect();
+                    for r in recs {
+                        match key.eval(&r) {
+                            Ok(k) => {
+                                let kg = KeyGroup::of_hash(k.stable_hash(), *max_parallelism);
+                                buckets[kg.subtask(*max_parallelism, n as u32) as usize].push(r)
+                            }
+                            Err(err) => {
+                                sent -= 1;
+                                rejected.push(Rejected {
+                                    input: crate::operator::RejectedInput::Record(r),
+                                    error: format!("key `{}`: {err}", key.source()),
+                                    position: None,
+                                })
+                            }
+                        }
+                    }
+                    for (t, b) in buckets.into_iter().enumerate() {
+                        if !b.is_empty() {
+                            self.push(e, t, Message::Data(Batch::new(b)));
+                        }
+                    }
+                }
+                _ => {
+                    let t = edge.next;
+                    edge.next = (edge.next + 1) % n;
+                    self.push(e, t, Message::Data(Batch::new(recs)));
+                }
+            }
+        }
+        sent
+    }
+
+    /// Sends `msg` on every channel.
+    pub(crate) fn broadcast(&mut self, msg: Message) {
+        for e in 0..self.edges.len() {
+            for t in 0..self.edges[e].senders.len() {
+                self.push(e, t, msg.clone());
+            }
+        }
+    }
+
+    fn push(&mut self, e: usize, t: usize, msg: Message) {
+        if !self.pending.is_empty() {
+            self.pending.push_back((e, t, msg));
+            return;
+        }
+        match self.edges[e].senders[t].try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(msg)) => self.pending.push_back((e, t, msg)),
+            Err(TrySendError::Closed(_)) => tracing::debug!("downstream channel closed; dropping a message"),
+        }
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Sends everything pending, waiting for channel capacity.
+    pub(crate) async fn flush(mut self) -> Outputs {
+        while let Some((e, t, msg)) = self.pending.pop_front() {
+            if self.edges[e].senders[t].send(msg).await.is_err() {
+                tracing::debug!("downstream channel closed; dropping a message");
+            }
+        }
+        self
+    }
+}

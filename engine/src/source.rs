@@ -1,0 +1,103 @@
+//! Sources: where records enter a job.
+//!
+//! A source is polled by its actor: each [`Source::poll`] appends up to `max` records to the
+//! output and says whether more are ready now, none are ready yet (poll again after a delay), or
+//! the source has ended. Sources never block the actor's thread waiting for input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::operator::{OperatorError, Rejected, RejectedInput};
+use crate::record::Record;
+
+/// What a poll found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// More may be ready: poll again at once.
+    Ready,
+    /// Nothing ready now: poll again after this delay.
+    Idle(Duration),
+    /// The source has ended (bounded sources only).
+    Finished,
+}
+
+/// Where a source instance runs.
+#[derive(Clone, Debug)]
+pub struct SourceContext {
+    pub name: Arc<str>,
+    pub subtask: u32,
+    pub parallelism: u32,
+    /// Index of this source among the job's sources (stamped into each record's origin).
+    pub source_index: u32,
+    pub batch_size: usize,
+}
+
+/// The output of one poll.
+pub struct SourceOutput {
+    pub(crate) records: Vec<Record>,
+    pub(crate) rejected: Vec<Rejected>,
+    pub(crate) max: usize,
+}
+
+impl SourceOutput {
+    pub fn new(max: usize) -> SourceOutput {
+        SourceOutput { records: Vec::with_capacity(max), rejected: Vec::new(), max }
+    }
+
+    #[inline]
+    pub fn emit(&mut self, record: Record) {
+        self.records.push(record)
+    }
+
+    /// Input that could not be decoded: counted and sent to the dead-letter output.
+    pub fn reject_raw(&mut self, raw: impl Into<String>, error: impl Into<String>, position: serde_json::Value) {
+        self.rejected.push(Rejected { input: RejectedInput::Raw(raw.into()), error: error.into(), position: Some(position) })
+    }
+
+    /// How many more records fit in this poll.
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.max.saturating_sub(self.records.len())
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.records.len() >= self.max
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    pub fn rejected(&self) -> &[Rejected] {
+        &self.rejected
+    }
+}
+
+/// Progress of a bounded source, for the progress line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A source of records.
+pub trait Source: 'static {
+    /// Called once on the instance's own thread before the first poll.
+    fn open(&mut self, _ctx: &SourceContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Appends records to `out` (at most `out.remaining()`).
+    fn poll(&mut self, out: &mut SourceOutput) -> Result<SourceStatus, OperatorError>;
+
+    /// Where the source is, for checkpoints (file offsets, generator ids): replaying from this
+    /// position gives exactly the records not yet emitted.
+    fn position(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Progress through a bounded input.
+    fn progress(&self) -> Option<Progress> {
+        None
+    }
+}
