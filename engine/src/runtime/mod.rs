@@ -134,14 +134,17 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
         }
     }
 
+    // Counters in plan order, so the summary reads from sources to sinks.
+    let mut counters: Vec<Vec<_>> =
+        plan.nodes.iter().map(|node| (0..node.parallelism).map(|s| Some(metrics.register(&node.name, &node.type_name, s))).collect()).collect();
     let mut source_addrs = Vec::new();
     let mut actors = 0usize;
+    // Downstream first, so that every actor exists before the sources start.
     for i in (0..n).rev() {
         let node = &plan.nodes[i];
-        let type_name = node.type_name.clone();
         for s in 0..node.parallelism {
             let arbiter = arbiters[s as usize % threads].handle();
-            let counters = metrics.register(&node.name, &type_name, s);
+            let counters = counters[i][s as usize].take().expect("one actor per instance");
             let outs = Outputs::new(std::mem::take(&mut outputs[i][s as usize]));
             let shared = shared.clone();
             actors += 1;

@@ -32,8 +32,9 @@ impl Outputs {
         Outputs { edges, pending: VecDeque::new() }
     }
 
-    /// Routes records emitted on `port`. Returns how many records were sent; records whose key
-    /// cannot be computed are rejected.
+    /// Routes records emitted on `port` to every edge reading it. Returns how many records were
+    /// emitted (counted once, however many edges read them); records whose key cannot be
+    /// computed are rejected.
     pub(crate) fn route(&mut self, port: usize, records: Vec<Record>, rejected: &mut Vec<Rejected>) -> u64 {
         if records.is_empty() {
             return 0;
@@ -47,7 +48,10 @@ impl Outputs {
             } else {
                 records.as_ref().expect("present").clone()
             };
-            sent += recs.len() as u64;
+            if k == 0 {
+                sent = recs.len() as u64;
+            }
+            let is_first = k == 0;
             let edge = &mut self.edges[e];
             let n = edge.senders.len();
             match &edge.exchange {
@@ -60,7 +64,9 @@ impl Outputs {
                                 buckets[kg.subtask(*max_parallelism, n as u32) as usize].push(r)
                             }
                             Err(err) => {
-                                sent -= 1;
+                                if is_first {
+                                    sent -= 1;
+                                }
                                 rejected.push(Rejected {
                                     input: crate::operator::RejectedInput::Record(r),
                                     error: format!("key `{}`: {err}", key.source()),

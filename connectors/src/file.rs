@@ -1,0 +1,253 @@
+//! `file` source and sink.
+//!
+//! The source reads one file or every file of a directory (sorted by name), as JSON Lines or CSV.
+//! Instance `s` of `p` reads files `s, s + p, ...`, so parallelism is at most the number of
+//! files. With `follow: true` it keeps reading the last file as it grows (like `tail -f`) until
+//! the job is stopped. Its position (file index, byte offset) is what a checkpoint will record.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rill_engine::config::{ConfigError, ConfigErrors, Spanned};
+use rill_engine::operator::{Collector, OperatorContext, OperatorError, Sink};
+use rill_engine::record::Batch;
+use rill_engine::registry::{BuildContext, SinkSpec, SourceSpec};
+use rill_engine::source::{Progress, Source, SourceContext, SourceOutput, SourceStatus};
+
+use crate::format::{Decoder, Encoder, Format, FormatConfig};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSourceConfig {
+    /// A file, or a directory whose files are all read.
+    path: Spanned<String>,
+    #[serde(default)]
+    format: FormatConfig,
+    /// Keep reading the last file as it grows, until the job is stopped.
+    #[serde(default)]
+    follow: bool,
+    /// With `follow`, how often to look for new data.
+    #[serde(default, with = "rill_engine::config::de::duration::option")]
+    poll_interval: Option<Duration>,
+}
+
+pub(crate) fn build_source(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
+    let cfg: FileSourceConfig = ctx.options()?;
+    let format = cfg.format.build()?;
+    let path = PathBuf::from(&cfg.path.value);
+    let files = list_files(&path).map_err(|m| {
+        ConfigError::new(Some(&cfg.path.span), m).hint("paths are relative to the directory `rill` runs in; check the name or create the file")
+    })?;
+    let n = files.len() as u32;
+    let follow = cfg.follow;
+    let poll = cfg.poll_interval.unwrap_or(Duration::from_millis(100));
+    let description = format!(
+        "reads {} ({} file{}, {}){}",
+        cfg.path.value,
+        n,
+        if n == 1 { "" } else { "s" },
+        match format {
+            Format::Json => "JSON Lines",
+            Format::Csv { .. } => "CSV",
+        },
+        if follow { ", following new data" } else { "" }
+    );
+    let mut spec = SourceSpec::new(description, move |c: &SourceContext| {
+        let mine: Vec<PathBuf> = files.iter().skip(c.subtask as usize).step_by(c.parallelism as usize).cloned().collect();
+        Ok(FileSource::new(mine, format.clone(), follow, poll))
+    });
+    spec.max_parallelism = Some(n.max(1));
+    Ok(spec)
+}
+
+fn list_files(path: &std::path::Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("input path `{}` cannot be read: {e}", path.display()))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| format!("cannot list directory `{}`: {e}", path.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("directory `{}` has no files", path.display()));
+    }
+    Ok(files)
+}
+
+pub struct FileSource {
+    files: Vec<PathBuf>,
+    sizes: Vec<u64>,
+    format: Format,
+    follow: bool,
+    poll: Duration,
+    current: usize,
+    reader: Option<BufReader<File>>,
+    decoder: Decoder,
+    /// Bytes of the current line read so far (a line is consumed only once complete).
+    line_buf: Vec<u8>,
+    offset: u64,
+    line: u64,
+}
+
+impl FileSource {
+    pub fn new(files: Vec<PathBuf>, format: Format, follow: bool, poll: Duration) -> FileSource {
+        let decoder = Decoder::new(&format);
+        FileSource { files, sizes: Vec::new(), format, follow, poll, current: 0, reader: None, decoder, line_buf: Vec::new(), offset: 0, line: 0 }
+    }
+
+    fn following_last(&self) -> bool {
+        self.follow && self.current + 1 == self.files.len()
+    }
+
+    fn consume_line(&mut self, out: &mut SourceOutput) {
+        let start = self.offset;
+        self.offset += self.line_buf.len() as u64;
+        self.line += 1;
+        let text = self.line_buf.strip_suffix(b"\n").unwrap_or(&self.line_buf);
+        match self.decoder.decode(text) {
+            Ok(Some(mut r)) => {
+                r.origin.offset = start;
+                out.emit(r);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let file = self.files[self.current].display().to_string();
+                out.reject_raw(
+                    String::from_utf8_lossy(text),
+                    format!("{} at {file}:{}:{}", e.message, self.line, e.column),
+                    serde_json::json!({"file": file, "line": self.line, "column": e.column, "offset": start}),
+                );
+            }
+        }
+        self.line_buf.clear();
+    }
+}
+
+impl Source for FileSource {
+    fn open(&mut self, _ctx: &SourceContext) -> Result<(), OperatorError> {
+        self.sizes = self.files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).collect();
+        Ok(())
+    }
+
+    fn poll(&mut self, out: &mut SourceOutput) -> Result<SourceStatus, OperatorError> {
+        while !out.is_full() {
+            if self.reader.is_none() {
+                let Some(path) = self.files.get(self.current) else { return Ok(SourceStatus::Finished) };
+                let f = File::open(path).map_err(|e| OperatorError::new(format!("cannot open {}: {e}", path.display())))?;
+                self.reader = Some(BufReader::with_capacity(256 * 1024, f));
+                self.decoder = Decoder::new(&self.format);
+                self.offset = 0;
+                self.line = 0;
+            }
+            let reader = self.reader.as_mut().expect("opened above");
+            let n = reader
+                .read_until(b'\n', &mut self.line_buf)
+                .map_err(|e| OperatorError::new(format!("cannot read {}: {e}", self.files[self.current].display())))?;
+            let complete = self.line_buf.last() == Some(&b'\n');
+            if complete {
+                self.consume_line(out);
+                continue;
+            }
+            debug_assert!(n == 0 || !complete);
+            // End of the file for now.
+            if self.following_last() {
+                if let Some(size) = self.sizes.get_mut(self.current) {
+                    *size = (*size).max(self.offset + self.line_buf.len() as u64);
+                }
+                return Ok(if out.records().is_empty() { SourceStatus::Idle(self.poll) } else { SourceStatus::Ready });
+            }
+            if !self.line_buf.is_empty() {
+                self.consume_line(out);
+            }
+            self.reader = None;
+            self.current += 1;
+        }
+        Ok(SourceStatus::Ready)
+    }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::json!({"file": self.current, "offset": self.offset})
+    }
+
+    fn progress(&self) -> Option<Progress> {
+        let done: u64 = self.sizes.iter().take(self.current).sum::<u64>() + self.offset;
+        Some(Progress { done, total: self.sizes.iter().sum() })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSinkConfig {
+    /// File to write (replaced at start unless `append`); parent directories are created.
+    path: String,
+    #[serde(default)]
+    format: FormatConfig,
+    #[serde(default)]
+    append: bool,
+}
+
+pub(crate) fn build_sink(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
+    let cfg: FileSinkConfig = ctx.options()?;
+    let format = cfg.format.build()?;
+    let path = PathBuf::from(&cfg.path);
+    let append = cfg.append;
+    let mut spec = SinkSpec::new(format!("writes {}", cfg.path), move |_: &OperatorContext| {
+        Ok(FileSink { path: path.clone(), append, encoder: Encoder::new(&format), file: None, buf: Vec::new() })
+    });
+    spec.max_parallelism = Some(1);
+    Ok(spec)
+}
+
+pub struct FileSink {
+    path: PathBuf,
+    append: bool,
+    encoder: Encoder,
+    file: Option<File>,
+    buf: Vec<u8>,
+}
+
+impl Sink for FileSink {
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<(), OperatorError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| OperatorError::new(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(self.append)
+            .truncate(!self.append)
+            .open(&self.path)
+            .map_err(|e| OperatorError::new(format!("cannot open {} for writing: {e}", self.path.display())))?;
+        if self.append {
+            f.seek(SeekFrom::End(0))?;
+        }
+        self.file = Some(f);
+        Ok(())
+    }
+
+    fn write(&mut self, batch: Batch, _out: &mut Collector) -> Result<(), OperatorError> {
+        self.buf.clear();
+        for r in &batch.records {
+            self.encoder.encode(r, &mut self.buf);
+        }
+        let f = self.file.as_mut().expect("opened");
+        f.write_all(&self.buf).map_err(|e| OperatorError::new(format!("cannot write {}: {e}", self.path.display())))
+    }
+
+    fn close(&mut self) -> Result<(), OperatorError> {
+        if let Some(f) = self.file.as_mut() {
+            f.flush()?;
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,326 @@
+//! Record formats: JSON Lines and CSV (with a header line or a declared schema).
+
+use std::sync::Arc;
+
+use rill_engine::config::{ConfigError, Spanned};
+use rill_engine::record::Record;
+use rill_engine::value::{Sym, Value};
+use rill_operators::Ordered;
+
+/// `format: json`, `format: csv`, or `format: {type: csv, header: false, schema: {...}}`
+/// (absent: JSON Lines).
+#[derive(serde::Deserialize, Clone, Debug, Default)]
+#[serde(transparent)]
+pub struct FormatConfig(Option<Spanned<FormatRaw>>);
+
+#[derive(serde::Deserialize, Clone, Debug)]
+#[serde(untagged)]
+pub enum FormatRaw {
+    Name(String),
+    Spec(FormatSpec),
+}
+
+#[derive(serde::Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FormatSpec {
+    #[serde(rename = "type")]
+    kind: String,
+    /// CSV: the first line of each file names the columns (default true).
+    header: Option<bool>,
+    /// CSV: one character (default `,`).
+    delimiter: Option<char>,
+    /// CSV: `column: type` in column order; types `string`, `i64`, `f64`, `bool`.
+    schema: Option<Ordered<String>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ColumnType {
+    String,
+    Int,
+    Float,
+    Bool,
+}
+
+/// A checked format.
+#[derive(Clone, Debug)]
+pub enum Format {
+    Json,
+    Csv { header: bool, delimiter: u8, schema: Option<Arc<Vec<(Sym, ColumnType)>>> },
+}
+
+impl FormatConfig {
+    pub fn build(&self) -> Result<Format, ConfigError> {
+        let Some(raw) = &self.0 else { return Ok(Format::Json) };
+        let span = &raw.span;
+        let (kind, spec) = match &raw.value {
+            FormatRaw::Name(n) => (n, None),
+            FormatRaw::Spec(s) => (&s.kind, Some(s)),
+        };
+        match kind.as_str() {
+            "json" | "jsonl" | "ndjson" => {
+                if let Some(s) = spec {
+                    if s.header.is_some() || s.delimiter.is_some() || s.schema.is_some() {
+                        return Err(ConfigError::new(Some(span), "`header`, `delimiter` and `schema` are CSV options"));
+                    }
+                }
+                Ok(Format::Json)
+            }
+            "csv" => {
+                let header = spec.and_then(|s| s.header).unwrap_or(true);
+                let delimiter = spec.and_then(|s| s.delimiter).unwrap_or(',');
+                if !delimiter.is_ascii() {
+                    return Err(ConfigError::new(Some(span), "the CSV delimiter must be one ASCII character"));
+                }
+                let schema = match spec.and_then(|s| s.schema.as_ref()) {
+                    None => None,
+                    Some(cols) => {
+                        let mut out = Vec::new();
+                        for (name, t) in &cols.0 {
+                            let ty = match t.as_str() {
+                                "string" | "str" => ColumnType::String,
+                                "i64" | "int" | "long" => ColumnType::Int,
+                                "f64" | "double" | "float" => ColumnType::Float,
+                                "bool" | "boolean" => ColumnType::Bool,
+                                other => {
+                                    return Err(ConfigError::new(Some(span), format!("unknown type `{other}` for column `{name}`"))
+                                        .hint("column types: string, i64, f64, bool"))
+                                }
+                            };
+                            out.push((Sym::new(name), ty));
+                        }
+                        Some(Arc::new(out))
+                    }
+                };
+                if !header && schema.is_none() {
+                    return Err(ConfigError::new(Some(span), "CSV without a header line needs a `schema`")
+                        .hint("add `schema: {column: type, ...}` in column order, or `header: true`"));
+                }
+                Ok(Format::Csv { header, delimiter: delimiter as u8, schema })
+            }
+            other => Err(ConfigError::new(Some(span), format!("unknown format `{other}`")).hint("formats: json, csv")),
+        }
+    }
+}
+
+/// Decodes lines of one input (one file, one connection) into records.
+pub struct Decoder {
+    format: Format,
+    /// CSV column names from the header line, once read.
+    columns: Option<Vec<Sym>>,
+}
+
+/// Why a line is not a record: message and 1-based column.
+pub struct DecodeError {
+    pub message: String,
+    pub column: usize,
+}
+
+impl Decoder {
+    pub fn new(format: &Format) -> Decoder {
+        let columns = match format {
+            Format::Csv { header: false, schema: Some(s), .. } => Some(s.iter().map(|(n, _)| *n).collect()),
+            _ => None,
+        };
+        Decoder { format: format.clone(), columns }
+    }
+
+    /// Decodes one line (without its newline). `Ok(None)` for lines that carry no record
+    /// (blank lines, the CSV header).
+    pub fn decode(&mut self, line: &[u8]) -> Result<Option<Record>, DecodeError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        match &self.format {
+            Format::Json => Record::from_json(line).map(Some).map_err(|e| DecodeError {
+                message: format!("invalid JSON: {e}"),
+                column: e.column(),
+            }),
+            Format::Csv { delimiter, schema, .. } => {
+                let text = std::str::from_utf8(line).map_err(|e| DecodeError { message: format!("not UTF-8: {e}"), column: e.valid_up_to() + 1 })?;
+                let cells = split_csv(text, *delimiter as char).map_err(|(message, column)| DecodeError { message, column })?;
+                let Some(columns) = &self.columns else {
+                    self.columns = Some(cells.iter().map(|(c, _)| Sym::new(c.trim())).collect());
+                    return Ok(None);
+                };
+                if cells.len() != columns.len() {
+                    return Err(DecodeError {
+                        message: format!("expected {} CSV fields, found {}", columns.len(), cells.len()),
+                        column: cells.get(columns.len()).map(|(_, c)| *c).unwrap_or(text.len() + 1),
+                    });
+                }
+                let mut r = Record::with_capacity(columns.len());
+                for (i, ((cell, col), name)) in cells.into_iter().zip(columns).enumerate() {
+                    let value = match schema.as_ref().map(|s| s[i].1) {
+                        None => infer(&cell),
+                        Some(t) => typed(&cell, t).map_err(|m| DecodeError { message: format!("column `{name}`: {m}"), column: col })?,
+                    };
+                    r.push(*name, value);
+                }
+                Ok(Some(r))
+            }
+        }
+    }
+}
+
+fn infer(cell: &str) -> Value {
+    if cell.is_empty() {
+        Value::Null
+    } else if let Ok(i) = cell.parse::<i64>() {
+        Value::Int(i)
+    } else if let Ok(f) = cell.parse::<f64>() {
+        Value::Float(f)
+    } else {
+        match cell {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => Value::str(cell),
+        }
+    }
+}
+
+fn typed(cell: &str, t: ColumnType) -> Result<Value, String> {
+    if cell.is_empty() && t != ColumnType::String {
+        return Ok(Value::Null);
+    }
+    match t {
+        ColumnType::String => Ok(Value::str(cell)),
+        ColumnType::Int => cell.trim().parse().map(Value::Int).map_err(|_| format!("`{cell}` is not an i64")),
+        ColumnType::Float => cell.trim().parse().map(Value::Float).map_err(|_| format!("`{cell}` is not an f64")),
+        ColumnType::Bool => match cell.trim() {
+            "true" | "1" => Ok(Value::Bool(true)),
+            "false" | "0" => Ok(Value::Bool(false)),
+            _ => Err(format!("`{cell}` is not a bool")),
+        },
+    }
+}
+
+/// Splits one CSV line (RFC 4180 quoting; a quoted field cannot span lines). Returns each field
+/// with its 1-based start column.
+pub fn split_csv(line: &str, delim: char) -> Result<Vec<(String, usize)>, (String, usize)> {
+    let mut out = Vec::new();
+    let mut chars = line.char_indices().peekable();
+    loop {
+        let start = chars.peek().map(|(i, _)| *i).unwrap_or(line.len());
+        let col = line[..start].chars().count() + 1;
+        let mut field = String::new();
+        if chars.peek().map(|(_, c)| *c) == Some('"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some((_, '"')) if chars.peek().map(|(_, c)| *c) == Some('"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some((_, '"')) => break,
+                    Some((_, c)) => field.push(c),
+                    None => return Err(("unterminated quoted field".into(), col)),
+                }
+            }
+            match chars.next() {
+                None => {
+                    out.push((field, col));
+                    return Ok(out);
+                }
+                Some((_, c)) if c == delim => out.push((field, col)),
+                Some((i, _)) => return Err(("text after a closing quote".into(), line[..i].chars().count() + 1)),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        out.push((field, col));
+                        return Ok(out);
+                    }
+                    Some((_, c)) if c == delim => break,
+                    Some((_, c)) => field.push(c),
+                }
+            }
+            out.push((field, col));
+        }
+    }
+}
+
+/// Encodes records as lines.
+pub struct Encoder {
+    format: Format,
+    columns: Option<Vec<Sym>>,
+}
+
+impl Encoder {
+    pub fn new(format: &Format) -> Encoder {
+        Encoder { format: format.clone(), columns: None }
+    }
+
+    /// Appends `record` and a newline to `out`.
+    pub fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
+        match &self.format {
+            Format::Json => record.write_json(out),
+            Format::Csv { delimiter, header, .. } => {
+                let d = *delimiter as char;
+                if self.columns.is_none() {
+                    let cols: Vec<Sym> = record.fields().iter().map(|(k, _)| *k).collect();
+                    if *header {
+                        let line: Vec<String> = cols.iter().map(|c| csv_cell(c.as_str(), d)).collect();
+                        out.extend_from_slice(line.join(&d.to_string()).as_bytes());
+                        out.push(b'\n');
+                    }
+                    self.columns = Some(cols);
+                }
+                let cols = self.columns.as_ref().expect("set above");
+                let cells: Vec<String> = cols
+                    .iter()
+                    .map(|c| match record.get(*c) {
+                        None | Some(Value::Null) => String::new(),
+                        Some(Value::Str(s)) => csv_cell(s, d),
+                        Some(v) => csv_cell(&v.to_string(), d),
+                    })
+                    .collect();
+                out.extend_from_slice(cells.join(&d.to_string()).as_bytes());
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+fn csv_cell(s: &str, d: char) -> String {
+    if s.contains([d, '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quoting() {
+        let cells = split_csv(r#"a,"b,""c""",,d"#, ',').unwrap();
+        let texts: Vec<&str> = cells.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(texts, ["a", "b,\"c\"", "", "d"]);
+        assert_eq!(cells[3].1, 12);
+        assert!(split_csv(r#"a,"b"#, ',').is_err());
+    }
+
+    #[test]
+    fn csv_header_and_arity() {
+        let f = Format::Csv { header: true, delimiter: b',', schema: None };
+        let mut d = Decoder::new(&f);
+        assert!(d.decode(b"id,name,amount").unwrap().is_none());
+        let r = d.decode(b"1,bob,2.5").unwrap().unwrap();
+        assert_eq!(r.to_json(), r#"{"id":1,"name":"bob","amount":2.5}"#);
+        let e = d.decode(b"1,bob").err().unwrap();
+        assert!(e.message.contains("expected 3 CSV fields, found 2"));
+    }
+
+    #[test]
+    fn csv_round_trip() {
+        let f = Format::Csv { header: true, delimiter: b',', schema: None };
+        let r: Record = [("a", Value::str("x,y")), ("b", Value::Int(2))].into_iter().collect();
+        let mut out = Vec::new();
+        Encoder::new(&f).encode(&r, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "a,b\n\"x,y\",2\n");
+    }
+}

@@ -1,0 +1,145 @@
+//! `generator`: deterministic synthetic events for demos and benchmarks.
+//!
+//! Event `id` runs from `start` to `start + count - 1`; each field is an expression of `id`.
+//! Instance `s` of `p` emits ids `s, s + p, s + 2p, ...`, so every instance advances at the same
+//! pace and the set of events does not depend on parallelism. With `rate`, events are spread
+//! evenly over time (the rate is for the whole source).
+
+use std::time::{Duration, Instant};
+
+use rill_engine::config::{ConfigError, ConfigErrors, Spanned};
+use rill_engine::expr::Expr;
+use rill_engine::operator::OperatorError;
+use rill_engine::record::Record;
+use rill_engine::registry::{BuildContext, SourceSpec};
+use rill_engine::source::{Progress, Source, SourceContext, SourceOutput, SourceStatus};
+use rill_engine::value::{Sym, Value};
+use rill_operators::Ordered;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeneratorConfig {
+    /// Number of events; without it the generator runs until stopped.
+    count: Option<u64>,
+    /// Events per second for the whole source; without it, as fast as possible.
+    rate: Option<Spanned<f64>>,
+    /// First id (default 0).
+    #[serde(default)]
+    start: i64,
+    /// `field: expression of id`.
+    fields: Ordered<Spanned<String>>,
+}
+
+pub(crate) fn build(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
+    let cfg: GeneratorConfig = ctx.options()?;
+    let mut errors = Vec::new();
+    let mut fields = Vec::new();
+    for (name, src) in &cfg.fields.0 {
+        match ctx.expr(src) {
+            Ok(e) => fields.push((Sym::new(name), e)),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(r) = &cfg.rate {
+        if !(r.value > 0.0 && r.value.is_finite()) {
+            errors.push(ConfigError::new(Some(&r.span), "`rate` must be a positive number of events per second"));
+        }
+    }
+    if fields.is_empty() && errors.is_empty() {
+        errors.push(ConfigError::new(Some(&ctx.options.span), "`generator` needs `fields`").hint("write `fields: {key: \"id % 100\"}`"));
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let (count, start, rate) = (cfg.count, cfg.start, cfg.rate.map(|r| r.value));
+    let description = format!(
+        "generates {} events{} with {}",
+        count.map(|c| c.to_string()).unwrap_or_else(|| "unbounded".into()),
+        rate.map(|r| format!(" at {r}/s")).unwrap_or_default(),
+        fields.iter().map(|(n, e)| format!("{n} = {}", e.source())).collect::<Vec<_>>().join(", ")
+    );
+    Ok(SourceSpec::new(description, move |c: &SourceContext| {
+        Ok(Generator::new(fields.clone(), start, count, rate, c.subtask as u64, c.parallelism as u64))
+    }))
+}
+
+pub struct Generator {
+    fields: Vec<(Sym, Expr)>,
+    start: i64,
+    count: Option<u64>,
+    /// Events per second for this instance.
+    rate: Option<f64>,
+    /// Next index (0-based, before `start` is added) this instance emits.
+    next: u64,
+    step: u64,
+    emitted: u64,
+    began: Option<Instant>,
+    scratch: Record,
+    id: Sym,
+}
+
+impl Generator {
+    pub fn new(fields: Vec<(Sym, Expr)>, start: i64, count: Option<u64>, rate: Option<f64>, subtask: u64, parallelism: u64) -> Generator {
+        let id = Sym::new("id");
+        let mut scratch = Record::new();
+        scratch.push(id, Value::Int(0));
+        Generator { fields, start, count, rate: rate.map(|r| r / parallelism as f64), next: subtask, step: parallelism, emitted: 0, began: None, scratch, id }
+    }
+}
+
+impl Source for Generator {
+    fn poll(&mut self, out: &mut SourceOutput) -> Result<SourceStatus, OperatorError> {
+        let mut budget = out.remaining() as u64;
+        if let Some(rate) = self.rate {
+            let began = *self.began.get_or_insert_with(Instant::now);
+            let due = (began.elapsed().as_secs_f64() * rate) as u64 + 1;
+            let allowed = due.saturating_sub(self.emitted);
+            if allowed == 0 {
+                let next_at = Duration::from_secs_f64((self.emitted as f64) / rate);
+                return Ok(SourceStatus::Idle(next_at.saturating_sub(began.elapsed()).max(Duration::from_micros(100))));
+            }
+            budget = budget.min(allowed);
+        }
+        let n = self.fields.len();
+        for _ in 0..budget {
+            if self.count.is_some_and(|c| self.next >= c) {
+                return Ok(SourceStatus::Finished);
+            }
+            let id = self.start + self.next as i64;
+            self.scratch.set(self.id, Value::Int(id));
+            let mut r = Record::with_capacity(n);
+            let mut failed = None;
+            for (name, e) in &self.fields {
+                match e.eval(&self.scratch) {
+                    Ok(v) => r.push(*name, v),
+                    Err(err) => {
+                        failed = Some(format!("field `{name}` = `{}`: {err}", e.source()));
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => {
+                    r.origin.offset = self.next;
+                    out.emit(r)
+                }
+                Some(msg) => out.reject_raw(format!("id = {id}"), msg, serde_json::json!({"id": id})),
+            }
+            self.next += self.step;
+            self.emitted += 1;
+        }
+        if self.count.is_some_and(|c| self.next >= c) {
+            return Ok(SourceStatus::Finished);
+        }
+        Ok(SourceStatus::Ready)
+    }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::json!({"next": self.next})
+    }
+
+    fn progress(&self) -> Option<Progress> {
+        let first = self.next - self.emitted * self.step;
+        self.count.map(|c| Progress { done: self.emitted, total: c.saturating_sub(first).div_ceil(self.step) })
+    }
+}

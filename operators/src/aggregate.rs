@@ -1,0 +1,131 @@
+//! `aggregate`: a running aggregate per key. After each record it emits the record's key and the
+//! updated aggregates (an "upsert" stream: the last record per key is the current total).
+
+use std::collections::HashMap;
+
+use rill_engine::aggregate::{Accumulator, AggregateCall, AggregateRegistry};
+use rill_engine::config::{ConfigError, ConfigErrors, Spanned};
+use rill_engine::expr::Expr;
+use rill_engine::operator::{Collector, Operator, OperatorError};
+use rill_engine::record::Record;
+use rill_engine::registry::{BuildContext, TransformSpec};
+use rill_engine::value::{Key, Sym, Value};
+
+use crate::Ordered;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AggregateConfig {
+    /// Grouping key (an expression). Without it, one global group (parallelism 1).
+    key_by: Option<Spanned<String>>,
+    /// `name: function(expression)`, e.g. `total: sum(amount)`.
+    aggregates: Ordered<Spanned<String>>,
+}
+
+pub struct Aggregate {
+    key: Option<(Sym, Expr)>,
+    calls: Vec<(Sym, AggregateCall)>,
+    groups: HashMap<Key, Vec<Box<dyn Accumulator>>>,
+    inputs: Vec<Value>,
+}
+
+impl Aggregate {
+    pub fn new(key: Option<(Sym, Expr)>, calls: Vec<(Sym, AggregateCall)>) -> Aggregate {
+        Aggregate { key, calls, groups: HashMap::new(), inputs: Vec::new() }
+    }
+}
+
+impl Operator for Aggregate {
+    fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
+        let key = match &self.key {
+            Some((_, e)) => match e.eval(&record) {
+                Ok(k) => k,
+                Err(err) => {
+                    out.reject(record, format!("key_by `{}`: {err}", e.source()));
+                    return Ok(());
+                }
+            },
+            None => Value::Null,
+        };
+        // Check every input first so that a bad record updates no aggregate.
+        self.inputs.clear();
+        for (name, call) in &self.calls {
+            let v = match call.input(&record) {
+                Ok(v) => v,
+                Err(err) => {
+                    out.reject(record, format!("aggregate `{name}`: {err}"));
+                    return Ok(());
+                }
+            };
+            if let Err(err) = call.function.check(&v) {
+                out.reject(record, format!("aggregate `{name}`: {err}"));
+                return Ok(());
+            }
+            self.inputs.push(v);
+        }
+        let calls = &self.calls;
+        let accs = self.groups.entry(Key(key.clone())).or_insert_with(|| calls.iter().map(|(_, c)| c.function.create()).collect());
+        let mut result = Record::with_capacity(calls.len() + 1);
+        if let Some((name, _)) = &self.key {
+            result.push(*name, key);
+        }
+        for ((acc, v), (name, _)) in accs.iter_mut().zip(&self.inputs).zip(calls) {
+            acc.add(v);
+            result.push(*name, acc.result());
+        }
+        result.timestamp = record.timestamp;
+        result.origin = record.origin;
+        out.emit(result);
+        Ok(())
+    }
+}
+
+pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
+    let cfg: AggregateConfig = ctx.options()?;
+    let mut errors = Vec::new();
+    let key = match &cfg.key_by {
+        Some(k) => match ctx.expr(k) {
+            Ok(e) => Some((e.as_field().unwrap_or_else(|| Sym::new("key")), e)),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        None => None,
+    };
+    let registry = AggregateRegistry::default();
+    let mut calls = Vec::new();
+    for (name, spec) in &cfg.aggregates.0 {
+        match registry.parse(name, spec) {
+            Ok(c) => calls.push((Sym::new(name), c)),
+            Err(e) => {
+                let mut span = spec.span.clone();
+                span.column += e.column.saturating_sub(1);
+                errors.push(ConfigError::new(Some(&span), format!("aggregate `{name}`: {}", e.message)).hint(format!(
+                    "aggregates are written `name: function(expression)`; functions: {}",
+                    registry.names().join(", ")
+                )));
+            }
+        }
+    }
+    if calls.is_empty() && errors.is_empty() {
+        errors.push(ConfigError::new(Some(&ctx.options.span), "`aggregate` needs at least one entry under `aggregates`"));
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let description = format!(
+        "running {} per {}",
+        cfg.aggregates.0.iter().map(|(n, s)| format!("{n} = {}", s.value.trim())).collect::<Vec<_>>().join(", "),
+        key.as_ref().map(|(_, e)| format!("`{}`", e.source())).unwrap_or_else(|| "job (one global group)".into())
+    );
+    let mut spec = TransformSpec::new(description, {
+        let key = key.clone();
+        move |_| Ok(Aggregate::new(key.clone(), calls.clone()))
+    });
+    spec.key_by = key.map(|(_, e)| e);
+    if spec.key_by.is_none() {
+        spec.max_parallelism = Some(1);
+    }
+    Ok(spec)
+}

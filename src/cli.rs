@@ -1,0 +1,189 @@
+//! The `rill` command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{JobPlan, PipelineConfig, Registry, RunOptions};
+
+/// Rill runs stream-processing pipelines written in YAML: sources → transforms → sinks.
+///
+/// Exit codes: 0 success, 1 the job failed while running, 2 invalid pipeline or usage.
+#[derive(Parser, Debug)]
+#[command(name = "rill", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a pipeline until its bounded sources end, or until Ctrl-C (which stops the sources,
+    /// lets everything in flight finish and flushes the sinks).
+    ///
+    /// Prints a summary per component at the end (records in/out, rejected, batches). Rejected
+    /// records go to the dead-letter output (`dead_letter:` in the pipeline; default
+    /// `.rill/<name>/dead_letter.jsonl`).
+    Run {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// Override an option: `--set path.to.option=value` (repeatable), e.g.
+        /// `--set parallelism=4` or `--set sources.orders.path=other.jsonl`.
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+        /// Event-loop threads (default: the largest parallelism in the pipeline).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Progress line on stderr: auto (when stderr is a terminal), always, never.
+        #[arg(long, value_enum, default_value_t = Progress::Auto)]
+        progress: Progress,
+        /// Do not print the summary.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Check a pipeline without running it; prints every problem with file:line:column.
+    Validate {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// Override an option, as for `run`.
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Print the dataflow: components, parallelism, and the exchange on every edge.
+    Graph {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+        /// Override an option, as for `run`.
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq)]
+pub enum Progress {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum GraphFormat {
+    Text,
+    Mermaid,
+    Dot,
+}
+
+fn plan(pipeline: &std::path::Path, sets: &[String], registry: &Registry) -> Result<JobPlan, ExitCode> {
+    let report = |e: crate::ConfigErrors| {
+        eprintln!("{e}");
+        let n = e.0.len();
+        eprintln!("\n{} problem{} found in {}", n, if n == 1 { "" } else { "s" }, pipeline.display());
+        ExitCode::from(2)
+    };
+    let config = PipelineConfig::load(pipeline, sets).map_err(report)?;
+    JobPlan::build(config, registry).map_err(report)
+}
+
+/// Runs the command line with `registry` (the built-ins plus any custom components).
+pub fn main(registry: Registry) -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)))
+        .with_writer(std::io::stderr)
+        .try_init();
+    match cli.command {
+        Command::Validate { pipeline, sets } => match plan(&pipeline, &sets, &registry) {
+            Ok(p) => {
+                println!(
+                    "{}: pipeline `{}` is valid: {} components, {} instances",
+                    pipeline.display(),
+                    p.config.name,
+                    p.nodes.len(),
+                    p.nodes.iter().map(|n| n.parallelism).sum::<u32>()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Graph { pipeline, format, sets } => match plan(&pipeline, &sets, &registry) {
+            Ok(p) => {
+                print!(
+                    "{}",
+                    match format {
+                        GraphFormat::Text => p.to_text(),
+                        GraphFormat::Mermaid => p.to_mermaid(),
+                        GraphFormat::Dot => p.to_dot(),
+                    }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { pipeline, sets, threads, progress, quiet } => {
+            let p = match plan(&pipeline, &sets, &registry) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let name = p.config.name.clone();
+            let opts = RunOptions {
+                threads,
+                progress: match progress {
+                    Progress::Always => true,
+                    Progress::Never => false,
+                    Progress::Auto => std::io::stderr().is_terminal() && !quiet,
+                },
+                ..RunOptions::default()
+            };
+            match crate::run(p, opts) {
+                Ok(report) => {
+                    if !quiet {
+                        eprint!("{}", summary(&name, &report));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: job `{name}` failed: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+/// The end-of-run summary.
+pub fn summary(name: &str, r: &crate::JobReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let how = if r.interrupted { "stopped (Ctrl-C)" } else { "finished" };
+    let _ = writeln!(s, "job `{name}` {how} in {:.3} s", r.elapsed.as_secs_f64());
+    let _ = writeln!(s, "{:<20} {:<10} {:>4} {:>12} {:>12} {:>9} {:>9}", "component", "type", "inst", "records in", "records out", "rejected", "batches");
+    for c in &r.components {
+        let _ = writeln!(
+            s,
+            "{:<20} {:<10} {:>4} {:>12} {:>12} {:>9} {:>9}",
+            c.component, c.type_name, c.instances, c.records_in, c.records_out, c.rejected, c.batches
+        );
+    }
+    let _ = writeln!(s, "dead letters: {} ({})", r.dead_letters, r.dead_letter_output);
+    s
+}
