@@ -36,7 +36,7 @@ pub enum Command {
         /// `--set parallelism=4` or `--set sources.orders.path=other.jsonl`.
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
-        /// Event-loop threads (default: the largest parallelism in the pipeline).
+        /// Event-loop threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
         /// Progress line on stderr: auto (when stderr is a terminal), always, never.

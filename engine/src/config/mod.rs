@@ -87,6 +87,11 @@ impl From<DeError> for ConfigErrors {
     }
 }
 
+/// Records per batch unless `batch_size` says otherwise: large enough to amortise a channel
+/// operation and an actor message over many records (W0 in BENCHMARKS.md), small enough that a
+/// batch of typical records stays well under a megabyte.
+pub const DEFAULT_BATCH_SIZE: usize = 2048;
+
 /// Which section a component is declared in.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -234,10 +239,10 @@ impl PipelineConfig {
         let batch_size = match top.as_ref().and_then(|t| t.batch_size.clone()) {
             Some(b) if b.value == 0 => {
                 errors.push(ConfigError::new(Some(&b.span), "`batch_size` must be at least 1"));
-                1024
+                DEFAULT_BATCH_SIZE
             }
             Some(b) => b.value,
-            None => 1024,
+            None => DEFAULT_BATCH_SIZE,
         };
         let work_dir = top
             .as_ref()

@@ -25,6 +25,10 @@ pub(crate) enum Node {
     In(Box<Node>, Box<Node>),
     Coalesce(Vec<Node>),
     Call(Func, Vec<Node>),
+    // Specialised forms made by `fold`: a constant right operand, a one-argument call.
+    ArithK(Arith, Box<Node>, Value),
+    CmpK(Cmp, Box<Node>, Value),
+    Call1(Func, Box<Node>),
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -137,13 +141,53 @@ impl Node {
                 return Node::Const(v);
             }
         }
-        n
+        match n {
+            Node::Arith(k, a, b) => match *b {
+                Node::Const(v) => Node::ArithK(k, a, v),
+                b => Node::Arith(k, a, Box::new(b)),
+            },
+            Node::Cmp(k, a, b) => match *b {
+                Node::Const(v) => Node::CmpK(k, a, v),
+                b => Node::Cmp(k, a, Box::new(b)),
+            },
+            Node::Call(f, mut args) if args.len() == 1 => Node::Call1(f, Box::new(args.pop().expect("one argument"))),
+            n => n,
+        }
     }
 
     pub(crate) fn eval(&self, r: &Record) -> Result<Value, EvalError> {
         match self {
             Node::Const(v) => Ok(v.clone()),
             Node::Field(s) => Ok(r.get(*s).cloned().unwrap_or(Value::Null)),
+            Node::ArithK(k, a, b) => match (a.eval(r)?, b) {
+                (Value::Int(x), Value::Int(y)) if *y != 0 => int_arith(*k, x, *y),
+                (x, y) => arith(*k, x, y.clone()),
+            },
+            Node::CmpK(k, a, b) => {
+                let x = a.eval(r)?;
+                match (&x, b) {
+                    (Value::Float(x), Value::Float(y)) => Ok(Value::Bool(cmp_ord(*k, x.partial_cmp(y)))),
+                    (Value::Int(x), Value::Int(y)) => Ok(Value::Bool(cmp_ord(*k, Some(x.cmp(y))))),
+                    _ => compare(*k, &x, b).map(Value::Bool),
+                }
+            }
+            Node::Call1(f, a) => {
+                let v = a.eval(r)?;
+                match (f, &v) {
+                    (Func::ToDouble, Value::Int(i)) => Ok(Value::Float(*i as f64)),
+                    _ => call_values(*f, std::slice::from_ref(&v)),
+                }
+            }
+            Node::And(a, b) => Ok(Value::Bool(bool_of(a.eval(r)?, "&&")? && bool_of(b.eval(r)?, "&&")?)),
+            Node::Or(a, b) => Ok(Value::Bool(bool_of(a.eval(r)?, "||")? || bool_of(b.eval(r)?, "||")?)),
+            _ => self.eval_cold(r),
+        }
+    }
+
+    /// The less common forms, kept out of `eval` so that its frame stays small.
+    #[inline(never)]
+    fn eval_cold(&self, r: &Record) -> Result<Value, EvalError> {
+        match self {
             Node::Select(base, field) => match base.eval(r)? {
                 Value::Map(m) => Ok(m.get(*field).cloned().unwrap_or(Value::Null)),
                 Value::Null => Ok(Value::Null),
@@ -163,8 +207,6 @@ impl Node {
                 Value::Float(f) => Ok(Value::Float(-f)),
                 other => err(format!("cannot negate a {}", other.type_name())),
             },
-            Node::And(a, b) => Ok(Value::Bool(bool_of(a.eval(r)?, "&&")? && bool_of(b.eval(r)?, "&&")?)),
-            Node::Or(a, b) => Ok(Value::Bool(bool_of(a.eval(r)?, "||")? || bool_of(b.eval(r)?, "||")?)),
             Node::Cond(c, a, b) => {
                 if bool_of(c.eval(r)?, "?:")? {
                     a.eval(r)
@@ -196,6 +238,9 @@ impl Node {
                 Ok(Value::Null)
             }
             Node::Call(f, args) => call(*f, args, r),
+            Node::Const(_) | Node::Field(_) | Node::ArithK(..) | Node::CmpK(..) | Node::Call1(..) | Node::And(..) | Node::Or(..) => {
+                unreachable!("handled by eval")
+            }
         }
     }
 }
@@ -207,6 +252,32 @@ fn bool_of(v: Value, op: &str) -> Result<bool, EvalError> {
     }
 }
 
+#[inline]
+fn int_arith(k: Arith, x: i64, y: i64) -> Result<Value, EvalError> {
+    let r = match k {
+        Arith::Add => x.checked_add(y),
+        Arith::Sub => x.checked_sub(y),
+        Arith::Mul => x.checked_mul(y),
+        Arith::Div => x.checked_div(y),
+        Arith::Rem => x.checked_rem(y),
+    };
+    r.map(Value::Int).ok_or_else(|| EvalError(format!("integer overflow in {x} {k:?} {y}")))
+}
+
+#[inline]
+fn cmp_ord(k: Cmp, o: Option<Ordering>) -> bool {
+    match (k, o) {
+        (Cmp::Eq, o) => o == Some(Ordering::Equal),
+        (Cmp::Ne, o) => o != Some(Ordering::Equal),
+        (_, None) => false,
+        (Cmp::Lt, Some(o)) => o == Ordering::Less,
+        (Cmp::Le, Some(o)) => o != Ordering::Greater,
+        (Cmp::Gt, Some(o)) => o == Ordering::Greater,
+        (Cmp::Ge, Some(o)) => o != Ordering::Less,
+    }
+}
+
+#[inline(never)]
 fn arith(k: Arith, a: Value, b: Value) -> Result<Value, EvalError> {
     use Value::*;
     let name = match k {
@@ -267,6 +338,7 @@ pub fn order(a: &Value, b: &Value) -> Option<Ordering> {
     }
 }
 
+#[inline(never)]
 fn compare(k: Cmp, a: &Value, b: &Value) -> Result<bool, EvalError> {
     match k {
         Cmp::Eq => Ok(a == b),
@@ -322,7 +394,11 @@ fn call(f: Func, args: &[Node], r: &Record) -> Result<Value, EvalError> {
     for a in args {
         vals.push(a.eval(r)?);
     }
-    let v = vals.as_slice();
+    call_values(f, vals.as_slice())
+}
+
+#[inline(never)]
+fn call_values(f: Func, v: &[Value]) -> Result<Value, EvalError> {
     let s = |i: usize, name: &str| string_arg(&v[i], name);
     Ok(match f {
         Func::Size => match &v[0] {

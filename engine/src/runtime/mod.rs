@@ -33,7 +33,7 @@ use crate::source::SourceContext;
 /// How to run a job.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Event-loop threads; default: the largest parallelism in the job.
+    /// Event-loop threads; default: the number of cores (at most one per instance).
     pub threads: Option<usize>,
     /// Capacity of each channel, in batches.
     pub channel_capacity: usize,
@@ -82,7 +82,9 @@ pub fn run(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
     let dead_letter = Arc::new(
         DeadLetter::open(&cfg.dead_letter).map_err(|e| RunError::Setup(format!("cannot open the dead-letter output: {e}")))?,
     );
-    let threads = opts.threads.unwrap_or_else(|| plan.nodes.iter().map(|n| n.parallelism as usize).max().unwrap_or(1)).max(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let instances: usize = plan.nodes.iter().map(|n| n.parallelism as usize).sum();
+    let threads = opts.threads.unwrap_or(cores.min(instances)).max(1);
     let metrics = JobMetrics::default();
     let started = Instant::now();
     let system = actix::System::new();
@@ -143,7 +145,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
     for i in (0..n).rev() {
         let node = &plan.nodes[i];
         for s in 0..node.parallelism {
-            let arbiter = arbiters[s as usize % threads].handle();
+            let arbiter = arbiters[placement(i, s, node.parallelism, threads)].handle();
             let counters = counters[i][s as usize].take().expect("one actor per instance");
             let outs = Outputs::new(std::mem::take(&mut outputs[i][s as usize]));
             let shared = shared.clone();
@@ -267,6 +269,15 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
         a.join().ok();
     }
     result
+}
+
+/// The arbiter of instance `s` of component `i`. A component with at least one instance per
+/// thread puts instance `s` on thread `s % threads`, so forward chains stay on one thread; a
+/// component with fewer instances than threads is offset by its position in the plan, so that
+/// consecutive operators of a narrow pipeline run on different threads (pipeline parallelism).
+fn placement(i: usize, s: u32, parallelism: u32, threads: usize) -> usize {
+    let offset = if parallelism as usize >= threads { 0 } else { i };
+    (s as usize + offset) % threads
 }
 
 fn print_progress(metrics: &JobMetrics, elapsed: Duration) {
