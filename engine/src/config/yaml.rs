@@ -62,10 +62,14 @@ impl Node {
             })?;
             let here = span_of(&span.start);
             let finished: Option<(Node, usize)> = match ev {
-                Event::Scalar(text, style, anchor, _tag) => Some((
-                    Node { span: here, kind: NodeKind::Scalar { text: text.into_owned(), plain: style == ScalarStyle::Plain } },
-                    anchor,
-                )),
+                Event::Scalar(text, style, anchor, _tag) => {
+                    let mut span = here;
+                    if matches!(style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted) {
+                        // Point at the text, so that columns inside it (an expression's) add up.
+                        span.column += 1;
+                    }
+                    Some((Node { span, kind: NodeKind::Scalar { text: text.into_owned(), plain: style == ScalarStyle::Plain } }, anchor))
+                }
                 Event::SequenceStart(anchor, _) => {
                     stack.push((Node { span: here, kind: NodeKind::Seq(Vec::new()) }, None));
                     anchor_stack.push(anchor);
@@ -189,7 +193,7 @@ mod tests {
         assert_eq!((c.span.line, c.span.column), (3, 6));
         let NodeKind::Seq(items) = &c.kind else { panic!() };
         assert_eq!(items[1].kind, NodeKind::Scalar { text: "y".into(), plain: false });
-        assert_eq!(items[1].span.to_string(), "p.yaml:3:10");
+        assert_eq!(items[1].span.to_string(), "p.yaml:3:11", "quoted: the first character inside the quotes");
     }
 
     #[test]

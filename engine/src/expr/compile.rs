@@ -27,7 +27,7 @@ pub(super) fn compile(source: &str) -> Result<Node, CompileError> {
         Err(errs) => {
             let e = errs.errors.into_iter().next();
             let (line, column, msg) = match e {
-                Some(e) => (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1, e.msg),
+                Some(e) => (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize, e.msg),
                 None => (1, 1, "syntax error".to_string()),
             };
             return Err(CompileError { message: format!("syntax error: {msg}"), line, column });

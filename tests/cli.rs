@@ -1,0 +1,156 @@
+//! `rill validate`, `rill graph`, `--set`, help and exit codes.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn validate_accepts_the_examples() {
+    for p in ["examples/orders.yaml", "examples/w0.yaml"] {
+        let r = run(&["validate", p]);
+        assert_eq!(r.code, 0, "{p}: {}", r.stderr);
+        assert!(r.stdout.contains("is valid"), "{}", r.stdout);
+    }
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "bad.yaml",
+        r#"name: bad
+sources:
+  a:
+    type: file
+    path: no/such/file.jsonl
+  b:
+    type: kafkaa
+transforms:
+  f:
+    type: filter
+    inputs: [a, nowhere]
+    condition: "amount > > 1"
+  g:
+    type: map
+    inputs: [h]
+    fields: {x: "y + 1"}
+    colour: blue
+  h:
+    type: filter
+    inputs: [g]
+    condition: "true"
+sinks:
+  out:
+    type: stdout
+    inputs: [f]
+"#,
+    );
+    let r = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let f = p.display().to_string();
+    for expected in [
+        format!("{f}:5:11: error: input path `no/such/file.jsonl` cannot be read"),
+        format!("{f}:7:11: error: unknown source type `kafkaa`"),
+        format!("{f}:11:17: error: input `nowhere` of `f` is not a component"),
+        format!("{f}:12:26: error: in expression `amount > > 1`: syntax error"),
+        format!("{f}:17:5: error: unknown field `colour`"),
+        format!("{f}:13:3: error: the pipeline has a cycle through: g → h"),
+    ] {
+        assert!(r.stderr.contains(&expected), "missing `{expected}` in:\n{}", r.stderr);
+    }
+    assert!(r.stderr.contains("help: known sources: file, generator, socket"), "{}", r.stderr);
+    assert!(r.stderr.contains("6 problems found"), "{}", r.stderr);
+
+    // A cycle through a component that reads two inputs.
+    let cyc = write(
+        tmp.path(),
+        "cycle.yaml",
+        "sources:\n  a: {type: generator, count: 1, fields: {x: id}}\ntransforms:\n  g: {type: filter, inputs: [a, h], condition: 'true'}\n  h: {type: filter, inputs: [g], condition: 'true'}\nsinks:\n  o: {type: blackhole, inputs: [h]}\n",
+    );
+    let r = run(&["validate", cyc.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains(":4:3: error: the pipeline has a cycle through: g → h"), "{}", r.stderr);
+}
+
+#[test]
+fn yaml_syntax_errors_have_positions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(tmp.path(), "broken.yaml", "sources:\n  a: {type: file\n");
+    let r = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains(&format!("{}:3:", p.display())) && r.stderr.contains("invalid YAML"), "{}", r.stderr);
+}
+
+#[test]
+fn missing_pipeline_file_is_a_usage_error() {
+    let r = run(&["run", "no-such-pipeline.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("cannot read pipeline file no-such-pipeline.yaml"), "{}", r.stderr);
+}
+
+#[test]
+fn graph_in_three_formats() {
+    let r = run(&["graph", "examples/orders.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for s in [
+        "orders (source `file`), parallelism 1 — this source cannot be split further (asked for 2)",
+        "big (transform `filter`), parallelism 2",
+        "<- orders via rebalance",
+        "<- big via forward",
+        "<- enriched via hash(customer)",
+        "<- per_customer via single",
+    ] {
+        assert!(r.stdout.contains(s), "missing `{s}` in\n{}", r.stdout);
+    }
+    let m = run(&["graph", "examples/orders.yaml", "--format", "mermaid"]);
+    assert!(m.stdout.starts_with("flowchart LR"));
+    assert!(m.stdout.contains("-->|\"hash(customer)\"|"), "{}", m.stdout);
+    let d = run(&["graph", "examples/orders.yaml", "--format", "dot"]);
+    assert!(d.stdout.starts_with("digraph \"orders-demo\" {"));
+    assert!(d.stdout.contains("[label=\"forward\"]"), "{}", d.stdout);
+}
+
+#[test]
+fn set_overrides_any_option() {
+    let r = run(&["graph", "examples/orders.yaml", "--set", "transforms.big.parallelism=3", "--set", "name=renamed"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("job `renamed`"));
+    assert!(r.stdout.contains("big (transform `filter`), parallelism 3"), "{}", r.stdout);
+    let bad = run(&["validate", "examples/orders.yaml", "--set", "transforms.big.condition=amount >"]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("in expression `amount >`"), "{}", bad.stderr);
+    let no_eq = run(&["validate", "examples/orders.yaml", "--set", "parallelism"]);
+    assert_eq!(no_eq.code, 2);
+    assert!(no_eq.stderr.contains("has no `=`"), "{}", no_eq.stderr);
+}
+
+#[test]
+fn help_is_complete_and_usage_errors_exit_2() {
+    let h = run(&["--help"]);
+    assert_eq!(h.code, 0);
+    for s in ["run", "validate", "graph", "Exit codes"] {
+        assert!(h.stdout.contains(s), "{}", h.stdout);
+    }
+    let hr = run(&["run", "--help"]);
+    for s in ["--set", "--threads", "--progress", "Ctrl-C", "dead-letter"] {
+        assert!(hr.stdout.contains(s), "missing {s}: {}", hr.stdout);
+    }
+    assert_eq!(run(&["frobnicate"]).code, 2);
+    assert_eq!(run(&["run"]).code, 2);
+}
+
+#[test]
+fn runtime_failure_exits_1_with_the_cause() {
+    let port = free_port();
+    let r = run(&[
+        "run",
+        "examples/w0.yaml",
+        "--set",
+        "sinks.discard={type: socket, inputs: [keep], address: \"127.0.0.1:PORT\", connect_timeout: 200ms}".replace("PORT", &port.to_string()).as_str(),
+        "--set",
+        "sources.events.count=10",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("component `discard` (instance 0) failed: cannot connect to 127.0.0.1:{port}")), "{}", r.stderr);
+}
