@@ -110,6 +110,7 @@ pub struct Decoder {
 }
 
 /// Why a line is not a record: message and 1-based column.
+#[derive(Debug)]
 pub struct DecodeError {
     pub message: String,
     pub column: usize,
@@ -300,7 +301,7 @@ mod tests {
         let cells = split_csv(r#"a,"b,""c""",,d"#, ',').unwrap();
         let texts: Vec<&str> = cells.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(texts, ["a", "b,\"c\"", "", "d"]);
-        assert_eq!(cells[3].1, 12);
+        assert_eq!(cells[3].1, 14);
         assert!(split_csv(r#"a,"b"#, ',').is_err());
     }
 

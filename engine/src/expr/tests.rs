@@ -87,3 +87,28 @@ fn constants_are_folded() {
     assert!(tree.contains("Int(60000)") && !tree.contains("Int(60)"), "{tree}");
     assert_eq!(e.eval(&rec(r#"{"x": 2}"#)).unwrap(), Value::Int(120000));
 }
+
+mod no_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The fuzz target `expr` on stable: any text compiles or fails cleanly, and a compiled
+        /// expression evaluates to a value or an error.
+        #[test]
+        fn compile_and_eval_never_panic(text in "[a-z0-9 .,()\\[\\]'\"+*/%<>=!&|?:_-]{0,40}") {
+            if let Ok(e) = Expr::compile(&text) {
+                let _ = e.eval(&rec(r#"{"a": 1, "b": 2.5, "s": "text", "l": [1, 2], "m": {"x": null}}"#));
+            }
+        }
+
+        #[test]
+        fn arithmetic_on_ints_matches_checked_rust(a in any::<i64>(), b in any::<i64>()) {
+            let r = rec(&format!(r#"{{"a": {a}, "b": {b}}}"#));
+            let got = Expr::compile("a + b").unwrap().eval(&r).ok();
+            prop_assert_eq!(got, a.checked_add(b).map(Value::Int));
+            let got = Expr::compile("a % b").unwrap().eval(&r).ok();
+            prop_assert_eq!(got, a.checked_rem(b).map(Value::Int));
+        }
+    }
+}

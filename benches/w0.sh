@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# W0 side by side, in one run on one machine: the hand-written loop, Rill at p=1 and p=2,
+# and (unless FLINK=0) Apache Flink's W0 from ../shared/peers/flink.
+#   benches/w0.sh                 # N=10M, 3 repeats, median
+#   N=100000000 REPEAT=1 benches/w0.sh
+# Prints one line per run and a median table; run on an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${N:-10000000}"
+REPEAT="${REPEAT:-3}"
+FLINK="${FLINK:-1}"
+cargo build --release -q -p rill -p rill-examples
+RILL=target/release/rill
+results=$(mktemp)
+
+busy() { awk 'NR == 1 {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+echo "# host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" >&2
+b0=$(busy); sleep 1; b1=$(busy)
+echo "# cores busy before start: $(awk -v a="$b0" -v b="$b1" 'BEGIN {printf "%.2f", (b - a) / 100}')" >&2
+
+for ((r = 1; r <= REPEAT; r++)); do
+  line=$(target/release/w0-hand "$N")
+  secs=$(sed -n 's/.*secs=\([0-9.]*\).*/\1/p' <<<"$line")
+  echo "hand-loop p=1 secs=$secs" | tee -a "$results"
+  for p in 1 2; do
+    start=$(date +%s.%N)
+    out=$($RILL run examples/w0.yaml --set "parallelism=$p" --set "sources.events.count=$N" --progress never 2>&1)
+    end=$(date +%s.%N)
+    job=$(sed -n 's/.*finished in \([0-9.]*\) s.*/\1/p' <<<"$out")
+    kept=$(awk '$1 == "discard" {print $4}' <<<"$out")
+    echo "rill p=$p secs=$job proc_secs=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f", b - a}') kept=$kept" | tee -a "$results"
+  done
+done
+
+if [[ "$FLINK" == 1 ]]; then
+  WORKLOADS=W0 REPEAT="$REPEAT" N="$N" TINY_N= ../shared/peers/flink/run.sh 2>/dev/null | while read -r l; do
+    p=$(sed -n 's/.* p=\([0-9]*\) .*/\1/p' <<<"$l")
+    net=$(sed -n 's/.* net_secs=\([0-9.]*\).*/\1/p' <<<"$l")
+    secs=$(sed -n 's/.* secs=\([0-9.]*\).*/\1/p' <<<"$l")
+    echo "flink p=$p secs=$net wall_secs=$secs" | tee -a "$results"
+  done
+fi
+
+python3 - "$results" "$N" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    kv = dict(x.split("=", 1) for x in f[1:])
+    rows.setdefault((f[0], kv["p"]), []).append(float(kv["secs"]))
+n = int(sys.argv[2])
+hand = statistics.median(rows[("hand-loop", "1")])
+print(f"\n| engine | p | runs | median secs | events/s | vs hand loop | vs Flink (same p) |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+for (eng, p), secs in sorted(rows.items()):
+    m = statistics.median(secs)
+    fl = rows.get(("flink", p))
+    vs_flink = f"{statistics.median(fl) / m:.2f}x" if fl and eng == "rill" else ""
+    print(f"| {eng} | {p} | {len(secs)} | {m:.3f} | {n / m:,.0f} | {hand / m:.3f} | {vs_flink} |")
+PY
+rm -f "$results"
