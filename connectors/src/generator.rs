@@ -32,14 +32,10 @@ struct GeneratorConfig {
 
 pub(crate) fn build(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
     let cfg: GeneratorConfig = ctx.options()?;
-    let mut errors = Vec::new();
-    let mut fields = Vec::new();
-    for (name, src) in &cfg.fields.0 {
-        match ctx.expr(src) {
-            Ok(e) => fields.push((Sym::new(name), e)),
-            Err(e) => errors.push(e),
-        }
-    }
+    let (fields, mut errors) = match ctx.named_exprs(&cfg.fields) {
+        Ok(f) => (f, Vec::new()),
+        Err(e) => (Vec::new(), e),
+    };
     if let Some(r) = &cfg.rate {
         if !(r.value > 0.0 && r.value.is_finite()) {
             errors.push(ConfigError::new(Some(&r.span), "`rate` must be a positive number of events per second"));

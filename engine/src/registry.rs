@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{from_node, ConfigError, ConfigErrors, Node, PipelineConfig, Spanned};
+use crate::config::{from_node, ConfigError, ConfigErrors, Node, Ordered, PipelineConfig, Spanned};
+use crate::value::Sym;
 use crate::expr::Expr;
 use crate::operator::{Operator, OperatorContext, OperatorError, Sink};
 use crate::source::{Source, SourceContext};
@@ -31,6 +32,24 @@ impl BuildContext<'_> {
             }
             e.into()
         })
+    }
+
+    /// Compiles a `name: expression` map (`map` fields, generator fields), collecting every
+    /// error.
+    pub fn named_exprs(&self, map: &Ordered<Spanned<String>>) -> Result<Vec<(Sym, Expr)>, Vec<ConfigError>> {
+        let mut out = Vec::with_capacity(map.0.len());
+        let mut errors = Vec::new();
+        for (name, src) in &map.0 {
+            match self.expr(src) {
+                Ok(e) => out.push((Sym::new(name), e)),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Compiles an expression option, reporting errors at its position.

@@ -58,14 +58,10 @@ impl Operator for Map {
 
 pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
     let cfg: MapConfig = ctx.options()?;
-    let mut errors = Vec::new();
-    let mut fields = Vec::new();
-    for (name, src) in &cfg.fields.0 {
-        match ctx.expr(src) {
-            Ok(e) => fields.push((Sym::new(name), e)),
-            Err(e) => errors.push(e),
-        }
-    }
+    let (fields, mut errors) = match ctx.named_exprs(&cfg.fields) {
+        Ok(f) => (f, Vec::new()),
+        Err(e) => (Vec::new(), e),
+    };
     if fields.is_empty() && cfg.drop.is_empty() && errors.is_empty() {
         errors.push(ConfigError::new(Some(&ctx.options.span), "`map` needs `fields` or `drop`").hint("write `fields: {name: expression}`"));
     }
