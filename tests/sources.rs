@@ -155,3 +155,22 @@ fn socket_source_as_client_ends_when_the_peer_closes() {
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
     assert_eq!(lines(&out), [serde_json::json!({"a": 1, "b": "x"}), serde_json::json!({"a": 2, "b": "y"})]);
 }
+
+#[test]
+fn generator_rate_spreads_events_over_time() {
+    // 300 events at 1,000 per second cannot finish in less than about 0.3 s; without the rate
+    // the same job takes a few milliseconds. (A lower bound: no guess at how fast a machine is.)
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        "parallelism: 2\nsources:\n  g: {type: generator, count: 300, rate: 1000, fields: {n: id}}\nsinks:\n  o: {type: blackhole, inputs: [g]}\n",
+    );
+    let start = std::time::Instant::now();
+    let r = run(&["run", p.to_str().unwrap()]);
+    let took = start.elapsed();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(took >= Duration::from_millis(280), "took {took:?}");
+    let row = r.stderr.lines().find(|l| l.starts_with("o ")).unwrap().split_whitespace().collect::<Vec<_>>();
+    assert_eq!(row[3], "300");
+}
