@@ -13,5 +13,7 @@ pub mod operator;
 pub mod plan;
 pub mod registry;
 pub mod source;
+pub mod state;
 pub mod runtime;
 pub mod aggregate;
+pub mod time;

@@ -37,6 +37,9 @@ pub enum Message {
     Data(Batch),
     Watermark(Watermark),
     Barrier(Barrier),
+    /// The sender has had no data for its idle timeout: until it sends data or a watermark
+    /// again, it does not hold back the receiver's watermark.
+    Idle,
     /// The sender will send nothing more.
     End,
 }

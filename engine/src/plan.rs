@@ -29,6 +29,8 @@ pub struct PlanNode {
     pub spec: NodeSpec,
     /// Output ports: index 0 is the main output, then side outputs.
     pub ports: Vec<String>,
+    /// Sources: how records are stamped with time.
+    pub time: crate::time::TimeMode,
 }
 
 /// A dataflow edge between two components.
@@ -54,7 +56,15 @@ impl JobPlan {
         let mut errors = Vec::new();
         let (src_types, tr_types, sink_types) = registry.type_names();
         let mut built: Vec<Option<(NodeSpec, Vec<String>)>> = Vec::new();
+        let mut times = Vec::new();
         for c in &config.components {
+            match crate::time::TimeMode::from_options(c.event_time.as_ref(), c.ingestion_time.as_ref()) {
+                Ok(t) => times.push(t),
+                Err(mut es) => {
+                    errors.append(&mut es.0);
+                    times.push(crate::time::TimeMode::Processing);
+                }
+            }
             let ctx = BuildContext { name: &c.name, type_name: &c.type_name.value, options: &c.options, pipeline: &config };
             let t = c.type_name.value.as_str();
             let (result, known): (Option<Result<(NodeSpec, Vec<String>), ConfigErrors>>, &Vec<&str>) = match c.role {
@@ -198,6 +208,7 @@ impl JobPlan {
                 parallelism_note: note,
                 spec,
                 ports,
+                time: times[i].clone(),
             });
         }
         let edges = raw_edges
@@ -251,6 +262,9 @@ impl JobPlan {
                 let _ = write!(s, " — {note}");
             }
             let _ = write!(s, "\n    {}", self.describe(i));
+            if n.role == Role::Source && !matches!(n.time, crate::time::TimeMode::Processing) {
+                let _ = write!(s, "; {}", n.time.describe());
+            }
             for e in self.edges.iter().filter(|e| e.to == i) {
                 let _ = write!(s, "\n    <- {} via {}", self.nodes[e.from].name, self.edge_label(e));
             }

@@ -20,12 +20,18 @@ pub struct Origin {
 }
 
 /// One event: an ordered list of named fields, plus its timestamp and origin.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Record {
     fields: Vec<(Sym, Value)>,
     /// Event or ingestion time in epoch milliseconds, or [`NO_TIMESTAMP`].
     pub timestamp: i64,
     pub origin: Origin,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record::new()
+    }
 }
 
 impl Record {

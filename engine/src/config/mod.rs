@@ -150,7 +150,11 @@ pub struct ComponentConfig {
     /// `name` or `name.port` references.
     pub inputs: Vec<Spanned<String>>,
     pub parallelism: Option<Spanned<u32>>,
-    /// The component's own options (everything but `type`, `inputs` and `parallelism`).
+    /// Sources: `event_time` and `ingestion_time` (see [`crate::time`]).
+    pub event_time: Option<Node>,
+    pub ingestion_time: Option<Node>,
+    /// The component's own options (everything but `type`, `inputs`, `parallelism` and, for
+    /// sources, the time options).
     pub options: Node,
 }
 
@@ -361,8 +365,11 @@ fn component(name: &str, key: &Node, node: &Node, role: Role) -> Result<Componen
     let mut parallelism = None;
     let mut options = Vec::new();
     let mut inputs_given = false;
+    let (mut event_time, mut ingestion_time) = (None, None);
     for (k, v) in entries {
         match k.as_str() {
+            Some("event_time") if role == Role::Source => event_time = Some(v.clone()),
+            Some("ingestion_time") if role == Role::Source => ingestion_time = Some(v.clone()),
             Some("type") => match from_node::<Spanned<String>>(v) {
                 Ok(t) => type_name = Some(t),
                 Err(e) => errors.push(e.into()),
@@ -407,6 +414,8 @@ fn component(name: &str, key: &Node, node: &Node, role: Role) -> Result<Componen
         type_name,
         inputs,
         parallelism,
+        event_time,
+        ingestion_time,
         options: Node { span: node.span.clone(), kind: NodeKind::Map(options) },
     })
 }

@@ -87,6 +87,7 @@ pub(crate) struct SourceActor {
     pub(crate) shared: Shared,
     pub(crate) stop_requested: bool,
     pub(crate) done: bool,
+    pub(crate) time: crate::time::Timestamper,
 }
 
 #[derive(Message)]
@@ -179,10 +180,18 @@ impl Handler<Step> for SourceActor {
             }
             Counters::add(&self.counters.records_in, records.len() as u64);
             Counters::add(&self.counters.batches, 1);
+            self.time.stamp(&mut records, &mut rejected);
             let sent = self.outputs.as_mut().expect("outputs present").route(0, records, &mut rejected);
             Counters::add(&self.counters.records_out, sent);
         }
         self.shared.reject(&self.ctx.name, rejected, &self.counters);
+        let outs = self.outputs.as_mut().expect("outputs present");
+        if let Some(wm) = self.time.watermark() {
+            outs.broadcast(Message::Watermark(wm));
+        }
+        if matches!(status, SourceStatus::Idle(_)) && self.time.became_idle() {
+            outs.broadcast(Message::Idle);
+        }
         match status {
             SourceStatus::Ready => after_flush(self, ctx, |_, ctx| ctx.notify(Step)),
             SourceStatus::Idle(d) => after_flush(self, ctx, move |_, ctx| {
@@ -287,6 +296,7 @@ impl OperatorActor {
     fn handle_message(&mut self, input: usize, msg: Message, ctx: &mut Context<Self>) -> Result<(), OperatorError> {
         match msg {
             Message::Data(batch) => {
+                self.watermarks.activate(input);
                 Counters::add(&self.counters.records_in, batch.len() as u64);
                 Counters::add(&self.counters.batches, 1);
                 self.collector.reserve(batch.len());
@@ -297,6 +307,14 @@ impl OperatorActor {
             Message::Watermark(wm) => {
                 if let Some(wm) = self.watermarks.update(input, wm) {
                     self.advance_watermark(wm)?;
+                }
+            }
+            Message::Idle => {
+                if let Some(wm) = self.watermarks.set_idle(input) {
+                    self.advance_watermark(wm)?;
+                }
+                if self.watermarks.all_idle() {
+                    self.outputs.as_mut().expect("outputs present").broadcast(Message::Idle);
                 }
             }
             Message::Barrier(b) => match self.aligner.on_barrier(input, b) {

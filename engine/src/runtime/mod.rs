@@ -160,6 +160,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                         batch_size: cfg.batch_size,
                     };
                     let make = spec.make.clone();
+                    let time = node.time.clone();
                     let addr = SourceActor::start_in_arbiter(&arbiter, move |_| SourceActor {
                         ctx: sctx,
                         source: None,
@@ -169,6 +170,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                         shared,
                         stop_requested: false,
                         done: false,
+                        time: crate::time::Timestamper::new(time),
                     });
                     source_addrs.push(addr);
                 }

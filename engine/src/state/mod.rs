@@ -1,0 +1,393 @@
+//! Keyed state: values scoped by key (and a namespace, such as a window), kept in memory while
+//! hot and stored in sled when cold.
+//!
+//! One sled database per job (`<work_dir>/state`), one tree per operator and state name. In
+//! sled, an entry's key starts with its key group (2 bytes), then its namespace, then the key
+//! itself, so a whole key group can be read out or moved (snapshots, rescaling).
+//!
+//! Access never touches sled while the working set fits the cache (`state.cache_entries`
+//! entries per state): reads and writes go to a hash map. When the cache is full, entries not
+//! used since the last sweep are evicted, the changed ones written to sled first; a later read of
+//! an evicted key loads it back. This is the pattern of Flink's heap backend for speed and of its
+//! RocksDB backend for size: state larger than memory works, and costs only for the cold part.
+
+mod timers;
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use timers::{TimeDomain, Timer, Timers};
+
+use crate::exchange::KeyGroup;
+use crate::value::{Key, Value};
+
+/// A state failure (sled I/O, or a stored value that no longer decodes).
+#[derive(Debug, thiserror::Error)]
+#[error("state `{state}`: {message}")]
+pub struct StateError {
+    pub state: String,
+    pub message: String,
+}
+
+/// The job's state database.
+#[derive(Clone)]
+pub struct StateBackend {
+    db: sled::Db,
+    /// Entries each state keeps in memory before evicting to sled.
+    pub cache_entries: usize,
+    pub max_parallelism: u32,
+}
+
+impl StateBackend {
+    /// Opens (creating) the database under `dir`. Without checkpoints to restore from, a run
+    /// starts from empty state: whatever an earlier run left is cleared.
+    pub fn open_fresh(dir: &Path, cache_entries: usize, max_parallelism: u32) -> Result<StateBackend, String> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| format!("cannot open the state database at {}: {e}", dir.display()))?;
+        for name in db.tree_names() {
+            if name != b"__sled__default" {
+                db.drop_tree(&name).map_err(|e| format!("cannot clear old state: {e}"))?;
+            }
+        }
+        Ok(StateBackend { db, cache_entries: cache_entries.max(16), max_parallelism })
+    }
+
+    /// The state `name` of `operator` holding values of type `T`.
+    pub fn keyed<T: Serialize + DeserializeOwned>(&self, operator: &str, name: &str, options: StateOptions) -> Result<KeyedState<T>, StateError> {
+        let full = format!("{operator}/{name}");
+        let tree = self.db.open_tree(full.as_bytes()).map_err(|e| StateError { state: full.clone(), message: e.to_string() })?;
+        Ok(KeyedState {
+            name: full,
+            tree: Some(tree),
+            cache: HashMap::new(),
+            capacity: self.cache_entries,
+            in_store: false,
+            ttl: options.ttl.map(|d| d.as_millis() as i64),
+            max_parallelism: self.max_parallelism,
+            _t: PhantomData,
+        })
+    }
+
+    pub fn flush(&self) -> Result<(), String> {
+        self.db.flush().map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// Options of one state.
+#[derive(Clone, Debug, Default)]
+pub struct StateOptions {
+    /// Entries expire this long (processing time) after they were last written.
+    pub ttl: Option<Duration>,
+}
+
+/// Where one entry lives: its key and a namespace (0 for plain keyed state; the window start
+/// for window state).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StateKey {
+    pub key: Key,
+    pub namespace: i64,
+}
+
+struct Slot<T> {
+    /// `None`: deleted (a tombstone until written to sled).
+    value: Option<T>,
+    dirty: bool,
+    used: bool,
+    expires: i64,
+}
+
+/// One keyed state of one operator instance.
+pub struct KeyedState<T> {
+    name: String,
+    tree: Option<sled::Tree>,
+    cache: HashMap<StateKey, Slot<T>>,
+    capacity: usize,
+    /// Whether anything was ever written to sled: until then a cache miss is a plain miss.
+    in_store: bool,
+    ttl: Option<i64>,
+    max_parallelism: u32,
+    _t: PhantomData<T>,
+}
+
+impl<T: Serialize + DeserializeOwned> KeyedState<T> {
+    /// A state that lives only in memory (no eviction): for tests and for operators without a
+    /// job around them.
+    pub fn in_memory(name: &str) -> KeyedState<T> {
+        KeyedState {
+            name: name.into(),
+            tree: None,
+            cache: HashMap::new(),
+            capacity: usize::MAX,
+            in_store: false,
+            ttl: None,
+            max_parallelism: crate::exchange::DEFAULT_MAX_PARALLELISM,
+            _t: PhantomData,
+        }
+    }
+
+    fn err(&self, message: impl ToString) -> StateError {
+        StateError { state: self.name.clone(), message: message.to_string() }
+    }
+
+    fn encode(&self, k: &StateKey) -> Vec<u8> {
+        encode(k, self.max_parallelism)
+    }
+
+    fn now() -> i64 {
+        crate::time::now_millis()
+    }
+
+    /// Makes sure `k` is in the cache if it exists at all.
+    fn load(&mut self, k: &StateKey) -> Result<(), StateError> {
+        if self.cache.contains_key(k) || !self.in_store {
+            return Ok(());
+        }
+        let Some(tree) = &self.tree else { return Ok(()) };
+        let bytes = tree.get(self.encode(k)).map_err(|e| self.err(e))?;
+        if let Some(b) = bytes {
+            let (expires, value): (i64, T) = serde_json::from_slice(&b).map_err(|e| self.err(format!("stored value does not decode: {e}")))?;
+            self.make_room()?;
+            self.cache.insert(k.clone(), Slot { value: Some(value), dirty: false, used: true, expires });
+        }
+        Ok(())
+    }
+
+    fn make_room(&mut self) -> Result<(), StateError> {
+        if self.cache.len() < self.capacity || self.tree.is_none() {
+            return Ok(());
+        }
+        // Second chance: entries used since the last sweep lose their mark, the others go.
+        let want = (self.capacity / 8).max(1);
+        let mut victims = Vec::with_capacity(want);
+        for pass in 0..2 {
+            for (k, slot) in self.cache.iter_mut() {
+                if victims.len() >= want {
+                    break;
+                }
+                if slot.used && pass == 0 {
+                    slot.used = false;
+                } else if !victims.contains(k) {
+                    victims.push(k.clone());
+                }
+            }
+            if victims.len() >= want {
+                break;
+            }
+        }
+        let tree = self.tree.clone().expect("checked above");
+        for k in victims {
+            let slot = self.cache.remove(&k).expect("victim is cached");
+            if slot.dirty {
+                self.store(&tree, &k, slot.value.as_ref(), slot.expires)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one entry to sled (`None`: deletes it).
+    fn store(&mut self, tree: &sled::Tree, k: &StateKey, value: Option<&T>, expires: i64) -> Result<(), StateError> {
+        let key = self.encode(k);
+        match value {
+            Some(v) => {
+                let bytes = serde_json::to_vec(&(expires, v)).map_err(|e| self.err(e))?;
+                tree.insert(key, bytes).map_err(|e| self.err(e))?;
+                self.in_store = true;
+            }
+            None if self.in_store => {
+                tree.remove(key).map_err(|e| self.err(e))?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn live(&self, slot: &Slot<T>) -> bool {
+        slot.value.is_some() && (self.ttl.is_none() || slot.expires > Self::now())
+    }
+
+    /// The value at `k`, if any (and not expired).
+    pub fn get(&mut self, k: &StateKey) -> Result<Option<&T>, StateError> {
+        self.load(k)?;
+        let ttl = self.ttl.is_some();
+        let now = if ttl { Self::now() } else { 0 };
+        Ok(match self.cache.get_mut(k) {
+            Some(slot) if slot.value.is_some() && (!ttl || slot.expires > now) => {
+                slot.used = true;
+                slot.value.as_ref()
+            }
+            _ => None,
+        })
+    }
+
+    /// The value at `k` for changing in place (marks it changed; refreshes its TTL).
+    pub fn get_mut(&mut self, k: &StateKey) -> Result<Option<&mut T>, StateError> {
+        self.load(k)?;
+        let expires = self.ttl.map(|t| Self::now() + t).unwrap_or(i64::MAX);
+        let ttl = self.ttl.is_some();
+        let now = if ttl { Self::now() } else { 0 };
+        Ok(match self.cache.get_mut(k) {
+            Some(slot) if slot.value.is_some() && (!ttl || slot.expires > now) => {
+                slot.used = true;
+                slot.dirty = true;
+                slot.expires = expires;
+                slot.value.as_mut()
+            }
+            _ => None,
+        })
+    }
+
+    /// The value at `k`, inserting `make()` if there is none.
+    pub fn get_or_insert_with(&mut self, k: &StateKey, make: impl FnOnce() -> T) -> Result<&mut T, StateError> {
+        self.load(k)?;
+        let live = self.cache.get(k).map(|s| self.live(s)).unwrap_or(false);
+        if !live {
+            if !self.cache.contains_key(k) {
+                self.make_room()?;
+            }
+            let expires = self.ttl.map(|t| Self::now() + t).unwrap_or(i64::MAX);
+            self.cache.insert(k.clone(), Slot { value: Some(make()), dirty: true, used: true, expires });
+        }
+        let expires = self.ttl.map(|t| Self::now() + t).unwrap_or(i64::MAX);
+        let slot = self.cache.get_mut(k).expect("present");
+        slot.used = true;
+        slot.dirty = true;
+        slot.expires = expires;
+        Ok(slot.value.as_mut().expect("live"))
+    }
+
+    pub fn put(&mut self, k: &StateKey, value: T) -> Result<(), StateError> {
+        self.load(k)?;
+        if !self.cache.contains_key(k) {
+            self.make_room()?;
+        }
+        let expires = self.ttl.map(|t| Self::now() + t).unwrap_or(i64::MAX);
+        self.cache.insert(k.clone(), Slot { value: Some(value), dirty: true, used: true, expires });
+        Ok(())
+    }
+
+    /// Removes and returns the value at `k`.
+    pub fn remove(&mut self, k: &StateKey) -> Result<Option<T>, StateError> {
+        self.load(k)?;
+        let live = self.cache.get(k).map(|s| self.live(s)).unwrap_or(false);
+        let Some(slot) = self.cache.get_mut(k) else { return Ok(None) };
+        let v = slot.value.take();
+        if self.in_store {
+            slot.dirty = true;
+        } else {
+            self.cache.remove(k);
+        }
+        Ok(if live { v } else { None })
+    }
+
+    /// Writes every changed entry to sled (for a checkpoint).
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        let Some(tree) = self.tree.clone() else { return Ok(()) };
+        let mut wrote = false;
+        let mut deleted = Vec::new();
+        for (k, slot) in self.cache.iter_mut().filter(|(_, s)| s.dirty) {
+            let key = encode(k, self.max_parallelism);
+            let r = match &slot.value {
+                Some(v) => {
+                    wrote = true;
+                    let bytes = serde_json::to_vec(&(slot.expires, v)).map_err(|e| e.to_string());
+                    bytes.and_then(|b| tree.insert(key, b).map(|_| ()).map_err(|e| e.to_string()))
+                }
+                None => {
+                    deleted.push(k.clone());
+                    tree.remove(key).map(|_| ()).map_err(|e| e.to_string())
+                }
+            };
+            r.map_err(|m| StateError { state: self.name.clone(), message: m })?;
+            slot.dirty = false;
+        }
+        for k in deleted {
+            self.cache.remove(&k);
+        }
+        self.in_store |= wrote;
+        Ok(())
+    }
+
+    /// Entries in memory now (for tests and metrics).
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// The sled key of an entry: key group, namespace (order-preserving), then the key as JSON.
+fn encode(k: &StateKey, max_parallelism: u32) -> Vec<u8> {
+    let kg = KeyGroup::of_hash(k.key.0.stable_hash(), max_parallelism).0 as u16;
+    let mut out = Vec::with_capacity(32);
+    out.extend_from_slice(&kg.to_be_bytes());
+    out.extend_from_slice(&((k.namespace as u64) ^ (1 << 63)).to_be_bytes());
+    serde_json::to_writer(&mut out, &k.key.0).expect("values serialize");
+    out
+}
+
+/// Keyed value state: one value per key.
+pub struct ValueState<T>(pub KeyedState<T>);
+
+fn sk(key: &Value) -> StateKey {
+    StateKey { key: Key(key.clone()), namespace: 0 }
+}
+
+impl<T: Serialize + DeserializeOwned> ValueState<T> {
+    pub fn get(&mut self, key: &Value) -> Result<Option<&T>, StateError> {
+        self.0.get(&sk(key))
+    }
+    pub fn set(&mut self, key: &Value, value: T) -> Result<(), StateError> {
+        self.0.put(&sk(key), value)
+    }
+    pub fn clear(&mut self, key: &Value) -> Result<(), StateError> {
+        self.0.remove(&sk(key)).map(|_| ())
+    }
+}
+
+/// Keyed list state: a list per key.
+pub struct ListState<T>(pub KeyedState<Vec<T>>);
+
+impl<T: Serialize + DeserializeOwned> ListState<T> {
+    pub fn add(&mut self, key: &Value, item: T) -> Result<(), StateError> {
+        self.0.get_or_insert_with(&sk(key), Vec::new)?.push(item);
+        Ok(())
+    }
+    pub fn get(&mut self, key: &Value) -> Result<&[T], StateError> {
+        Ok(self.0.get(&sk(key))?.map(|v| v.as_slice()).unwrap_or(&[]))
+    }
+    pub fn clear(&mut self, key: &Value) -> Result<(), StateError> {
+        self.0.remove(&sk(key)).map(|_| ())
+    }
+}
+
+/// Keyed map state: a map from string to value per key.
+pub struct MapState<T>(pub KeyedState<std::collections::BTreeMap<String, T>>);
+
+impl<T: Serialize + DeserializeOwned> MapState<T> {
+    pub fn put(&mut self, key: &Value, name: &str, value: T) -> Result<(), StateError> {
+        self.0.get_or_insert_with(&sk(key), Default::default)?.insert(name.to_string(), value);
+        Ok(())
+    }
+    pub fn get(&mut self, key: &Value, name: &str) -> Result<Option<&T>, StateError> {
+        Ok(self.0.get(&sk(key))?.and_then(|m| m.get(name)))
+    }
+    pub fn remove(&mut self, key: &Value, name: &str) -> Result<Option<T>, StateError> {
+        Ok(self.0.get_mut(&sk(key))?.and_then(|m| m.remove(name)))
+    }
+    pub fn entries(&mut self, key: &Value) -> Result<Vec<(&String, &T)>, StateError> {
+        Ok(self.0.get(&sk(key))?.map(|m| m.iter().collect()).unwrap_or_default())
+    }
+    pub fn clear(&mut self, key: &Value) -> Result<(), StateError> {
+        self.0.remove(&sk(key)).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests;

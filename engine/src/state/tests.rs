@@ -1,0 +1,89 @@
+use super::*;
+use proptest::prelude::*;
+
+fn backend(dir: &Path, cache: usize) -> StateBackend {
+    StateBackend::open_fresh(dir, cache, 128).unwrap()
+}
+
+fn k(i: i64) -> StateKey {
+    StateKey { key: Key(Value::Int(i)), namespace: 0 }
+}
+
+#[test]
+fn more_keys_than_the_cache_holds() {
+    let dir = std::env::temp_dir().join(format!("rill-state-{}-big", std::process::id()));
+    let b = backend(&dir, 100);
+    let mut s: KeyedState<i64> = b.keyed("op", "sum", StateOptions::default()).unwrap();
+    for round in 0..3 {
+        for i in 0..5_000 {
+            *s.get_or_insert_with(&k(i), || 0).unwrap() += i + round;
+        }
+        assert!(s.cached() <= 100, "the cache stays within its budget: {}", s.cached());
+    }
+    for i in 0..5_000 {
+        assert_eq!(s.get(&k(i)).unwrap(), Some(&(3 * i + 3)), "key {i}");
+    }
+    assert_eq!(s.remove(&k(7)).unwrap(), Some(24));
+    assert_eq!(s.get(&k(7)).unwrap(), None);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn ttl_expires_entries() {
+    let dir = std::env::temp_dir().join(format!("rill-state-{}-ttl", std::process::id()));
+    let b = backend(&dir, 100);
+    let mut s: ValueState<i64> =
+        ValueState(b.keyed("op", "v", StateOptions { ttl: Some(Duration::from_millis(1)) }).unwrap());
+    s.set(&Value::Int(1), 5).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(s.get(&Value::Int(1)).unwrap(), None, "expired after its TTL");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(i64, i64),
+    Delete(i64),
+    Flush,
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(
+        prop_oneof![
+            (0i64..40, any::<i64>()).prop_map(|(k, v)| Op::Put(k, v)),
+            (0i64..40).prop_map(Op::Delete),
+            Just(Op::Flush),
+        ],
+        0..200,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The sled-backed state agrees with a plain map under any sequence of puts, deletes and
+    /// flushes, whatever the cache size makes it spill.
+    #[test]
+    fn agrees_with_a_btreemap(ops in ops(), cache in 16usize..64) {
+        let dir = std::env::temp_dir().join(format!("rill-state-{}-model-{cache}-{}", std::process::id(), ops.len()));
+        let b = backend(&dir, cache);
+        let mut s: KeyedState<i64> = b.keyed("op", "m", StateOptions::default()).unwrap();
+        let mut model = std::collections::BTreeMap::new();
+        for op in &ops {
+            match op {
+                Op::Put(key, v) => {
+                    s.put(&k(*key), *v).unwrap();
+                    model.insert(*key, *v);
+                }
+                Op::Delete(key) => {
+                    prop_assert_eq!(s.remove(&k(*key)).unwrap(), model.remove(key));
+                }
+                Op::Flush => s.flush().unwrap(),
+            }
+        }
+        for key in 0..40 {
+            prop_assert_eq!(s.get(&k(key)).unwrap().copied(), model.get(&key).copied());
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,225 @@
+//! Time: which clock a source's records are stamped with, and the watermarks it emits.
+//!
+//! Chosen per source:
+//! - `event_time: {field: ts}` (or `expression: ...`): the record's own time, in epoch
+//!   milliseconds (a number) or RFC 3339 (a string). Watermarks trail the largest timestamp seen
+//!   by `max_out_of_orderness` (bounded out-of-orderness, as Flink's
+//!   `forBoundedOutOfOrderness`), and are sent after each batch in which they advance.
+//! - `ingestion_time: true`: stamped with the clock when the source reads the record; the
+//!   watermark follows the clock.
+//! - neither: processing time. Records carry no timestamp; windows use the clock of the operator
+//!   that sees them.
+//!
+//! With `idle_timeout`, a source instance that has had no data for that long tells its
+//! receivers it is idle, so that it does not hold their watermark back; it counts again as soon
+//! as it sends data.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::{from_node, ConfigError, ConfigErrors, Node, Spanned};
+use crate::expr::Expr;
+use crate::message::Watermark;
+use crate::operator::{Rejected, RejectedInput};
+use crate::record::Record;
+use crate::value::Value;
+
+/// How a source stamps its records.
+#[derive(Clone, Debug)]
+pub enum TimeMode {
+    Processing,
+    Ingestion { idle_timeout: Option<Duration> },
+    Event { timestamp: Expr, max_out_of_orderness: i64, idle_timeout: Option<Duration> },
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventTimeConfig {
+    /// Field holding the event time.
+    field: Option<String>,
+    /// Or an expression giving it.
+    expression: Option<Spanned<String>>,
+    #[serde(default, with = "crate::config::de::duration::option")]
+    max_out_of_orderness: Option<Duration>,
+    #[serde(default, with = "crate::config::de::duration::option")]
+    idle_timeout: Option<Duration>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum IngestionConfig {
+    On(bool),
+    With {
+        #[serde(default, with = "crate::config::de::duration::option")]
+        idle_timeout: Option<Duration>,
+    },
+}
+
+impl TimeMode {
+    /// From a source's `event_time` / `ingestion_time` options.
+    pub fn from_options(event: Option<&Node>, ingestion: Option<&Node>) -> Result<TimeMode, ConfigErrors> {
+        match (event, ingestion) {
+            (Some(e), Some(_)) => Err(ConfigError::new(Some(&e.span), "a source has either `event_time` or `ingestion_time`, not both").into()),
+            (None, None) => Ok(TimeMode::Processing),
+            (None, Some(i)) => match from_node::<IngestionConfig>(i)? {
+                IngestionConfig::On(false) => Ok(TimeMode::Processing),
+                IngestionConfig::On(true) => Ok(TimeMode::Ingestion { idle_timeout: None }),
+                IngestionConfig::With { idle_timeout } => Ok(TimeMode::Ingestion { idle_timeout }),
+            },
+            (Some(e), None) => {
+                let c: EventTimeConfig = from_node(e)?;
+                let timestamp = match (&c.field, &c.expression) {
+                    (Some(f), None) => Expr::compile(f).map_err(|err| ConfigError::new(Some(&e.span), format!("`field: {f}`: {}", err.message)))?,
+                    (None, Some(x)) => Expr::compile(&x.value).map_err(|err| {
+                        ConfigError::new(Some(&x.span), format!("in expression `{}`: {}", x.value, err.message))
+                    })?,
+                    _ => {
+                        return Err(ConfigError::new(Some(&e.span), "`event_time` needs `field` or `expression` (one of them)")
+                            .hint("e.g. `event_time: {field: ts, max_out_of_orderness: 200ms}`")
+                            .into())
+                    }
+                };
+                Ok(TimeMode::Event {
+                    timestamp,
+                    max_out_of_orderness: c.max_out_of_orderness.map(|d| d.as_millis() as i64).unwrap_or(0),
+                    idle_timeout: c.idle_timeout,
+                })
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            TimeMode::Processing => "processing time".into(),
+            TimeMode::Ingestion { .. } => "ingestion time".into(),
+            TimeMode::Event { timestamp, max_out_of_orderness, .. } => {
+                format!("event time `{}`, watermark {max_out_of_orderness} ms behind", timestamp.source())
+            }
+        }
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Reads a timestamp: epoch milliseconds as a number, or an RFC 3339 string.
+pub fn parse_timestamp(v: &Value) -> Result<i64, String> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::Float(f) if f.is_finite() => Ok(*f as i64),
+        Value::Str(s) => humantime::parse_rfc3339_weak(s.trim())
+            .map(|t| t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
+            .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})")),
+        Value::Null => Err("the event time is missing (null)".into()),
+        other => Err(format!("an event time must be epoch milliseconds or an RFC 3339 string, not {}", other.type_name())),
+    }
+}
+
+/// Stamps the records of one source instance and decides its watermarks.
+pub(crate) struct Timestamper {
+    mode: TimeMode,
+    max_seen: i64,
+    emitted: i64,
+    last_data: Instant,
+    idle: bool,
+}
+
+impl Timestamper {
+    pub(crate) fn new(mode: TimeMode) -> Timestamper {
+        Timestamper { mode, max_seen: i64::MIN, emitted: i64::MIN, last_data: Instant::now(), idle: false }
+    }
+
+    /// Stamps `records`; those whose time cannot be read are moved to `rejected`.
+    pub(crate) fn stamp(&mut self, records: &mut Vec<Record>, rejected: &mut Vec<Rejected>) {
+        if !records.is_empty() {
+            self.last_data = Instant::now();
+            self.idle = false;
+        }
+        match &self.mode {
+            TimeMode::Processing => {}
+            TimeMode::Ingestion { .. } => {
+                let now = now_millis();
+                for r in records.iter_mut() {
+                    r.timestamp = now;
+                }
+                self.max_seen = self.max_seen.max(now);
+            }
+            TimeMode::Event { timestamp, .. } => {
+                let mut bad = Vec::new();
+                for (i, r) in records.iter_mut().enumerate() {
+                    match timestamp.eval(r).map_err(|e| e.to_string()).and_then(|v| parse_timestamp(&v)) {
+                        Ok(ts) => {
+                            r.timestamp = ts;
+                            self.max_seen = self.max_seen.max(ts);
+                        }
+                        Err(e) => bad.push((i, format!("event time `{}`: {e}", timestamp.source()))),
+                    }
+                }
+                for (i, error) in bad.into_iter().rev() {
+                    let r = records.remove(i);
+                    rejected.push(Rejected { input: RejectedInput::Record(r), error, position: None });
+                }
+            }
+        }
+    }
+
+    /// The watermark to send now, if it advanced.
+    pub(crate) fn watermark(&mut self) -> Option<Watermark> {
+        let wm = match &self.mode {
+            TimeMode::Processing => return None,
+            TimeMode::Ingestion { .. } => now_millis() - 1,
+            TimeMode::Event { max_out_of_orderness, .. } if self.max_seen != i64::MIN => {
+                self.max_seen.saturating_sub(*max_out_of_orderness).saturating_sub(1)
+            }
+            TimeMode::Event { .. } => return None,
+        };
+        (wm > self.emitted).then(|| {
+            self.emitted = wm;
+            Watermark(wm)
+        })
+    }
+
+    /// Whether the source has just become idle (true once per idle period).
+    pub(crate) fn became_idle(&mut self) -> bool {
+        let timeout = match &self.mode {
+            TimeMode::Processing => None,
+            TimeMode::Ingestion { idle_timeout } | TimeMode::Event { idle_timeout, .. } => *idle_timeout,
+        };
+        match timeout {
+            Some(t) if !self.idle && self.last_data.elapsed() >= t => {
+                self.idle = true;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_from_millis_and_rfc3339() {
+        assert_eq!(parse_timestamp(&Value::Int(1700000000000)), Ok(1700000000000));
+        assert_eq!(parse_timestamp(&Value::str("2023-11-14T22:13:20Z")), Ok(1700000000000));
+        assert_eq!(parse_timestamp(&Value::str("2023-11-14T22:13:20.250Z")), Ok(1700000000250));
+        assert!(parse_timestamp(&Value::str("yesterday")).is_err());
+        assert!(parse_timestamp(&Value::Null).is_err());
+    }
+
+    #[test]
+    fn bounded_out_of_orderness() {
+        let mode = TimeMode::Event { timestamp: Expr::compile("ts").unwrap(), max_out_of_orderness: 200, idle_timeout: None };
+        let mut t = Timestamper::new(mode);
+        let mut recs: Vec<Record> = [1000i64, 1500, 1200].iter().map(|ts| [("ts", *ts)].into_iter().collect()).collect();
+        recs.push([("ts", "bad")].into_iter().collect());
+        let mut rejected = Vec::new();
+        t.stamp(&mut recs, &mut rejected);
+        assert_eq!(recs.iter().map(|r| r.timestamp).collect::<Vec<_>>(), [1000, 1500, 1200]);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(t.watermark(), Some(Watermark(1299)));
+        assert_eq!(t.watermark(), None, "only when it advances");
+    }
+}
