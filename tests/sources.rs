@@ -9,6 +9,19 @@ use std::time::Duration;
 
 use common::*;
 
+/// Accepts one connection, failing the test (rather than hanging) if none comes.
+fn accept(l: &TcpListener) -> TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let mut got = None;
+    assert!(wait_for(Duration::from_secs(30), || {
+        got = l.accept().ok().map(|(s, _)| s);
+        got.is_some()
+    }), "no connection from rill");
+    let s = got.unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
 #[test]
 fn directory_source_reads_every_file_in_parallel() {
     let tmp = tempfile::tempdir().unwrap();
@@ -29,7 +42,7 @@ fn directory_source_reads_every_file_in_parallel() {
     let p = write(
         tmp.path(),
         "p.yaml",
-        &format!("parallelism: 3\nsources:\n  in: {{type: file, path: {}, format: csv}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n", dir.display(), out.display()),
+        &format!("work_dir: {w}\nparallelism: 3\nsources:\n  in: {{type: file, path: {}, format: csv}}\nsinks:\n  out: {{type: file, inputs: [in], path: {}}}\n", dir.display(), out.display(), w = tmp.path().join("w").display()),
     );
     let g = run(&["graph", p.to_str().unwrap()]);
     assert!(g.stdout.contains("in (source `file`), parallelism 3"), "{}", g.stdout);
@@ -49,7 +62,7 @@ fn generator_emits_each_id_once_at_any_parallelism() {
         let pipe = write(
             tmp.path(),
             "p.yaml",
-            &format!("parallelism: {p}\nsources:\n  g: {{type: generator, count: 1000, start: 5, fields: {{n: id, sq: 'id * id', even: 'id % 2 == 0'}}}}\nsinks:\n  o: {{type: file, inputs: [g], path: {}}}\n", out.display()),
+            &format!("work_dir: {w}\nparallelism: {p}\nsources:\n  g: {{type: generator, count: 1000, start: 5, fields: {{n: id, sq: 'id * id', even: 'id % 2 == 0'}}}}\nsinks:\n  o: {{type: file, inputs: [g], path: {}}}\n", out.display(), w = tmp.path().join("w").display()),
         );
         let r = run(&["run", pipe.to_str().unwrap()]);
         assert_eq!(r.code, 0, "{}", r.stderr);
@@ -69,7 +82,7 @@ fn follow_tails_a_growing_file_until_ctrl_c_then_flushes() {
     let p = write(
         tmp.path(),
         "p.yaml",
-        &format!("sources:\n  in: {{type: file, path: {}, follow: true, poll_interval: 20ms}}\nsinks:\n  o: {{type: file, inputs: [in], path: {}}}\n", input.display(), out.display()),
+        &format!("work_dir: {w}\nsources:\n  in: {{type: file, path: {}, follow: true, poll_interval: 20ms}}\nsinks:\n  o: {{type: file, inputs: [in], path: {}}}\n", input.display(), out.display(), w = tmp.path().join("w").display()),
     );
     let mut child = rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
     let count = || std::fs::read_to_string(&out).map(|s| s.lines().count()).unwrap_or(0);
@@ -101,12 +114,13 @@ fn socket_source_as_server_and_socket_sink() {
         tmp.path(),
         "p.yaml",
         &format!(
-            "dead_letter: {dl}\nsources:\n  in: {{type: socket, address: '127.0.0.1:{port}'}}\ntransforms:\n  t: {{type: map, inputs: [in], fields: {{y: 'x * 10'}}}}\nsinks:\n  o: {{type: socket, inputs: [t], address: '{sink_addr}'}}\n",
-            dl = tmp.path().join("dead.jsonl").display()
+            "work_dir: {w}\ndead_letter: {dl}\nsources:\n  in: {{type: socket, address: '127.0.0.1:{port}'}}\ntransforms:\n  t: {{type: map, inputs: [in], fields: {{y: 'x * 10'}}}}\nsinks:\n  o: {{type: socket, inputs: [t], address: '{sink_addr}'}}\n",
+            dl = tmp.path().join("dead.jsonl").display(),
+            w = tmp.path().join("w").display()
         ),
     );
     let mut child = rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
-    let (sink_conn, _) = sink_server.accept().unwrap();
+    let sink_conn = accept(&sink_server);
     sink_conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut client = None;
     assert!(wait_for(Duration::from_secs(20), || {
@@ -145,10 +159,10 @@ fn socket_source_as_client_ends_when_the_peer_closes() {
     let p = write(
         tmp.path(),
         "p.yaml",
-        &format!("sources:\n  in: {{type: socket, mode: client, address: '{addr}', format: csv}}\nsinks:\n  o: {{type: file, inputs: [in], path: {}}}\n", out.display()),
+        &format!("work_dir: {w}\nsources:\n  in: {{type: socket, mode: client, address: '{addr}', format: csv}}\nsinks:\n  o: {{type: file, inputs: [in], path: {}}}\n", out.display(), w = tmp.path().join("w").display()),
     );
     let child = rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
-    let (mut conn, _) = server.accept().unwrap();
+    let mut conn = accept(&server);
     conn.write_all(b"a,b\n1,x\n2,y\n").unwrap();
     drop(conn);
     let done = child.wait_with_output().unwrap();
@@ -164,7 +178,7 @@ fn generator_rate_spreads_events_over_time() {
     let p = write(
         tmp.path(),
         "p.yaml",
-        "parallelism: 2\nsources:\n  g: {type: generator, count: 300, rate: 1000, fields: {n: id}}\nsinks:\n  o: {type: blackhole, inputs: [g]}\n",
+        &format!("work_dir: {}\nparallelism: 2\nsources:\n  g: {{type: generator, count: 300, rate: 1000, fields: {{n: id}}}}\nsinks:\n  o: {{type: blackhole, inputs: [g]}}\n", tmp.path().display()),
     );
     let start = std::time::Instant::now();
     let r = run(&["run", p.to_str().unwrap()]);

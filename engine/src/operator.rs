@@ -71,6 +71,63 @@ pub struct OperatorContext {
     pub key_groups: Range<u32>,
     /// The job's working directory (state, dead letters).
     pub work_dir: PathBuf,
+    /// The job's state database.
+    pub state: Option<crate::state::StateBackend>,
+}
+
+impl OperatorContext {
+    fn keyed<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        options: crate::state::StateOptions,
+    ) -> Result<crate::state::KeyedState<T>, OperatorError> {
+        match &self.state {
+            Some(b) => b.keyed(&format!("{}#{}", self.name, self.subtask), name, options).map_err(|e| OperatorError::new(e.to_string())),
+            None => Ok(crate::state::KeyedState::in_memory(name)),
+        }
+    }
+
+    /// Keyed value state `name` of this operator instance.
+    pub fn value_state<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        options: crate::state::StateOptions,
+    ) -> Result<crate::state::ValueState<T>, OperatorError> {
+        self.keyed(name, options).map(crate::state::ValueState)
+    }
+
+    /// Keyed list state `name`.
+    pub fn list_state<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        options: crate::state::StateOptions,
+    ) -> Result<crate::state::ListState<T>, OperatorError> {
+        self.keyed(name, options).map(crate::state::ListState)
+    }
+
+    /// Keyed map state `name` (string keys within each key).
+    pub fn map_state<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        options: crate::state::StateOptions,
+    ) -> Result<crate::state::MapState<T>, OperatorError> {
+        self.keyed(name, options).map(crate::state::MapState)
+    }
+
+    /// Keyed state with a namespace per entry (what windows use).
+    pub fn keyed_state<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        options: crate::state::StateOptions,
+    ) -> Result<crate::state::KeyedState<T>, OperatorError> {
+        self.keyed(name, options)
+    }
+}
+
+impl From<crate::state::StateError> for OperatorError {
+    fn from(e: crate::state::StateError) -> Self {
+        OperatorError::new(e.to_string())
+    }
 }
 
 /// A record that could not be processed: it goes to the dead-letter output with its error.
@@ -95,6 +152,7 @@ pub struct Collector {
     records: Vec<Record>,
     side: Vec<(usize, Record)>,
     rejected: Vec<Rejected>,
+    timers: crate::state::Timers,
 }
 
 impl Collector {
@@ -116,6 +174,12 @@ impl Collector {
 
     pub fn records(&self) -> &[Record] {
         &self.records
+    }
+
+    /// This instance's timers: register event-time or processing-time callbacks per key;
+    /// they arrive in [`Operator::on_timer`].
+    pub fn timers(&mut self) -> &mut crate::state::Timers {
+        &mut self.timers
     }
 
     pub fn rejected(&self) -> &[Rejected] {
@@ -149,7 +213,14 @@ pub trait Operator: 'static {
         Ok(())
     }
 
-    /// Event time has advanced to `watermark` on every input. Fire timers and windows here.
+    /// A timer registered through [`Collector::timers`] is due. Event-time timers fire when the
+    /// watermark passes their time (before [`on_watermark`](Self::on_watermark)), processing-time
+    /// timers when the clock does.
+    fn on_timer(&mut self, _timer: crate::state::Timer, _out: &mut Collector) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Event time has advanced to `watermark` on every input.
     fn on_watermark(&mut self, _watermark: Watermark, _out: &mut Collector) -> Result<(), OperatorError> {
         Ok(())
     }

@@ -179,6 +179,8 @@ pub struct PipelineConfig {
     /// Folder for the job's files (dead letters by default; state and checkpoints later).
     pub work_dir: PathBuf,
     pub dead_letter: DeadLetterConfig,
+    /// Keyed-state entries each state keeps in memory before spilling to sled.
+    pub state_cache_entries: usize,
     pub components: Vec<ComponentConfig>,
     /// The whole document, for checks that need more than the common structure.
     pub root: Node,
@@ -193,6 +195,7 @@ struct TopLevel {
     batch_size: Option<Spanned<usize>>,
     work_dir: Option<String>,
     dead_letter: Option<DeadLetterRaw>,
+    state: Option<StateConfig>,
     #[serde(rename = "sources")]
     _sources: Option<serde::de::IgnoredAny>,
     #[serde(rename = "transforms")]
@@ -200,6 +203,15 @@ struct TopLevel {
     #[serde(rename = "sinks")]
     _sinks: Option<serde::de::IgnoredAny>,
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateConfig {
+    cache_entries: Option<usize>,
+}
+
+/// Keyed-state entries kept in memory per state unless `state.cache_entries` says otherwise.
+pub const DEFAULT_STATE_CACHE_ENTRIES: usize = 1_000_000;
 
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
@@ -246,7 +258,7 @@ impl PipelineConfig {
             Err(e) => {
                 let mut e: ConfigError = e.into();
                 if e.message.contains("unknown field") {
-                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, sources, transforms, sinks".into());
+                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, sources, transforms, sinks".into());
                 }
                 errors.push(e);
                 None
@@ -349,6 +361,7 @@ impl PipelineConfig {
             batch_size,
             work_dir,
             dead_letter,
+            state_cache_entries: top.as_ref().and_then(|t| t.state.as_ref()).and_then(|s| s.cache_entries).unwrap_or(DEFAULT_STATE_CACHE_ENTRIES),
             components,
             root,
         })

@@ -230,6 +230,8 @@ pub(crate) struct OperatorActor {
     pub(crate) octx: crate::operator::OperatorContext,
     /// The instance could not be made; reported once the actor runs.
     pub(crate) init_error: Option<OperatorError>,
+    /// When the next processing-time tick is scheduled.
+    pub(crate) next_tick: Option<i64>,
 }
 
 /// Stands in for an operator whose factory failed.
@@ -348,6 +350,9 @@ impl OperatorActor {
 
     fn advance_watermark(&mut self, wm: Watermark) -> Result<(), OperatorError> {
         let (op, out) = (&mut self.op, &mut self.collector);
+        for t in out.timers().due(crate::state::TimeDomain::Event, wm.0) {
+            guarded("on_timer", || op.on_timer(t, out))?;
+        }
         guarded("on_watermark", || op.on_watermark(wm, out))?;
         self.route_collected();
         self.outputs.as_mut().expect("outputs present").broadcast(Message::Watermark(wm));
@@ -365,13 +370,50 @@ impl OperatorActor {
     }
 }
 
+impl OperatorActor {
+    /// Fires due processing-time timers, and arranges to be called when the next one is due.
+    fn processing_timers(&mut self, ctx: &mut Context<Self>) -> Result<(), OperatorError> {
+        let now = crate::time::now_millis();
+        let (op, out) = (&mut self.op, &mut self.collector);
+        let due = out.timers().due(crate::state::TimeDomain::Processing, now);
+        if !due.is_empty() {
+            for t in due {
+                guarded("on_timer", || op.on_timer(t, out))?;
+            }
+            self.route_collected();
+            after_flush(self, ctx, |_, _| {});
+        }
+        if let Some(next) = self.collector.timers().next_processing() {
+            if self.next_tick.is_none_or(|t| next < t) {
+                self.next_tick = Some(next);
+                let wait = std::time::Duration::from_millis((next - now).max(1) as u64);
+                ctx.run_later(wait, |act, ctx| {
+                    act.next_tick = None;
+                    if !act.failed {
+                        if let Err(e) = act.processing_timers(ctx) {
+                            act.fail(ctx, e);
+                        }
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl StreamHandler<(usize, Message)> for OperatorActor {
     fn handle(&mut self, (input, msg): (usize, Message), ctx: &mut Context<Self>) {
         if self.failed {
             return;
         }
+        let ended = matches!(msg, Message::End) && self.open_inputs == 1;
         if let Err(e) = self.handle_message(input, msg, ctx) {
-            self.fail(ctx, e);
+            return self.fail(ctx, e);
+        }
+        if !ended && self.collector.timers().next_processing().is_some() {
+            if let Err(e) = self.processing_timers(ctx) {
+                self.fail(ctx, e);
+            }
         }
     }
 

@@ -112,6 +112,8 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
         source_names: Arc::new(sources.iter().map(|&i| plan.nodes[i].name.clone()).collect()),
     };
     let cfg = &plan.config;
+    let state = crate::state::StateBackend::open_fresh(&cfg.work_dir.join("state"), cfg.state_cache_entries, cfg.max_parallelism)
+        .map_err(RunError::Setup)?;
 
     // Channels: one per (upstream instance, downstream instance) pair that talk.
     let n = plan.nodes.len();
@@ -183,6 +185,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                         max_parallelism: cfg.max_parallelism,
                         key_groups: key_group_range(cfg.max_parallelism, node.parallelism, s),
                         work_dir: cfg.work_dir.clone(),
+                        state: Some(state.clone()),
                     };
                     let spec = node.spec.clone();
                     OperatorActor::start_in_arbiter(&arbiter, move |ctx| {
@@ -213,6 +216,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                             failed: false,
                             octx,
                             init_error,
+                            next_tick: None,
                         }
                     });
                 }

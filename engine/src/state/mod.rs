@@ -34,37 +34,59 @@ pub struct StateError {
     pub message: String,
 }
 
-/// The job's state database.
+/// The job's state database, opened on first use (a stateless job never opens it).
 #[derive(Clone)]
 pub struct StateBackend {
-    db: sled::Db,
+    dir: std::path::PathBuf,
+    db: std::sync::Arc<std::sync::OnceLock<Result<sled::Db, String>>>,
     /// Entries each state keeps in memory before evicting to sled.
     pub cache_entries: usize,
     pub max_parallelism: u32,
 }
 
+impl std::fmt::Debug for StateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateBackend({}, cache_entries: {})", self.dir.display(), self.cache_entries)
+    }
+}
+
 impl StateBackend {
-    /// Opens (creating) the database under `dir`. Without checkpoints to restore from, a run
-    /// starts from empty state: whatever an earlier run left is cleared.
+    /// The state database under `dir`. Without checkpoints to restore from, a run starts from
+    /// empty state: whatever an earlier run left there is cleared when it is first opened.
     pub fn open_fresh(dir: &Path, cache_entries: usize, max_parallelism: u32) -> Result<StateBackend, String> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 << 20)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| format!("cannot open the state database at {}: {e}", dir.display()))?;
-        for name in db.tree_names() {
-            if name != b"__sled__default" {
-                db.drop_tree(&name).map_err(|e| format!("cannot clear old state: {e}"))?;
-            }
-        }
-        Ok(StateBackend { db, cache_entries: cache_entries.max(16), max_parallelism })
+        Ok(StateBackend { dir: dir.to_path_buf(), db: Default::default(), cache_entries: cache_entries.max(16), max_parallelism })
+    }
+
+    fn db(&self) -> Result<&sled::Db, String> {
+        self.db
+            .get_or_init(|| {
+                let db = sled::Config::new()
+                    .path(&self.dir)
+                    .cache_capacity(64 << 20)
+                    .mode(sled::Mode::HighThroughput)
+                    .open()
+                    .map_err(|e| {
+                        format!(
+                            "cannot open the state database at {}: {e} (is another job with the same `name` or `work_dir` running?)",
+                            self.dir.display()
+                        )
+                    })?;
+                for name in db.tree_names() {
+                    if name != b"__sled__default" {
+                        db.drop_tree(&name).map_err(|e| format!("cannot clear old state: {e}"))?;
+                    }
+                }
+                Ok(db)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The state `name` of `operator` holding values of type `T`.
     pub fn keyed<T: Serialize + DeserializeOwned>(&self, operator: &str, name: &str, options: StateOptions) -> Result<KeyedState<T>, StateError> {
         let full = format!("{operator}/{name}");
-        let tree = self.db.open_tree(full.as_bytes()).map_err(|e| StateError { state: full.clone(), message: e.to_string() })?;
+        let err = |message: String| StateError { state: full.clone(), message };
+        let tree = self.db().map_err(err)?.open_tree(full.as_bytes()).map_err(|e| err(e.to_string()))?;
         Ok(KeyedState {
             name: full,
             tree: Some(tree),
@@ -78,7 +100,10 @@ impl StateBackend {
     }
 
     pub fn flush(&self) -> Result<(), String> {
-        self.db.flush().map(|_| ()).map_err(|e| e.to_string())
+        match self.db.get() {
+            Some(Ok(db)) => db.flush().map(|_| ()).map_err(|e| e.to_string()),
+            _ => Ok(()),
+        }
     }
 }
 
