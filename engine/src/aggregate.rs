@@ -5,20 +5,28 @@
 //! adds their own by implementing [`AggregateFunction`] and registering it.
 //! Nulls are skipped, as in SQL (`count()` counts records, `count(x)` non-null values).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use crate::expr::{CompileError, Expr};
-use crate::value::Value;
+use serde::{Deserialize, Serialize};
 
-/// The running state of one aggregate for one key.
+use crate::expr::{CompileError, Expr};
+use crate::value::{Key, Value};
+
+/// The running state of a user-defined aggregate for one key (and window).
 pub trait Accumulator: Send {
     /// Adds a value (never called with a value rejected by [`AggregateFunction::check`]).
     fn add(&mut self, value: &Value);
     fn result(&self) -> Value;
+    /// Folds in the saved state of another accumulator of the same function (session windows
+    /// merge this way).
+    fn merge(&mut self, other: &Value);
+    /// The state as a value, to spill to sled and to restore with [`AggregateFunction::restore`].
+    fn save(&self) -> Value;
 }
 
-/// A kind of aggregate.
+/// A kind of aggregate. Built-ins return an [`Acc`] variant; a user-defined one returns
+/// [`Acc::Custom`] from `create` and implements `restore`.
 pub trait AggregateFunction: Send + Sync {
     /// Number of arguments: 0 (`count()`) or 1.
     fn arity(&self) -> std::ops::RangeInclusive<usize>;
@@ -27,7 +35,11 @@ pub trait AggregateFunction: Send + Sync {
     fn check(&self, _value: &Value) -> Result<(), String> {
         Ok(())
     }
-    fn create(&self) -> Box<dyn Accumulator>;
+    fn create(&self) -> Acc;
+    /// Rebuilds a user-defined accumulator from [`Accumulator::save`].
+    fn restore(&self, _saved: &Value) -> Acc {
+        self.create()
+    }
 }
 
 fn numeric(v: &Value) -> Result<(), String> {
@@ -37,37 +49,16 @@ fn numeric(v: &Value) -> Result<(), String> {
     }
 }
 
-struct Count;
-#[derive(Default)]
-struct CountAcc(i64);
-impl Accumulator for CountAcc {
-    fn add(&mut self, v: &Value) {
-        if !v.is_null() {
-            self.0 += 1
-        }
-    }
-    fn result(&self) -> Value {
-        Value::Int(self.0)
-    }
-}
-impl AggregateFunction for Count {
-    fn arity(&self) -> std::ops::RangeInclusive<usize> {
-        0..=1
-    }
-    fn create(&self) -> Box<dyn Accumulator> {
-        Box::<CountAcc>::default()
-    }
-}
-
-struct Sum;
-#[derive(Default)]
-enum SumAcc {
+/// A running sum: integers stay integers until a double (or an overflow) comes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub enum SumAcc {
     #[default]
     Empty,
     Int(i64),
     Float(f64),
 }
-impl Accumulator for SumAcc {
+
+impl SumAcc {
     fn add(&mut self, v: &Value) {
         *self = match (&*self, v) {
             (_, Value::Null) => return,
@@ -81,7 +72,7 @@ impl Accumulator for SumAcc {
             (SumAcc::Float(a), v) => SumAcc::Float(a + v.as_f64().unwrap_or(0.0)),
         }
     }
-    fn result(&self) -> Value {
+    fn value(&self) -> Value {
         match self {
             SumAcc::Empty => Value::Int(0),
             SumAcc::Int(i) => Value::Int(*i),
@@ -89,116 +80,187 @@ impl Accumulator for SumAcc {
         }
     }
 }
-impl AggregateFunction for Sum {
-    fn arity(&self) -> std::ops::RangeInclusive<usize> {
-        1..=1
-    }
-    fn check(&self, v: &Value) -> Result<(), String> {
-        numeric(v)
-    }
-    fn create(&self) -> Box<dyn Accumulator> {
-        Box::<SumAcc>::default()
-    }
+
+/// The state of one aggregate. Built-ins are variants (no allocation per accumulator);
+/// user-defined aggregates are boxed.
+pub enum Acc {
+    Count(i64),
+    Sum(SumAcc),
+    Avg { sum: f64, n: u64 },
+    Extreme { max: bool, best: Value },
+    First(Option<Value>),
+    Last(Value),
+    Collect(Vec<Value>),
+    Distinct(HashSet<Key>),
+    Custom(Box<dyn Accumulator>),
+    /// A user-defined accumulator read back from sled, waiting for
+    /// [`AggregateCall::rehydrate`].
+    Saved(Value),
 }
 
-struct Avg;
-#[derive(Default)]
-struct AvgAcc {
-    sum: f64,
-    n: u64,
-}
-impl Accumulator for AvgAcc {
-    fn add(&mut self, v: &Value) {
-        if let Some(x) = v.as_f64() {
-            self.sum += x;
-            self.n += 1;
-        }
-    }
-    fn result(&self) -> Value {
-        if self.n == 0 {
-            Value::Null
-        } else {
-            Value::Float(self.sum / self.n as f64)
-        }
-    }
-}
-impl AggregateFunction for Avg {
-    fn arity(&self) -> std::ops::RangeInclusive<usize> {
-        1..=1
-    }
-    fn check(&self, v: &Value) -> Result<(), String> {
-        numeric(v)
-    }
-    fn create(&self) -> Box<dyn Accumulator> {
-        Box::<AvgAcc>::default()
-    }
+/// How an [`Acc`] is stored.
+#[derive(Serialize, Deserialize)]
+enum AccRepr {
+    Count(i64),
+    Sum(SumAcc),
+    Avg { sum: f64, n: u64 },
+    Extreme { max: bool, best: Value },
+    First(Option<Value>),
+    Last(Value),
+    Collect(Vec<Value>),
+    Distinct(Vec<Value>),
+    Saved(Value),
 }
 
-struct Extreme {
-    max: bool,
-}
-struct ExtremeAcc {
-    max: bool,
-    best: Value,
-}
-impl Accumulator for ExtremeAcc {
-    fn add(&mut self, v: &Value) {
-        if v.is_null() {
-            return;
-        }
-        let better = match crate::expr::order(v, &self.best) {
-            _ if self.best.is_null() => true,
-            Some(o) => (o == std::cmp::Ordering::Greater) == self.max && o != std::cmp::Ordering::Equal,
-            None => false,
+impl Serialize for Acc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let repr = match self {
+            Acc::Count(n) => AccRepr::Count(*n),
+            Acc::Sum(x) => AccRepr::Sum(x.clone()),
+            Acc::Avg { sum, n } => AccRepr::Avg { sum: *sum, n: *n },
+            Acc::Extreme { max, best } => AccRepr::Extreme { max: *max, best: best.clone() },
+            Acc::First(x) => AccRepr::First(x.clone()),
+            Acc::Last(x) => AccRepr::Last(x.clone()),
+            Acc::Collect(x) => AccRepr::Collect(x.clone()),
+            Acc::Distinct(x) => AccRepr::Distinct(x.iter().map(|k| k.0.clone()).collect()),
+            Acc::Custom(c) => AccRepr::Saved(c.save()),
+            Acc::Saved(v) => AccRepr::Saved(v.clone()),
         };
-        if better {
-            self.best = v.clone();
-        }
-    }
-    fn result(&self) -> Value {
-        self.best.clone()
-    }
-}
-impl AggregateFunction for Extreme {
-    fn arity(&self) -> std::ops::RangeInclusive<usize> {
-        1..=1
-    }
-    fn check(&self, v: &Value) -> Result<(), String> {
-        match v {
-            Value::Int(_) | Value::Float(_) | Value::Str(_) | Value::Bool(_) | Value::Null => Ok(()),
-            other => Err(format!("cannot order a {}", other.type_name())),
-        }
-    }
-    fn create(&self) -> Box<dyn Accumulator> {
-        Box::new(ExtremeAcc { max: self.max, best: Value::Null })
+        repr.serialize(s)
     }
 }
 
-struct FirstLast {
-    last: bool,
+impl<'de> Deserialize<'de> for Acc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Acc, D::Error> {
+        Ok(match AccRepr::deserialize(d)? {
+            AccRepr::Count(n) => Acc::Count(n),
+            AccRepr::Sum(x) => Acc::Sum(x),
+            AccRepr::Avg { sum, n } => Acc::Avg { sum, n },
+            AccRepr::Extreme { max, best } => Acc::Extreme { max, best },
+            AccRepr::First(x) => Acc::First(x),
+            AccRepr::Last(x) => Acc::Last(x),
+            AccRepr::Collect(x) => Acc::Collect(x),
+            AccRepr::Distinct(x) => Acc::Distinct(x.into_iter().map(Key).collect()),
+            AccRepr::Saved(v) => Acc::Saved(v),
+        })
+    }
 }
-struct FirstLastAcc {
-    last: bool,
-    seen: bool,
-    value: Value,
+
+impl std::fmt::Debug for Acc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Acc({})", self.result())
+    }
 }
-impl Accumulator for FirstLastAcc {
-    fn add(&mut self, v: &Value) {
-        if self.last || !self.seen {
-            self.value = v.clone();
-            self.seen = true;
+
+impl Acc {
+    #[inline]
+    pub fn add(&mut self, v: &Value) {
+        match self {
+            Acc::Count(n) => *n += !v.is_null() as i64,
+            Acc::Sum(s) => s.add(v),
+            Acc::Avg { sum, n } => {
+                if let Some(x) = v.as_f64() {
+                    *sum += x;
+                    *n += 1;
+                }
+            }
+            Acc::Extreme { max, best } => {
+                if v.is_null() {
+                    return;
+                }
+                let better = best.is_null()
+                    || matches!(crate::expr::order(v, best), Some(o) if (o == std::cmp::Ordering::Greater) == *max && o != std::cmp::Ordering::Equal);
+                if better {
+                    *best = v.clone();
+                }
+            }
+            Acc::First(x) => {
+                if x.is_none() {
+                    *x = Some(v.clone())
+                }
+            }
+            Acc::Last(x) => *x = v.clone(),
+            Acc::Collect(items) => items.push(v.clone()),
+            Acc::Distinct(set) => {
+                if !v.is_null() {
+                    set.insert(Key(v.clone()));
+                }
+            }
+            Acc::Custom(c) => c.add(v),
+            Acc::Saved(_) => unreachable!("rehydrated before use"),
         }
     }
-    fn result(&self) -> Value {
-        self.value.clone()
+
+    pub fn result(&self) -> Value {
+        match self {
+            Acc::Count(n) => Value::Int(*n),
+            Acc::Sum(s) => s.value(),
+            Acc::Avg { n: 0, .. } => Value::Null,
+            Acc::Avg { sum, n } => Value::Float(sum / *n as f64),
+            Acc::Extreme { best, .. } => best.clone(),
+            Acc::First(x) => x.clone().unwrap_or(Value::Null),
+            Acc::Last(x) => x.clone(),
+            Acc::Collect(items) => Value::List(items.clone().into()),
+            Acc::Distinct(set) => Value::Int(set.len() as i64),
+            Acc::Custom(c) => c.result(),
+            Acc::Saved(v) => v.clone(),
+        }
+    }
+
+    /// Folds `other` (of the same function) into this one.
+    pub fn merge(&mut self, other: Acc) {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Sum(a), Acc::Sum(b)) => a.add(&b.value()),
+            (Acc::Avg { sum, n }, Acc::Avg { sum: s2, n: n2 }) => {
+                *sum += s2;
+                *n += n2;
+            }
+            (me @ Acc::Extreme { .. }, Acc::Extreme { best, .. }) => me.add(&best),
+            (Acc::First(a), Acc::First(b)) => {
+                if a.is_none() {
+                    *a = b
+                }
+            }
+            (Acc::Last(a), Acc::Last(b)) => {
+                if !b.is_null() {
+                    *a = b
+                }
+            }
+            (Acc::Collect(a), Acc::Collect(b)) => a.extend(b),
+            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b),
+            (Acc::Custom(a), Acc::Custom(b)) => a.merge(&b.save()),
+            (me, _) => debug_assert!(false, "merging accumulators of different functions: {me:?}"),
+        }
     }
 }
-impl AggregateFunction for FirstLast {
+
+struct Builtin {
+    make: fn() -> Acc,
+    arity: std::ops::RangeInclusive<usize>,
+    check: fn(&Value) -> Result<(), String>,
+}
+
+impl AggregateFunction for Builtin {
     fn arity(&self) -> std::ops::RangeInclusive<usize> {
-        1..=1
+        self.arity.clone()
     }
-    fn create(&self) -> Box<dyn Accumulator> {
-        Box::new(FirstLastAcc { last: self.last, seen: false, value: Value::Null })
+    fn check(&self, v: &Value) -> Result<(), String> {
+        (self.check)(v)
+    }
+    fn create(&self) -> Acc {
+        (self.make)()
+    }
+}
+
+fn any(_: &Value) -> Result<(), String> {
+    Ok(())
+}
+
+fn orderable(v: &Value) -> Result<(), String> {
+    match v {
+        Value::Int(_) | Value::Float(_) | Value::Str(_) | Value::Bool(_) | Value::Null => Ok(()),
+        other => Err(format!("cannot order a {}", other.type_name())),
     }
 }
 
@@ -211,13 +273,16 @@ pub struct AggregateRegistry {
 impl Default for AggregateRegistry {
     fn default() -> Self {
         let mut r = AggregateRegistry { functions: BTreeMap::new() };
-        r.register("count", Count);
-        r.register("sum", Sum);
-        r.register("avg", Avg);
-        r.register("min", Extreme { max: false });
-        r.register("max", Extreme { max: true });
-        r.register("first", FirstLast { last: false });
-        r.register("last", FirstLast { last: true });
+        let b = |make: fn() -> Acc, arity: std::ops::RangeInclusive<usize>, check: fn(&Value) -> Result<(), String>| Builtin { make, arity, check };
+        r.register("count", b(|| Acc::Count(0), 0..=1, any));
+        r.register("sum", b(|| Acc::Sum(SumAcc::Empty), 1..=1, numeric));
+        r.register("avg", b(|| Acc::Avg { sum: 0.0, n: 0 }, 1..=1, numeric));
+        r.register("min", b(|| Acc::Extreme { max: false, best: Value::Null }, 1..=1, orderable));
+        r.register("max", b(|| Acc::Extreme { max: true, best: Value::Null }, 1..=1, orderable));
+        r.register("first", b(|| Acc::First(None), 1..=1, any));
+        r.register("last", b(|| Acc::Last(Value::Null), 1..=1, any));
+        r.register("collect", b(|| Acc::Collect(Vec::new()), 1..=1, any));
+        r.register("count_distinct", b(|| Acc::Distinct(HashSet::new()), 1..=1, any));
         r
     }
 }
@@ -238,6 +303,13 @@ impl std::fmt::Debug for AggregateCall {
 }
 
 impl AggregateCall {
+    /// Turns an accumulator read back from sled into a live one.
+    pub fn rehydrate(&self, acc: &mut Acc) {
+        if let Acc::Saved(v) = acc {
+            *acc = self.function.restore(v);
+        }
+    }
+
     /// The value this record contributes (`Int(1)` stands for a record in `count()`).
     #[inline]
     pub fn input(&self, r: &crate::record::Record) -> Result<Value, crate::expr::EvalError> {
@@ -299,6 +371,16 @@ mod tests {
             call.function.check(v).unwrap();
             acc.add(v);
         }
+        // Split in two and merged, through a sled round trip, the result is the same.
+        let (a, b) = values.split_at(values.len() / 2);
+        let mut left = call.function.create();
+        a.iter().for_each(|v| left.add(v));
+        let mut right = call.function.create();
+        b.iter().for_each(|v| right.add(v));
+        let mut right: Acc = serde_json::from_slice(&serde_json::to_vec(&right).unwrap()).unwrap();
+        call.rehydrate(&mut right);
+        left.merge(right);
+        assert_eq!(left.result(), acc.result(), "{spec}");
         acc.result()
     }
 
@@ -313,6 +395,8 @@ mod tests {
         assert_eq!(run("avg(v)", &vs), Value::Float(11.5 / 3.0));
         assert_eq!(run("first(v)", &vs), Value::Int(3));
         assert_eq!(run("last(v)", &vs), Value::Int(7));
+        assert_eq!(run("collect(v)", &[Value::Int(1), Value::str("a")]), Value::List(vec![Value::Int(1), Value::str("a")].into()));
+        assert_eq!(run("count_distinct(v)", &[Value::Int(1), Value::Int(2), Value::Int(1), Value::Float(1.0)]), Value::Int(3));
     }
 
     #[test]

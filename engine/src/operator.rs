@@ -186,6 +186,11 @@ impl Collector {
         &self.rejected
     }
 
+    /// Records emitted on side outputs so far, as (port, record); takes them out.
+    pub fn side_records(&mut self) -> Vec<(usize, Record)> {
+        std::mem::take(&mut self.side)
+    }
+
     pub(crate) fn take(&mut self) -> (Vec<Record>, Vec<(usize, Record)>, Vec<Rejected>) {
         (std::mem::take(&mut self.records), std::mem::take(&mut self.side), std::mem::take(&mut self.rejected))
     }

@@ -65,7 +65,7 @@ impl JobPlan {
                     times.push(crate::time::TimeMode::Processing);
                 }
             }
-            let ctx = BuildContext { name: &c.name, type_name: &c.type_name.value, options: &c.options, pipeline: &config };
+            let ctx = BuildContext { name: &c.name, type_name: &c.type_name.value, options: &c.options, pipeline: &config, aggregates: registry.aggregates() };
             let t = c.type_name.value.as_str();
             let (result, known): (Option<Result<(NodeSpec, Vec<String>), ConfigErrors>>, &Vec<&str>) = match c.role {
                 Role::Source => (registry.source(t).map(|f| f(&ctx).map(|s| (NodeSpec::Source(s), vec![String::new()]))), &src_types),

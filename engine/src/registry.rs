@@ -20,6 +20,8 @@ pub struct BuildContext<'a> {
     pub type_name: &'a str,
     pub options: &'a Node,
     pub pipeline: &'a PipelineConfig,
+    /// Aggregate functions (built-in and registered), for `fn(expression)` options.
+    pub aggregates: &'a crate::aggregate::AggregateRegistry,
 }
 
 impl BuildContext<'_> {
@@ -140,6 +142,7 @@ type Factory<T> = Arc<dyn Fn(&BuildContext) -> Result<T, ConfigErrors> + Send + 
 /// Component types by name.
 #[derive(Clone, Default)]
 pub struct Registry {
+    aggregates: crate::aggregate::AggregateRegistry,
     sources: BTreeMap<String, Factory<SourceSpec>>,
     transforms: BTreeMap<String, Factory<TransformSpec>>,
     sinks: BTreeMap<String, Factory<SinkSpec>>,
@@ -160,6 +163,16 @@ impl Registry {
 
     pub fn register_sink(&mut self, type_name: &str, f: impl Fn(&BuildContext) -> Result<SinkSpec, ConfigErrors> + Send + Sync + 'static) {
         self.sinks.insert(type_name.into(), Arc::new(f));
+    }
+
+    /// Registers a user-defined aggregate function, usable as `name(expression)` in
+    /// `aggregate` and `window` components.
+    pub fn register_aggregate(&mut self, name: &str, f: impl crate::aggregate::AggregateFunction + 'static) {
+        self.aggregates.register(name, f);
+    }
+
+    pub fn aggregates(&self) -> &crate::aggregate::AggregateRegistry {
+        &self.aggregates
     }
 
     pub(crate) fn source(&self, t: &str) -> Option<&Factory<SourceSpec>> {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rill_engine::aggregate::{Accumulator, AggregateCall, AggregateRegistry};
+use rill_engine::aggregate::{Acc, AggregateCall};
 use rill_engine::config::{ConfigError, ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError};
@@ -25,7 +25,7 @@ struct AggregateConfig {
 pub struct Aggregate {
     key: Option<(Sym, Expr)>,
     calls: Vec<(Sym, AggregateCall)>,
-    groups: HashMap<Key, Vec<Box<dyn Accumulator>>>,
+    groups: HashMap<Key, Vec<Acc>>,
     inputs: Vec<Value>,
 }
 
@@ -93,7 +93,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
         },
         None => None,
     };
-    let registry = AggregateRegistry::default();
+    let registry = ctx.aggregates;
     let mut calls = Vec::new();
     for (name, spec) in &cfg.aggregates.0 {
         match registry.parse(name, spec) {

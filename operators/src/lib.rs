@@ -3,6 +3,7 @@
 mod aggregate;
 mod filter;
 mod map;
+pub mod window;
 
 pub use aggregate::Aggregate;
 pub use filter::Filter;
@@ -16,4 +17,5 @@ pub fn register(registry: &mut Registry) {
     registry.register_transform("filter", filter::build);
     registry.register_transform("map", map::build);
     registry.register_transform("aggregate", aggregate::build);
+    registry.register_transform("window", window::build);
 }

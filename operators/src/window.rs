@@ -1,0 +1,719 @@
+//! `window`: aggregates over tumbling, sliding, session and count windows, keyed or global.
+//!
+//! Event-time windows fire when the watermark passes their end, then stay open for
+//! `allowed_lateness`: a late record within it updates its window, which is emitted again. A
+//! record too late for every window it belongs to goes to the `late` output
+//! (`inputs: [name.late]`), never silently away. Records without a timestamp (sources on
+//! processing time) are windowed by this operator's clock and fire by processing-time timers.
+//! Optional early firing (`trigger: {every: N}` records, or `{interval: 5s}` of processing time)
+//! emits partial results of open windows before they close.
+//!
+//! Window contents live in keyed state (sled-backed, cached in memory; see
+//! `rill_engine::state`), namespaced by window start. Fire and clean-up times are kept in
+//! ordered indexes, one entry per window.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rill_engine::aggregate::{Acc, AggregateCall};
+use rill_engine::config::{ConfigError, ConfigErrors, Ordered, Spanned};
+use rill_engine::expr::Expr;
+use rill_engine::message::Watermark;
+use rill_engine::operator::{Collector, Operator, OperatorContext, OperatorError};
+use rill_engine::record::{Record, NO_TIMESTAMP};
+use rill_engine::registry::{BuildContext, TransformSpec};
+use rill_engine::state::{KeyedState, StateKey, StateOptions, TimeDomain, Timer};
+use rill_engine::value::{Key, Sym, Value};
+
+use rill_engine::config::de::duration;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowConfig {
+    /// Grouping expression; without it, one global window stream (one instance).
+    key_by: Option<Spanned<String>>,
+    window: WindowSpec,
+    /// How long after a window fired late records still update it.
+    #[serde(default, with = "duration::option")]
+    allowed_lateness: Option<Duration>,
+    /// `name: function(expression)`.
+    aggregates: Ordered<Spanned<String>>,
+    /// Early firing of open windows.
+    trigger: Option<TriggerConfig>,
+}
+
+#[derive(serde::Deserialize, Clone, Debug)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum WindowSpec {
+    Tumbling {
+        #[serde(with = "duration")]
+        size: Duration,
+    },
+    Sliding {
+        #[serde(with = "duration")]
+        size: Duration,
+        #[serde(with = "duration")]
+        slide: Duration,
+    },
+    Session {
+        #[serde(with = "duration")]
+        gap: Duration,
+    },
+    Count {
+        size: u64,
+    },
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerConfig {
+    /// Emit a window's partial result after every N records it receives.
+    every: Option<u64>,
+    /// Emit every open window's partial result at this processing-time interval.
+    #[serde(default, with = "duration::option")]
+    interval: Option<Duration>,
+}
+
+/// The kind of window, sizes in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kind {
+    Tumbling { size: i64 },
+    Sliding { size: i64, slide: i64 },
+    Session { gap: i64 },
+    Count { size: u64 },
+}
+
+/// Start of the tumbling window of `size` that holds `ts`.
+pub fn tumbling_start(ts: i64, size: i64) -> i64 {
+    ts - ts.rem_euclid(size)
+}
+
+/// Starts of every sliding window (`size`, `slide`) that holds `ts`, latest first.
+pub fn sliding_starts(ts: i64, size: i64, slide: i64) -> impl Iterator<Item = i64> {
+    let last = ts - ts.rem_euclid(slide);
+    (0..).map(move |k| last - k * slide).take_while(move |s| *s > ts - size)
+}
+
+/// The contents of one window.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+struct Win {
+    accs: Vec<Acc>,
+    count: u64,
+    fired: bool,
+    first_ts: i64,
+    last_ts: i64,
+}
+
+/// One session of a key.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+struct Session {
+    start: i64,
+    end: i64,
+    win: Win,
+}
+
+/// Emitted window results are tagged with this namespace in processing-time timers for the
+/// early-firing interval (window timers use the fire time as their time and namespace 0).
+const INTERVAL_TIMER: i64 = 1;
+
+pub struct Window {
+    kind: Kind,
+    key: Option<(Sym, Expr)>,
+    calls: Vec<(Sym, AggregateCall)>,
+    lateness: i64,
+    every: Option<u64>,
+    interval: Option<i64>,
+    wins: Option<KeyedState<Win>>,
+    sessions: Option<KeyedState<Vec<Session>>>,
+    /// Event-time windows by the time they fire (end - 1): (key, window start).
+    fire: BTreeMap<i64, Vec<(Key, i64)>>,
+    /// Event-time windows by the time their state is dropped (end - 1 + allowed lateness).
+    cleanup: BTreeMap<i64, Vec<(Key, i64)>>,
+    /// Processing-time windows by the time they fire.
+    proc_fire: BTreeMap<i64, Vec<(Key, i64)>>,
+    watermark: i64,
+    inputs: Vec<Value>,
+    shape: Shape,
+}
+
+/// The fields of a result record.
+struct Shape {
+    key: Option<Sym>,
+    names: Vec<Sym>,
+    window_start: Sym,
+    window_end: Sym,
+}
+
+impl Shape {
+    fn result(&self, key: &Value, start: Value, end: Value, w: &Win, time: i64) -> Record {
+        let mut r = Record::with_capacity(self.names.len() + 3);
+        if let Some(name) = self.key {
+            r.push(name, key.clone());
+        }
+        r.push(self.window_start, start);
+        r.push(self.window_end, end);
+        for (name, acc) in self.names.iter().zip(&w.accs) {
+            r.push(*name, acc.result());
+        }
+        r.timestamp = time;
+        r
+    }
+
+    fn emit(&self, key: &Value, start: i64, end: i64, w: &Win, out: &mut Collector) {
+        out.emit(self.result(key, Value::Int(start), Value::Int(end), w, end - 1));
+    }
+}
+
+impl Window {
+    pub fn new(kind: Kind, key: Option<(Sym, Expr)>, calls: Vec<(Sym, AggregateCall)>, lateness: i64) -> Window {
+        let key_name = key.as_ref().map(|(n, _)| *n);
+        let call_names = calls.iter().map(|(n, _)| *n).collect();
+        Window {
+            kind,
+            key,
+            calls,
+            lateness,
+            every: None,
+            interval: None,
+            wins: None,
+            sessions: None,
+            fire: BTreeMap::new(),
+            cleanup: BTreeMap::new(),
+            proc_fire: BTreeMap::new(),
+            watermark: i64::MIN,
+            inputs: Vec::new(),
+            shape: Shape {
+                key: key_name,
+                names: call_names,
+                window_start: Sym::new("window_start"),
+                window_end: Sym::new("window_end"),
+            },
+        }
+    }
+
+    fn new_win(&self) -> Win {
+        Win { accs: self.calls.iter().map(|(_, c)| c.function.create()).collect(), count: 0, fired: false, first_ts: i64::MAX, last_ts: i64::MIN }
+    }
+
+    fn rehydrate(calls: &[(Sym, AggregateCall)], w: &mut Win) {
+        for (acc, (_, c)) in w.accs.iter_mut().zip(calls) {
+            c.rehydrate(acc);
+        }
+    }
+
+    fn add(inputs: &[Value], w: &mut Win, ts: i64) {
+        for (acc, v) in w.accs.iter_mut().zip(inputs) {
+            acc.add(v);
+        }
+        w.count += 1;
+        w.first_ts = w.first_ts.min(ts);
+        w.last_ts = w.last_ts.max(ts);
+    }
+
+    fn index(map: &mut BTreeMap<i64, Vec<(Key, i64)>>, time: i64, key: &Key, start: i64) {
+        map.entry(time).or_default().push((key.clone(), start));
+    }
+
+    /// A window was created: schedule its firing (and clean-up).
+    fn schedule(&mut self, key: &Key, start: i64, end: i64, proc: bool, out: &mut Collector) {
+        if proc {
+            Self::index(&mut self.proc_fire, end - 1, key, start);
+            out.timers().register(TimeDomain::Processing, &Value::Null, 0, end - 1);
+        } else {
+            Self::index(&mut self.fire, end - 1, key, start);
+            if self.lateness > 0 {
+                Self::index(&mut self.cleanup, end - 1 + self.lateness, key, start);
+            }
+        }
+    }
+
+    fn window_size(&self) -> i64 {
+        match self.kind {
+            Kind::Tumbling { size } | Kind::Sliding { size, .. } => size,
+            _ => 0,
+        }
+    }
+
+    fn process_time_window(&mut self, key: Key, ts: i64, proc: bool, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
+        let size = self.window_size();
+        let starts: Vec<i64> = match self.kind {
+            Kind::Tumbling { size } => vec![tumbling_start(ts, size)],
+            Kind::Sliding { size, slide } => sliding_starts(ts, size, slide).collect(),
+            _ => unreachable!("time windows only"),
+        };
+        let mut accepted = false;
+        for start in starts {
+            let end = start + size;
+            if !proc && end - 1 + self.lateness <= self.watermark {
+                continue;
+            }
+            accepted = true;
+            let sk = StateKey { key: key.clone(), namespace: start };
+            let mut created = false;
+            let fresh = self.new_win();
+            let wins = self.wins.as_mut().expect("opened");
+            let w = wins.get_or_insert_with(&sk, || {
+                created = true;
+                fresh
+            })?;
+            Self::rehydrate(&self.calls, w);
+            Self::add(&self.inputs, w, ts);
+            let (fired, count) = (w.fired, w.count);
+            if fired || self.every.is_some_and(|n| count % n == 0) {
+                let w = self.wins.as_mut().expect("opened").get(&sk)?.expect("just updated");
+                out.emit(self.shape.result(&key.0, Value::Int(start), Value::Int(end), w, end - 1));
+            }
+            if created {
+                self.schedule(&key, start, end, proc, out);
+            }
+        }
+        if !accepted {
+            out.emit_side(0, record);
+        }
+        Ok(())
+    }
+
+    fn process_session(&mut self, key: Key, ts: i64, proc: bool, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
+        let Kind::Session { gap } = self.kind else { unreachable!("sessions only") };
+        let (mut start, mut end) = (ts, ts + gap);
+        if !proc && end - 1 + self.lateness <= self.watermark {
+            out.emit_side(0, record);
+            return Ok(());
+        }
+        let mut merged = self.new_win();
+        Self::add(&self.inputs, &mut merged, ts);
+        let sk = StateKey { key: key.clone(), namespace: 0 };
+        let calls = &self.calls;
+        let sessions = self.sessions.as_mut().expect("opened").get_or_insert_with(&sk, Vec::new)?;
+        let mut i = 0;
+        while i < sessions.len() {
+            let s = &sessions[i];
+            if s.start <= end && start <= s.end {
+                let mut s = sessions.swap_remove(i);
+                Self::rehydrate(calls, &mut s.win);
+                start = start.min(s.start);
+                end = end.max(s.end);
+                merged.fired |= s.win.fired;
+                merged.count += s.win.count;
+                merged.first_ts = merged.first_ts.min(s.win.first_ts);
+                merged.last_ts = merged.last_ts.max(s.win.last_ts);
+                for (a, b) in merged.accs.iter_mut().zip(s.win.accs) {
+                    a.merge(b);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if merged.fired {
+            out.emit(self.shape.result(&key.0, Value::Int(start), Value::Int(end), &merged, end - 1));
+        }
+        let sessions = self.sessions.as_mut().expect("opened").get_mut(&sk)?.expect("inserted above");
+        sessions.push(Session { start, end, win: merged });
+        self.schedule(&key, start, end, proc, out);
+        Ok(())
+    }
+
+    fn process_count(&mut self, key: Key, ts: i64, out: &mut Collector) -> Result<(), OperatorError> {
+        let Kind::Count { size } = self.kind else { unreachable!("count windows only") };
+        let sk = StateKey { key: key.clone(), namespace: 0 };
+        let fresh = self.new_win();
+        let wins = self.wins.as_mut().expect("opened");
+        let w = wins.get_or_insert_with(&sk, || fresh)?;
+        Self::rehydrate(&self.calls, w);
+        Self::add(&self.inputs, w, ts);
+        let count = w.count;
+        if count >= size || self.every.is_some_and(|n| count % n == 0) {
+            let w = self.wins.as_mut().expect("opened").get(&sk)?.expect("just updated");
+            let r = self.shape.result(&key.0, Value::Int(w.first_ts), Value::Int(w.last_ts + 1), w, w.last_ts);
+            out.emit(r);
+            if count >= size {
+                self.wins.as_mut().expect("opened").remove(&sk)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires the windows indexed in `index` at or before `upto`; `purge` drops them after.
+    fn fire_due(&mut self, which: Due, upto: i64, out: &mut Collector) -> Result<(), OperatorError> {
+        loop {
+            let index = match which {
+                Due::Fire => &mut self.fire,
+                Due::Cleanup => &mut self.cleanup,
+                Due::Processing => &mut self.proc_fire,
+            };
+            let Some(entry) = index.first_entry() else { break };
+            if *entry.key() > upto {
+                break;
+            }
+            let (time, windows) = entry.remove_entry();
+            for (key, start) in windows {
+                match which {
+                    Due::Fire | Due::Processing => {
+                        let purge = self.lateness == 0 || which == Due::Processing;
+                        self.fire_window(&key, start, time, purge, out)?
+                    }
+                    Due::Cleanup => self.drop_window(&key, start, time)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fire_window(&mut self, key: &Key, start: i64, time: i64, purge: bool, out: &mut Collector) -> Result<(), OperatorError> {
+        if let Kind::Session { .. } = self.kind {
+            let sk = StateKey { key: key.clone(), namespace: 0 };
+            let calls = &self.calls;
+            let Some(sessions) = self.sessions.as_mut().expect("opened").get_mut(&sk)? else { return Ok(()) };
+            let Some(i) = sessions.iter().position(|s| s.start == start && s.end - 1 == time && !s.win.fired) else {
+                return Ok(()); // merged into a larger session since
+            };
+            Self::rehydrate(calls, &mut sessions[i].win);
+            let s = &mut sessions[i];
+            s.win.fired = true;
+            let r = self.shape.result(&key.0, Value::Int(s.start), Value::Int(s.end), &s.win, s.end - 1);
+            out.emit(r);
+            if purge {
+                let sessions = self.sessions.as_mut().expect("opened").get_mut(&sk)?.expect("present");
+                sessions.swap_remove(i);
+                if sessions.is_empty() {
+                    self.sessions.as_mut().expect("opened").remove(&sk)?;
+                }
+            }
+            return Ok(());
+        }
+        let sk = StateKey { key: key.clone(), namespace: start };
+        let size = self.window_size();
+        let wins = self.wins.as_mut().expect("opened");
+        let Some(w) = wins.get_mut(&sk)? else { return Ok(()) };
+        Self::rehydrate(&self.calls, w);
+        w.fired = true;
+        let w = self.wins.as_mut().expect("opened").get(&sk)?.expect("present");
+        self.shape.emit(&key.0, start, start + size, w, out);
+        if purge {
+            self.wins.as_mut().expect("opened").remove(&sk)?;
+        }
+        Ok(())
+    }
+
+    fn drop_window(&mut self, key: &Key, start: i64, time: i64) -> Result<(), OperatorError> {
+        if let Kind::Session { .. } = self.kind {
+            let sk = StateKey { key: key.clone(), namespace: 0 };
+            let lateness = self.lateness;
+            let sessions = self.sessions.as_mut().expect("opened");
+            if let Some(list) = sessions.get_mut(&sk)? {
+                list.retain(|s| !(s.start == start && s.end - 1 + lateness == time));
+                if list.is_empty() {
+                    sessions.remove(&sk)?;
+                }
+            }
+            return Ok(());
+        }
+        self.wins.as_mut().expect("opened").remove(&StateKey { key: key.clone(), namespace: start })?;
+        Ok(())
+    }
+
+    /// Emits the current (partial) result of every open window.
+    fn early_fire_all(&mut self, out: &mut Collector) -> Result<(), OperatorError> {
+        let open: Vec<(Key, i64, i64)> = self
+            .fire
+            .iter()
+            .chain(self.proc_fire.iter())
+            .flat_map(|(t, ws)| ws.iter().map(move |(k, s)| (k.clone(), *s, *t)))
+            .collect();
+        for (key, start, time) in open {
+            if let Kind::Session { .. } = self.kind {
+                let sk = StateKey { key: key.clone(), namespace: 0 };
+                if let Some(list) = self.sessions.as_mut().expect("opened").get(&sk)? {
+                    if let Some(s) = list.iter().find(|s| s.start == start && s.end - 1 == time && !s.win.fired) {
+                        out.emit(self.shape.result(&key.0, Value::Int(s.start), Value::Int(s.end), &s.win, s.end - 1));
+                    }
+                }
+                continue;
+            }
+            let size = self.window_size();
+            let sk = StateKey { key: key.clone(), namespace: start };
+            if let Some(w) = self.wins.as_mut().expect("opened").get(&sk)? {
+                if !w.fired {
+                    out.emit(self.shape.result(&key.0, Value::Int(start), Value::Int(start + size), w, start + size - 1));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Due {
+    Fire,
+    Cleanup,
+    Processing,
+}
+
+impl Operator for Window {
+    fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
+        if let Kind::Session { .. } = self.kind {
+            self.sessions = Some(ctx.keyed_state("sessions", StateOptions::default())?);
+        } else {
+            self.wins = Some(ctx.keyed_state("windows", StateOptions::default())?);
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
+        let key = match &self.key {
+            Some((_, e)) => match e.eval(&record) {
+                Ok(k) => k,
+                Err(err) => {
+                    out.reject(record, format!("key_by `{}`: {err}", e.source()));
+                    return Ok(());
+                }
+            },
+            None => Value::Null,
+        };
+        self.inputs.clear();
+        for (name, call) in &self.calls {
+            let v = match call.input(&record).map_err(|e| e.to_string()).and_then(|v| call.function.check(&v).map(|_| v)) {
+                Ok(v) => v,
+                Err(err) => {
+                    out.reject(record, format!("aggregate `{name}`: {err}"));
+                    return Ok(());
+                }
+            };
+            self.inputs.push(v);
+        }
+        if let Some(i) = self.interval {
+            if out.timers().next_processing().is_none() {
+                let now = rill_engine::time::now_millis();
+                out.timers().register(TimeDomain::Processing, &Value::Null, INTERVAL_TIMER, now + i);
+            }
+        }
+        let (ts, proc) = if record.timestamp == NO_TIMESTAMP { (rill_engine::time::now_millis(), true) } else { (record.timestamp, false) };
+        let key = Key(key);
+        match self.kind {
+            Kind::Tumbling { .. } | Kind::Sliding { .. } => self.process_time_window(key, ts, proc, record, out),
+            Kind::Session { .. } => self.process_session(key, ts, proc, record, out),
+            Kind::Count { .. } => self.process_count(key, ts, out),
+        }
+    }
+
+    fn on_watermark(&mut self, wm: Watermark, out: &mut Collector) -> Result<(), OperatorError> {
+        self.watermark = wm.0;
+        self.fire_due(Due::Fire, wm.0, out)?;
+        self.fire_due(Due::Cleanup, wm.0, out)
+    }
+
+    fn on_timer(&mut self, timer: Timer, out: &mut Collector) -> Result<(), OperatorError> {
+        if timer.namespace == INTERVAL_TIMER {
+            self.early_fire_all(out)?;
+            if let Some(i) = self.interval {
+                if !self.fire.is_empty() || !self.proc_fire.is_empty() {
+                    out.timers().register(TimeDomain::Processing, &Value::Null, INTERVAL_TIMER, timer.time + i);
+                }
+            }
+            return Ok(());
+        }
+        self.fire_due(Due::Processing, timer.time, out)
+    }
+
+    fn on_end(&mut self, out: &mut Collector) -> Result<(), OperatorError> {
+        // Processing-time windows still open when the input ends are emitted now.
+        self.fire_due(Due::Processing, i64::MAX, out)
+    }
+}
+
+pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
+    let cfg: WindowConfig = ctx.options()?;
+    let mut errors = Vec::new();
+    let ms = |d: Duration| d.as_millis() as i64;
+    let window_span = ctx.options.get("window").map(|n| n.span.clone());
+    let kind = match cfg.window.clone() {
+        WindowSpec::Tumbling { size } => Kind::Tumbling { size: ms(size) },
+        WindowSpec::Sliding { size, slide } => Kind::Sliding { size: ms(size), slide: ms(slide) },
+        WindowSpec::Session { gap } => Kind::Session { gap: ms(gap) },
+        WindowSpec::Count { size } => Kind::Count { size },
+    };
+    let positive = match kind {
+        Kind::Tumbling { size } => size > 0,
+        Kind::Sliding { size, slide } => size > 0 && slide > 0 && slide <= size,
+        Kind::Session { gap } => gap > 0,
+        Kind::Count { size } => size > 0,
+    };
+    if !positive {
+        errors.push(
+            ConfigError::new(window_span.as_ref(), "window sizes must be at least 1 ms (count: 1 record), and a slide at most the size")
+                .hint("e.g. `window: {type: sliding, size: 10s, slide: 5s}`"),
+        );
+    }
+    let key = match &cfg.key_by {
+        Some(k) => match ctx.expr(k) {
+            Ok(e) => Some((e.as_field().unwrap_or_else(|| Sym::new("key")), e)),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        None => None,
+    };
+    let mut calls = Vec::new();
+    for (name, spec) in &cfg.aggregates.0 {
+        match ctx.aggregates.parse(name, spec) {
+            Ok(c) => calls.push((Sym::new(name), c)),
+            Err(e) => {
+                let mut span = spec.span.clone();
+                span.column += e.column.saturating_sub(1);
+                errors.push(ConfigError::new(Some(&span), format!("aggregate `{name}`: {}", e.message)).hint(format!(
+                    "aggregates are written `name: function(expression)`; functions: {}",
+                    ctx.aggregates.names().join(", ")
+                )));
+            }
+        }
+    }
+    if calls.is_empty() && errors.is_empty() {
+        errors.push(ConfigError::new(Some(&ctx.options.span), "`window` needs at least one entry under `aggregates`"));
+    }
+    let (every, interval) = match &cfg.trigger {
+        Some(t) => (t.every.filter(|n| *n > 0), t.interval.map(ms).filter(|i| *i > 0)),
+        None => (None, None),
+    };
+    if let (Some(t), None, None) = (&cfg.trigger, every, interval) {
+        let _ = t;
+        errors.push(ConfigError::new(ctx.options.get("trigger").map(|n| &n.span), "`trigger` needs `every: N` (records) or `interval: DURATION`"));
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let lateness = cfg.allowed_lateness.map(ms).unwrap_or(0);
+    let description = format!(
+        "{} window{} computing {}{}",
+        match kind {
+            Kind::Tumbling { size } => format!("tumbling {size} ms"),
+            Kind::Sliding { size, slide } => format!("sliding {size} ms every {slide} ms"),
+            Kind::Session { gap } => format!("session (gap {gap} ms)"),
+            Kind::Count { size } => format!("count {size}"),
+        },
+        key.as_ref().map(|(_, e)| format!(" per `{}`", e.source())).unwrap_or_default(),
+        cfg.aggregates.0.iter().map(|(n, s)| format!("{n} = {}", s.value.trim())).collect::<Vec<_>>().join(", "),
+        if lateness > 0 { format!("; late records up to {lateness} ms update windows") } else { String::new() }
+    );
+    let mut spec = TransformSpec::new(description, {
+        let key = key.clone();
+        move |_| {
+            let mut w = Window::new(kind, key.clone(), calls.clone(), lateness);
+            w.every = every;
+            w.interval = interval;
+            Ok(w)
+        }
+    });
+    spec.side_outputs = vec!["late".into()];
+    spec.key_by = key.map(|(_, e)| e);
+    if spec.key_by.is_none() {
+        spec.max_parallelism = Some(1);
+    }
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn tumbling_window_holds_its_timestamp(ts in -1_000_000i64..1_000_000, size in 1i64..10_000) {
+            let s = tumbling_start(ts, size);
+            prop_assert!(s <= ts && ts < s + size);
+            prop_assert_eq!(s.rem_euclid(size), 0);
+        }
+
+        #[test]
+        fn sliding_windows_are_exactly_those_holding_the_timestamp(ts in -100_000i64..100_000, slide in 1i64..500, k in 1i64..6) {
+            let size = slide * k;
+            let starts: Vec<i64> = sliding_starts(ts, size, slide).collect();
+            prop_assert_eq!(starts.len() as i64, k, "a timestamp is in size/slide windows");
+            for s in &starts {
+                prop_assert!(*s <= ts && ts < s + size);
+                prop_assert_eq!(s.rem_euclid(slide), 0);
+            }
+            // No other aligned window holds it.
+            let before = starts.last().unwrap() - slide;
+            prop_assert!(!(before <= ts && ts < before + size));
+        }
+    }
+
+    fn window(kind: Kind, lateness: i64) -> Window {
+        let calls = vec![(Sym::new("n"), rill_engine::aggregate::AggregateRegistry::default().parse("n", "count()").unwrap())];
+        let mut w = Window::new(kind, Some((Sym::new("k"), Expr::compile("k").unwrap())), calls, lateness);
+        w.wins = Some(KeyedState::in_memory("w"));
+        w.sessions = Some(KeyedState::in_memory("s"));
+        w
+    }
+
+    fn rec(k: &str, ts: i64) -> Record {
+        let mut r: Record = [("k", k)].into_iter().collect();
+        r.timestamp = ts;
+        r
+    }
+
+    fn results(out: &mut Collector) -> Vec<(String, i64, i64, i64)> {
+        out.records()
+            .iter()
+            .map(|r| {
+                let g = |f: &str| r.get_str(f).cloned().unwrap();
+                let Value::Str(k) = g("k") else { panic!() };
+                let i = |v: Value| if let Value::Int(i) = v { i } else { panic!() };
+                (k.to_string(), i(g("window_start")), i(g("window_end")), i(g("n")))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sessions_merge_and_fire_at_the_watermark() {
+        let mut w = window(Kind::Session { gap: 100 }, 0);
+        let mut out = Collector::default();
+        for (k, ts) in [("a", 0), ("a", 150), ("b", 10), ("a", 80), ("a", 400)] {
+            w.process(rec(k, ts), &mut out).unwrap();
+        }
+        assert!(out.records().is_empty());
+        w.on_watermark(Watermark(300), &mut out).unwrap();
+        let mut got = results(&mut out);
+        got.sort();
+        // a: 0, 80, 150 merge into [0, 250); b alone; a@400 still open.
+        assert_eq!(got, [("a".into(), 0, 250, 3), ("b".into(), 10, 110, 1)]);
+        let mut out = Collector::default();
+        w.on_watermark(Watermark::MAX, &mut out).unwrap();
+        assert_eq!(results(&mut out), [("a".into(), 400, 500, 1)]);
+    }
+
+    #[test]
+    fn late_records_update_within_lateness_then_go_to_the_late_output() {
+        let mut w = window(Kind::Tumbling { size: 1000 }, 500);
+        let mut out = Collector::default();
+        w.process(rec("a", 100), &mut out).unwrap();
+        w.on_watermark(Watermark(1200), &mut out).unwrap();
+        assert_eq!(results(&mut out), [("a".into(), 0, 1000, 1)]);
+        let mut out = Collector::default();
+        w.process(rec("a", 200), &mut out).unwrap(); // late, within lateness: re-emitted
+        assert_eq!(results(&mut out), [("a".into(), 0, 1000, 2)]);
+        let mut out = Collector::default();
+        w.on_watermark(Watermark(1499), &mut out).unwrap(); // clean-up time passed
+        w.process(rec("a", 300), &mut out).unwrap();
+        assert!(out.records().is_empty());
+        let (_, side, _) = collector_parts(&mut out);
+        assert_eq!(side.len(), 1, "too late: to the late output");
+    }
+
+    fn collector_parts(out: &mut Collector) -> (usize, Vec<(usize, Record)>, usize) {
+        let side = out.side_records();
+        (out.records().len(), side, out.rejected().len())
+    }
+
+    #[test]
+    fn count_windows_fire_every_n_per_key() {
+        let mut w = window(Kind::Count { size: 2 }, 0);
+        let mut out = Collector::default();
+        for (k, ts) in [("a", 1), ("b", 2), ("a", 3), ("a", 4), ("b", 5)] {
+            w.process(rec(k, ts), &mut out).unwrap();
+        }
+        assert_eq!(results(&mut out), [("a".into(), 1, 4, 2), ("b".into(), 2, 6, 2)]);
+    }
+}
