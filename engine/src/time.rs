@@ -4,7 +4,11 @@
 //! - `event_time: {field: ts}` (or `expression: ...`): the record's own time, in epoch
 //!   milliseconds (a number) or RFC 3339 (a string). Watermarks trail the largest timestamp seen
 //!   by `max_out_of_orderness` (bounded out-of-orderness, as Flink's
-//!   `forBoundedOutOfOrderness`), and are sent after each batch in which they advance.
+//!   `forBoundedOutOfOrderness`). One is sent, between the records, each time the watermark has
+//!   advanced by `watermark_interval` of event time (200 ms by default; Flink's default period
+//!   is 200 ms of processing time). Being driven by the data rather than the clock, which
+//!   records count as late does not depend on timing or batch sizes: reruns give the same
+//!   results.
 //! - `ingestion_time: true`: stamped with the clock when the source reads the record; the
 //!   watermark follows the clock.
 //! - neither: processing time. Records carry no timestamp; windows use the clock of the operator
@@ -28,8 +32,11 @@ use crate::value::Value;
 pub enum TimeMode {
     Processing,
     Ingestion { idle_timeout: Option<Duration> },
-    Event { timestamp: Expr, max_out_of_orderness: i64, idle_timeout: Option<Duration> },
+    Event { timestamp: Expr, max_out_of_orderness: i64, idle_timeout: Option<Duration>, interval: i64 },
 }
+
+/// Event time between two watermarks of a source unless `watermark_interval` says otherwise.
+pub const DEFAULT_WATERMARK_INTERVAL_MS: i64 = 200;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +49,9 @@ struct EventTimeConfig {
     max_out_of_orderness: Option<Duration>,
     #[serde(default, with = "crate::config::de::duration::option")]
     idle_timeout: Option<Duration>,
+    /// Event time between two watermarks (default 200ms).
+    #[serde(default, with = "crate::config::de::duration::option")]
+    watermark_interval: Option<Duration>,
 }
 
 #[derive(serde::Deserialize)]
@@ -82,6 +92,7 @@ impl TimeMode {
                     timestamp,
                     max_out_of_orderness: c.max_out_of_orderness.map(|d| d.as_millis() as i64).unwrap_or(0),
                     idle_timeout: c.idle_timeout,
+                    interval: c.watermark_interval.map(|d| (d.as_millis() as i64).max(1)).unwrap_or(DEFAULT_WATERMARK_INTERVAL_MS),
                 })
             }
         }
@@ -130,8 +141,10 @@ impl Timestamper {
         Timestamper { mode, max_seen: i64::MIN, emitted: i64::MIN, last_data: Instant::now(), idle: false }
     }
 
-    /// Stamps `records`; those whose time cannot be read are moved to `rejected`.
-    pub(crate) fn stamp(&mut self, records: &mut Vec<Record>, rejected: &mut Vec<Rejected>) {
+    /// Stamps `records`; those whose time cannot be read are moved to `rejected`. Returns where
+    /// watermarks go: `(n, wm)` means "after the first n records, send wm".
+    pub(crate) fn stamp(&mut self, records: &mut Vec<Record>, rejected: &mut Vec<Rejected>) -> Vec<(usize, Watermark)> {
+        let mut marks = Vec::new();
         if !records.is_empty() {
             self.last_data = Instant::now();
             self.idle = false;
@@ -145,13 +158,22 @@ impl Timestamper {
                 }
                 self.max_seen = self.max_seen.max(now);
             }
-            TimeMode::Event { timestamp, .. } => {
-                let mut bad = Vec::new();
+            TimeMode::Event { timestamp, max_out_of_orderness, interval, .. } => {
+                let (ooo, interval) = (*max_out_of_orderness, *interval);
+                let mut bad: Vec<(usize, String)> = Vec::new();
                 for (i, r) in records.iter_mut().enumerate() {
                     match timestamp.eval(r).map_err(|e| e.to_string()).and_then(|v| parse_timestamp(&v)) {
                         Ok(ts) => {
                             r.timestamp = ts;
-                            self.max_seen = self.max_seen.max(ts);
+                            if ts > self.max_seen {
+                                self.max_seen = ts;
+                                let wm = ts.saturating_sub(ooo).saturating_sub(1);
+                                if self.emitted == i64::MIN || wm >= self.emitted.saturating_add(interval) {
+                                    self.emitted = wm;
+                                    // After this record, counting only the records kept.
+                                    marks.push((i + 1 - bad.len(), Watermark(wm)));
+                                }
+                            }
                         }
                         Err(e) => bad.push((i, format!("event time `{}`: {e}", timestamp.source()))),
                     }
@@ -162,17 +184,15 @@ impl Timestamper {
                 }
             }
         }
+        marks
     }
 
-    /// The watermark to send now, if it advanced.
+    /// Ingestion time: the watermark to send now, if the clock advanced it. (Event-time
+    /// watermarks come from [`stamp`](Self::stamp).)
     pub(crate) fn watermark(&mut self) -> Option<Watermark> {
         let wm = match &self.mode {
-            TimeMode::Processing => return None,
             TimeMode::Ingestion { .. } => now_millis() - 1,
-            TimeMode::Event { max_out_of_orderness, .. } if self.max_seen != i64::MIN => {
-                self.max_seen.saturating_sub(*max_out_of_orderness).saturating_sub(1)
-            }
-            TimeMode::Event { .. } => return None,
+            TimeMode::Processing | TimeMode::Event { .. } => return None,
         };
         (wm > self.emitted).then(|| {
             self.emitted = wm;
@@ -211,15 +231,16 @@ mod tests {
 
     #[test]
     fn bounded_out_of_orderness() {
-        let mode = TimeMode::Event { timestamp: Expr::compile("ts").unwrap(), max_out_of_orderness: 200, idle_timeout: None };
+        let mode = TimeMode::Event { timestamp: Expr::compile("ts").unwrap(), max_out_of_orderness: 200, idle_timeout: None, interval: 200 };
         let mut t = Timestamper::new(mode);
-        let mut recs: Vec<Record> = [1000i64, 1500, 1200].iter().map(|ts| [("ts", *ts)].into_iter().collect()).collect();
-        recs.push([("ts", "bad")].into_iter().collect());
+        let mut recs: Vec<Record> = [1000i64, 1100, 1500, 1200, 1699, 1700].iter().map(|ts| [("ts", *ts)].into_iter().collect()).collect();
+        recs.insert(2, [("ts", "bad")].into_iter().collect());
         let mut rejected = Vec::new();
-        t.stamp(&mut recs, &mut rejected);
-        assert_eq!(recs.iter().map(|r| r.timestamp).collect::<Vec<_>>(), [1000, 1500, 1200]);
+        let marks = t.stamp(&mut recs, &mut rejected);
+        assert_eq!(recs.iter().map(|r| r.timestamp).collect::<Vec<_>>(), [1000, 1100, 1500, 1200, 1699, 1700]);
         assert_eq!(rejected.len(), 1);
-        assert_eq!(t.watermark(), Some(Watermark(1299)));
-        assert_eq!(t.watermark(), None, "only when it advances");
+        assert!(rejected[0].error.contains("not an RFC 3339 time"), "{:?}", rejected[0]);
+        // After 1000 (wm 799), after 1500 (1299: 500 on), then 1700 (1499: 200 on); 1699 is not enough.
+        assert_eq!(marks, [(1, Watermark(799)), (3, Watermark(1299)), (6, Watermark(1499))]);
     }
 }

@@ -180,8 +180,19 @@ impl Handler<Step> for SourceActor {
             }
             Counters::add(&self.counters.records_in, records.len() as u64);
             Counters::add(&self.counters.batches, 1);
-            self.time.stamp(&mut records, &mut rejected);
-            let sent = self.outputs.as_mut().expect("outputs present").route(0, records, &mut rejected);
+            let marks = self.time.stamp(&mut records, &mut rejected);
+            let outs = self.outputs.as_mut().expect("outputs present");
+            let mut sent = 0;
+            let mut done = 0;
+            for (upto, wm) in marks {
+                if upto > done {
+                    let rest = records.split_off(upto - done);
+                    sent += outs.route(0, std::mem::replace(&mut records, rest), &mut rejected);
+                    done = upto;
+                }
+                outs.broadcast(Message::Watermark(wm));
+            }
+            sent += outs.route(0, records, &mut rejected);
             Counters::add(&self.counters.records_out, sent);
         }
         self.shared.reject(&self.ctx.name, rejected, &self.counters);
