@@ -153,6 +153,8 @@ pub struct Collector {
     side: Vec<(usize, Record)>,
     rejected: Vec<Rejected>,
     timers: crate::state::Timers,
+    /// Watermarks reached while collecting: (records emitted before it, watermark).
+    marks: Vec<(usize, Watermark)>,
 }
 
 impl Collector {
@@ -191,13 +193,34 @@ impl Collector {
         std::mem::take(&mut self.side)
     }
 
-    pub(crate) fn take(&mut self) -> (Vec<Record>, Vec<(usize, Record)>, Vec<Rejected>) {
-        (std::mem::take(&mut self.records), std::mem::take(&mut self.side), std::mem::take(&mut self.rejected))
+    pub(crate) fn take(&mut self) -> Collected {
+        Collected {
+            main: std::mem::take(&mut self.records),
+            side: std::mem::take(&mut self.side),
+            rejected: std::mem::take(&mut self.rejected),
+            marks: std::mem::take(&mut self.marks),
+        }
+    }
+
+    /// The instance's watermark became `wm` after the records emitted so far.
+    pub(crate) fn mark(&mut self, wm: Watermark) {
+        match self.marks.last_mut() {
+            Some((n, last)) if *n == self.records.len() => *last = wm,
+            _ => self.marks.push((self.records.len(), wm)),
+        }
     }
 
     pub(crate) fn reserve(&mut self, n: usize) {
         self.records.reserve(n)
     }
+}
+
+/// What an instance emitted while handling one message.
+pub(crate) struct Collected {
+    pub(crate) main: Vec<Record>,
+    pub(crate) side: Vec<(usize, Record)>,
+    pub(crate) rejected: Vec<Rejected>,
+    pub(crate) marks: Vec<(usize, Watermark)>,
 }
 
 /// A transform: records in, records out.

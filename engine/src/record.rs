@@ -160,14 +160,19 @@ impl<'de> serde::de::Visitor<'de> for RecordVisitor {
 
 /// A batch of records: the unit that moves between operators. One actor message carries a whole
 /// batch, so per-message costs are paid once per batch, not per record.
+///
+/// A batch may be tagged with watermarks: `(n, wm)` means the sender's watermark became `wm`
+/// after its first `n` records. Tagging keeps watermarks exactly where they belong among the
+/// records without cutting batches into small pieces.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
     pub records: Vec<Record>,
+    pub watermarks: Vec<(usize, crate::message::Watermark)>,
 }
 
 impl Batch {
     pub fn new(records: Vec<Record>) -> Batch {
-        Batch { records }
+        Batch { records, watermarks: Vec::new() }
     }
     pub fn len(&self) -> usize {
         self.records.len()

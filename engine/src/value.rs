@@ -135,10 +135,7 @@ impl Value {
                 h.write_u8(1);
                 h.write_u8(*b as u8)
             }
-            Value::Int(i) => {
-                h.write_u8(2);
-                h.write_bytes(&i.to_le_bytes())
-            }
+            Value::Int(i) => h.write_word(2, *i as u64),
             Value::Float(f) => {
                 h.write_u8(3);
                 let f = if *f == 0.0 { 0.0 } else { *f };
@@ -174,6 +171,10 @@ impl StableHasher {
     }
     fn write_u8(&mut self, b: u8) {
         self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    /// A whole 64-bit word at once (integers are most keys: one multiply instead of nine).
+    fn write_word(&mut self, tag: u8, w: u64) {
+        self.0 = (self.0 ^ tag as u64 ^ w.rotate_left(8)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
     fn write_bytes(&mut self, bytes: &[u8]) {
         for &b in bytes {
@@ -223,6 +224,31 @@ impl std::hash::Hash for Key {
         state.write_u64(self.0.stable_hash())
     }
 }
+
+/// A hasher for keys that already hash themselves well ([`Key`] writes its stable 64-bit hash):
+/// it keeps the word instead of hashing it again. Use with `HashMap<Key, _, KeyHasher>`.
+#[derive(Default, Clone, Copy)]
+pub struct PassThroughHasher(u64);
+
+impl std::hash::Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(29) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ w;
+    }
+    fn write_i64(&mut self, w: i64) {
+        self.write_u64(w as u64)
+    }
+}
+
+/// Build hasher for maps keyed by [`Key`] (or structs of keys and integers).
+pub type KeyHasher = std::hash::BuildHasherDefault<PassThroughHasher>;
 
 impl From<i64> for Value {
     fn from(v: i64) -> Self {

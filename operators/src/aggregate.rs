@@ -9,7 +9,7 @@ use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError};
 use rill_engine::record::Record;
 use rill_engine::registry::{BuildContext, TransformSpec};
-use rill_engine::value::{Key, Sym, Value};
+use rill_engine::value::{Key, KeyHasher, Sym, Value};
 
 use crate::Ordered;
 
@@ -25,13 +25,13 @@ struct AggregateConfig {
 pub struct Aggregate {
     key: Option<(Sym, Expr)>,
     calls: Vec<(Sym, AggregateCall)>,
-    groups: HashMap<Key, Vec<Acc>>,
+    groups: HashMap<Key, Vec<Acc>, KeyHasher>,
     inputs: Vec<Value>,
 }
 
 impl Aggregate {
     pub fn new(key: Option<(Sym, Expr)>, calls: Vec<(Sym, AggregateCall)>) -> Aggregate {
-        Aggregate { key, calls, groups: HashMap::new(), inputs: Vec::new() }
+        Aggregate { key, calls, groups: HashMap::default(), inputs: Vec::new() }
     }
 }
 

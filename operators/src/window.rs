@@ -104,6 +104,10 @@ struct Win {
     last_ts: i64,
 }
 
+fn new_win(calls: &[(Sym, AggregateCall)]) -> Win {
+    Win { accs: calls.iter().map(|(_, c)| c.function.create()).collect(), count: 0, fired: false, first_ts: i64::MAX, last_ts: i64::MIN }
+}
+
 /// One session of a key.
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
 struct Session {
@@ -192,7 +196,7 @@ impl Window {
     }
 
     fn new_win(&self) -> Win {
-        Win { accs: self.calls.iter().map(|(_, c)| c.function.create()).collect(), count: 0, fired: false, first_ts: i64::MAX, last_ts: i64::MIN }
+        new_win(&self.calls)
     }
 
     fn rehydrate(calls: &[(Sym, AggregateCall)], w: &mut Win) {
@@ -250,11 +254,11 @@ impl Window {
             accepted = true;
             let sk = StateKey { key: key.clone(), namespace: start };
             let mut created = false;
-            let fresh = self.new_win();
+            let calls = &self.calls;
             let wins = self.wins.as_mut().expect("opened");
             let w = wins.get_or_insert_with(&sk, || {
                 created = true;
-                fresh
+                new_win(calls)
             })?;
             Self::rehydrate(&self.calls, w);
             Self::add(&self.inputs, w, ts);
@@ -316,9 +320,9 @@ impl Window {
     fn process_count(&mut self, key: Key, ts: i64, out: &mut Collector) -> Result<(), OperatorError> {
         let Kind::Count { size } = self.kind else { unreachable!("count windows only") };
         let sk = StateKey { key: key.clone(), namespace: 0 };
-        let fresh = self.new_win();
+        let calls = &self.calls;
         let wins = self.wins.as_mut().expect("opened");
-        let w = wins.get_or_insert_with(&sk, || fresh)?;
+        let w = wins.get_or_insert_with(&sk, || new_win(calls))?;
         Self::rehydrate(&self.calls, w);
         Self::add(&self.inputs, w, ts);
         let count = w.count;

@@ -15,7 +15,7 @@ use crate::dead_letter::DeadLetter;
 use crate::message::{Message, Watermark};
 use crate::metrics::Counters;
 use crate::operator::{Collector, Operator, OperatorError, Rejected};
-use crate::record::Record;
+use crate::record::{Batch, Record};
 use crate::source::{Source, SourceContext, SourceOutput, SourceStatus};
 
 /// What every actor shares with the job.
@@ -181,18 +181,7 @@ impl Handler<Step> for SourceActor {
             Counters::add(&self.counters.records_in, records.len() as u64);
             Counters::add(&self.counters.batches, 1);
             let marks = self.time.stamp(&mut records, &mut rejected);
-            let outs = self.outputs.as_mut().expect("outputs present");
-            let mut sent = 0;
-            let mut done = 0;
-            for (upto, wm) in marks {
-                if upto > done {
-                    let rest = records.split_off(upto - done);
-                    sent += outs.route(0, std::mem::replace(&mut records, rest), &mut rejected);
-                    done = upto;
-                }
-                outs.broadcast(Message::Watermark(wm));
-            }
-            sent += outs.route(0, records, &mut rejected);
+            let sent = self.outputs.as_mut().expect("outputs present").route(0, records, &marks, &mut rejected);
             Counters::add(&self.counters.records_out, sent);
         }
         self.shared.reject(&self.ctx.name, rejected, &self.counters);
@@ -288,19 +277,22 @@ impl OperatorActor {
         ctx.stop();
     }
 
-    /// Routes what the operator emitted.
+    /// Routes what the operator emitted, with the watermarks reached meanwhile.
     fn route_collected(&mut self) {
-        let (main, side, mut rejected) = self.collector.take();
+        let crate::operator::Collected { main, side, mut rejected, marks } = self.collector.take();
         let outs = self.outputs.as_mut().expect("outputs present");
-        let mut sent = outs.route(0, main, &mut rejected);
+        let mut sent = outs.route(0, main, &marks, &mut rejected);
         if !side.is_empty() {
             let mut by_port: std::collections::BTreeMap<usize, Vec<Record>> = Default::default();
             for (port, r) in side {
                 by_port.entry(port + 1).or_default().push(r);
             }
             for (port, recs) in by_port {
-                sent += outs.route(port, recs, &mut rejected);
+                sent += outs.route(port, recs, &[], &mut rejected);
             }
+        }
+        if let Some(&(_, wm)) = marks.last() {
+            outs.watermark_side_ports(wm);
         }
         Counters::add(&self.counters.records_out, sent);
         self.shared.reject(&self.name, rejected, &self.counters);
@@ -313,9 +305,31 @@ impl OperatorActor {
                 Counters::add(&self.counters.records_in, batch.len() as u64);
                 Counters::add(&self.counters.batches, 1);
                 self.collector.reserve(batch.len());
-                let (op, out) = (&mut self.op, &mut self.collector);
-                guarded("process", || op.process_batch(batch, out))?;
-                self.route_collected();
+                let Batch { records, watermarks } = batch;
+                if watermarks.is_empty() {
+                    let (op, out) = (&mut self.op, &mut self.collector);
+                    guarded("process", || op.process_batch(Batch::new(records), out))?;
+                } else {
+                    // Segment by segment, advancing the watermark between them.
+                    let mut rest = records.into_iter();
+                    let mut done = 0;
+                    for (pos, wm) in watermarks {
+                        if pos > done {
+                            let segment: Vec<Record> = rest.by_ref().take(pos - done).collect();
+                            done = pos;
+                            let (op, out) = (&mut self.op, &mut self.collector);
+                            guarded("process", || op.process_batch(Batch::new(segment), out))?;
+                        }
+                        if let Some(w) = self.watermarks.update(input, wm) {
+                            self.advance_watermark(w)?;
+                        }
+                    }
+                    let segment: Vec<Record> = rest.collect();
+                    if !segment.is_empty() {
+                        let (op, out) = (&mut self.op, &mut self.collector);
+                        guarded("process", || op.process_batch(Batch::new(segment), out))?;
+                    }
+                }
             }
             Message::Watermark(wm) => {
                 if let Some(wm) = self.watermarks.update(input, wm) {
@@ -327,6 +341,7 @@ impl OperatorActor {
                     self.advance_watermark(wm)?;
                 }
                 if self.watermarks.all_idle() {
+                    self.route_collected();
                     self.outputs.as_mut().expect("outputs present").broadcast(Message::Idle);
                 }
             }
@@ -343,6 +358,7 @@ impl OperatorActor {
                     self.advance_watermark(wm)?;
                 }
                 if self.open_inputs == 0 {
+                    self.route_collected();
                     let (op, out) = (&mut self.op, &mut self.collector);
                     guarded("on_end", || op.on_end(out))?;
                     self.route_collected();
@@ -355,6 +371,7 @@ impl OperatorActor {
                 }
             }
         }
+        self.route_collected();
         after_flush(self, ctx, |_, _| {});
         Ok(())
     }
@@ -365,8 +382,7 @@ impl OperatorActor {
             guarded("on_timer", || op.on_timer(t, out))?;
         }
         guarded("on_watermark", || op.on_watermark(wm, out))?;
-        self.route_collected();
-        self.outputs.as_mut().expect("outputs present").broadcast(Message::Watermark(wm));
+        out.mark(wm);
         Ok(())
     }
 
@@ -375,6 +391,7 @@ impl OperatorActor {
         // Checkpoint storage arrives with the checkpoint coordinator; the snapshot is taken at
         // the aligned point so operators already see the call where it belongs.
         guarded("snapshot", || op.snapshot(b.epoch))?;
+        self.route_collected();
         self.outputs.as_mut().expect("outputs present").broadcast(Message::Barrier(b));
         self.gate.release_all();
         Ok(())

@@ -11,9 +11,17 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
 use crate::exchange::{Exchange, KeyGroup};
-use crate::message::Message;
+use crate::message::{Message, Watermark};
 use crate::operator::Rejected;
 use crate::record::{Batch, Record};
+
+/// Adds `wm` at the end of `b`, replacing a watermark already there.
+fn mark(b: &mut Batch, wm: Watermark) {
+    match b.watermarks.last_mut() {
+        Some((n, last)) if *n == b.records.len() => *last = wm,
+        _ => b.watermarks.push((b.records.len(), wm)),
+    }
+}
 
 pub(crate) struct OutEdge {
     pub(crate) port: usize,
@@ -32,11 +40,13 @@ impl Outputs {
         Outputs { edges, pending: VecDeque::new() }
     }
 
-    /// Routes records emitted on `port` to every edge reading it. Returns how many records were
-    /// emitted (counted once, however many edges read them); records whose key cannot be
-    /// computed are rejected.
-    pub(crate) fn route(&mut self, port: usize, records: Vec<Record>, rejected: &mut Vec<Rejected>) -> u64 {
-        if records.is_empty() {
+    /// Routes records emitted on `port` to every edge reading it, with the watermarks reached
+    /// among them (`marks`, positions in `records`). Every channel of those edges gets every
+    /// watermark in its place: inside the batch it sends there, or alone where it sends no
+    /// records. Returns how many records were emitted (counted once, however many edges read
+    /// them); records whose key cannot be computed are rejected.
+    pub(crate) fn route(&mut self, port: usize, records: Vec<Record>, marks: &[(usize, Watermark)], rejected: &mut Vec<Rejected>) -> u64 {
+        if records.is_empty() && marks.is_empty() {
             return 0;
         }
         let targets: Vec<usize> = (0..self.edges.len()).filter(|&e| self.edges[e].port == port).collect();
@@ -51,20 +61,24 @@ impl Outputs {
             if k == 0 {
                 sent = recs.len() as u64;
             }
-            let is_first = k == 0;
             let edge = &mut self.edges[e];
             let n = edge.senders.len();
+            let mut buckets: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
             match &edge.exchange {
                 Exchange::Hash { key, max_parallelism } if n > 1 => {
-                    let mut buckets: Vec<Vec<Record>> = (0..n).map(|_| Vec::with_capacity(recs.len() / n + 1)).collect();
-                    for r in recs {
+                    let mut m = 0;
+                    for (i, r) in recs.into_iter().enumerate() {
+                        while m < marks.len() && marks[m].0 <= i {
+                            buckets.iter_mut().for_each(|b| mark(b, marks[m].1));
+                            m += 1;
+                        }
                         match key.eval(&r) {
-                            Ok(k) => {
-                                let kg = KeyGroup::of_hash(k.stable_hash(), *max_parallelism);
-                                buckets[kg.subtask(*max_parallelism, n as u32) as usize].push(r)
+                            Ok(kv) => {
+                                let kg = KeyGroup::of_hash(kv.stable_hash(), *max_parallelism);
+                                buckets[kg.subtask(*max_parallelism, n as u32) as usize].records.push(r)
                             }
                             Err(err) => {
-                                if is_first {
+                                if k == 0 {
                                     sent -= 1;
                                 }
                                 rejected.push(Rejected {
@@ -75,20 +89,45 @@ impl Outputs {
                             }
                         }
                     }
-                    for (t, b) in buckets.into_iter().enumerate() {
-                        if !b.is_empty() {
-                            self.push(e, t, Message::Data(Batch::new(b)));
-                        }
+                    for &(_, wm) in &marks[m..] {
+                        buckets.iter_mut().for_each(|b| mark(b, wm));
                     }
                 }
                 _ => {
                     let t = edge.next;
-                    edge.next = (edge.next + 1) % n;
-                    self.push(e, t, Message::Data(Batch::new(recs)));
+                    if !recs.is_empty() {
+                        edge.next = (edge.next + 1) % n;
+                    }
+                    buckets[t] = Batch { records: recs, watermarks: marks.to_vec() };
+                    if let Some(&(_, last)) = marks.last() {
+                        for (i, b) in buckets.iter_mut().enumerate() {
+                            if i != t {
+                                mark(b, last);
+                            }
+                        }
+                    }
+                }
+            }
+            for (t, b) in buckets.into_iter().enumerate() {
+                if !b.records.is_empty() {
+                    self.push(e, t, Message::Data(b));
+                } else if let Some(&(_, wm)) = b.watermarks.last() {
+                    self.push(e, t, Message::Watermark(wm));
                 }
             }
         }
         sent
+    }
+
+    /// Sends watermark `wm` on the edges of every side output (they carry no records now).
+    pub(crate) fn watermark_side_ports(&mut self, wm: Watermark) {
+        for e in 0..self.edges.len() {
+            if self.edges[e].port != 0 {
+                for t in 0..self.edges[e].senders.len() {
+                    self.push(e, t, Message::Watermark(wm));
+                }
+            }
+        }
     }
 
     /// Sends `msg` on every channel.

@@ -24,7 +24,7 @@ use serde::Serialize;
 pub use timers::{TimeDomain, Timer, Timers};
 
 use crate::exchange::KeyGroup;
-use crate::value::{Key, Value};
+use crate::value::{Key, KeyHasher, Value};
 
 /// A state failure (sled I/O, or a stored value that no longer decodes).
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ impl StateBackend {
         Ok(KeyedState {
             name: full,
             tree: Some(tree),
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             capacity: self.cache_entries,
             in_store: false,
             ttl: options.ttl.map(|d| d.as_millis() as i64),
@@ -134,7 +134,7 @@ struct Slot<T> {
 pub struct KeyedState<T> {
     name: String,
     tree: Option<sled::Tree>,
-    cache: HashMap<StateKey, Slot<T>>,
+    cache: HashMap<StateKey, Slot<T>, KeyHasher>,
     capacity: usize,
     /// Whether anything was ever written to sled: until then a cache miss is a plain miss.
     in_store: bool,
@@ -150,7 +150,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         KeyedState {
             name: name.into(),
             tree: None,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             capacity: usize::MAX,
             in_store: false,
             ttl: None,
@@ -173,7 +173,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
 
     /// Makes sure `k` is in the cache if it exists at all.
     fn load(&mut self, k: &StateKey) -> Result<(), StateError> {
-        if self.cache.contains_key(k) || !self.in_store {
+        if !self.in_store || self.cache.contains_key(k) {
             return Ok(());
         }
         let Some(tree) = &self.tree else { return Ok(()) };
@@ -273,20 +273,23 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
     /// The value at `k`, inserting `make()` if there is none.
     pub fn get_or_insert_with(&mut self, k: &StateKey, make: impl FnOnce() -> T) -> Result<&mut T, StateError> {
         self.load(k)?;
-        let live = self.cache.get(k).map(|s| self.live(s)).unwrap_or(false);
-        if !live {
-            if !self.cache.contains_key(k) {
-                self.make_room()?;
-            }
-            let expires = self.ttl.map(|t| Self::now() + t).unwrap_or(i64::MAX);
-            self.cache.insert(k.clone(), Slot { value: Some(make()), dirty: true, used: true, expires });
+        if self.cache.len() >= self.capacity && !self.cache.contains_key(k) {
+            self.make_room()?;
         }
-        let expires = self.ttl.map(|t| Self::now() + t).unwrap_or(i64::MAX);
-        let slot = self.cache.get_mut(k).expect("present");
+        let (ttl, now) = match self.ttl {
+            Some(t) => (Some(t), Self::now()),
+            None => (None, 0),
+        };
+        let slot = self.cache.entry(k.clone()).or_insert_with(|| Slot { value: None, dirty: true, used: true, expires: i64::MAX });
+        if slot.value.is_none() || ttl.is_some_and(|_| slot.expires <= now) {
+            slot.value = Some(make());
+        }
         slot.used = true;
         slot.dirty = true;
-        slot.expires = expires;
-        Ok(slot.value.as_mut().expect("live"))
+        if let Some(t) = ttl {
+            slot.expires = now + t;
+        }
+        Ok(slot.value.as_mut().expect("set above"))
     }
 
     pub fn put(&mut self, k: &StateKey, value: T) -> Result<(), StateError> {
