@@ -1,4 +1,7 @@
-//! A custom operator written against Rill's public extension API.
+//! Custom operators written against Rill's public extension API: `dedupe` (below) and
+//! `velocity` (keyed state with a TTL and timers, in [`velocity`]).
+//!
+//! The rest of this page is about `dedupe`.
 //!
 //! `dedupe` drops every record whose key has been seen before and passes the first one on. It is
 //! keyed (`key_by`), so the runtime routes each key to one instance and the `seen` set of an
@@ -72,9 +75,12 @@ fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
     Ok(spec)
 }
 
-/// Registers `dedupe`.
+pub mod velocity;
+
+/// Registers `dedupe` and `velocity`.
 pub fn register(registry: &mut Registry) {
     registry.register_transform("dedupe", build);
+    registry.register_transform("velocity", velocity::build);
 }
 
 #[cfg(test)]

@@ -1,0 +1,153 @@
+//! `velocity`: flags a card with more than `max_transactions` transactions within `within`
+//! (event time) — the classic fraud "velocity" check, written against the public keyed-state
+//! API.
+//!
+//! Per card it keeps the times of its recent transactions in value state. The state has a TTL
+//! (processing time) so that cards that go quiet do not keep state forever, and an event-time
+//! timer at `last transaction + within` clears a card's state once its window has passed.
+//! Every transaction goes out with `recent` (transactions of its card within `within`, itself
+//! included) and `flagged` (`recent > max_transactions`).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rill::engine::config::{de::duration, ConfigErrors, Spanned};
+use rill::engine::state::{StateOptions, TimeDomain, Timer, ValueState};
+use rill::engine::value::Sym;
+use rill::{BuildContext, Collector, Expr, Operator, OperatorContext, OperatorError, Record, TransformSpec, Value};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VelocityConfig {
+    /// The card (an expression).
+    key_by: Spanned<String>,
+    /// Flag a card above this many transactions...
+    max_transactions: usize,
+    /// ...within this much event time.
+    #[serde(with = "duration")]
+    within: Duration,
+    /// How long an idle card's state lives (processing time); default 10 × `within`.
+    #[serde(default, with = "duration::option")]
+    state_ttl: Option<Duration>,
+}
+
+pub struct Velocity {
+    card: Expr,
+    max: usize,
+    within: i64,
+    ttl: Duration,
+    recent: Option<ValueState<VecDeque<i64>>>,
+    recent_field: Sym,
+    flagged_field: Sym,
+}
+
+impl Operator for Velocity {
+    fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
+        self.recent = Some(ctx.value_state("recent", StateOptions { ttl: Some(self.ttl) })?);
+        Ok(())
+    }
+
+    fn process(&mut self, mut record: Record, out: &mut Collector) -> Result<(), OperatorError> {
+        let card = match self.card.eval(&record) {
+            Ok(Value::Null) => {
+                out.reject(record, format!("card `{}` is missing", self.card.source()));
+                return Ok(());
+            }
+            Ok(c) => c,
+            Err(e) => {
+                out.reject(record, format!("card `{}`: {e}", self.card.source()));
+                return Ok(());
+            }
+        };
+        let ts = record.timestamp;
+        if ts == rill::engine::record::NO_TIMESTAMP {
+            out.reject(record, "velocity needs event time: set `event_time` on the source");
+            return Ok(());
+        }
+        let state = self.recent.as_mut().expect("opened");
+        let mut times = state.get(&card)?.cloned().unwrap_or_default();
+        while times.front().is_some_and(|&t| t <= ts - self.within) {
+            times.pop_front();
+        }
+        let at = times.partition_point(|&t| t <= ts);
+        times.insert(at, ts);
+        let recent = times.iter().filter(|&&t| t > ts - self.within && t <= ts).count();
+        let last = *times.back().expect("just inserted");
+        state.set(&card, times)?;
+        out.timers().register(TimeDomain::Event, &card, 0, last + self.within);
+        record.set(self.recent_field, Value::Int(recent as i64));
+        record.set(self.flagged_field, Value::Bool(recent > self.max));
+        out.emit(record);
+        Ok(())
+    }
+
+    fn on_timer(&mut self, timer: Timer, _out: &mut Collector) -> Result<(), OperatorError> {
+        let state = self.recent.as_mut().expect("opened");
+        // Clear the card once its latest transaction has left the window.
+        if state.get(&timer.key)?.and_then(|t| t.back().copied()).is_some_and(|last| last + self.within <= timer.time) {
+            state.clear(&timer.key)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
+    let cfg: VelocityConfig = ctx.options()?;
+    let card = ctx.expr(&cfg.key_by)?;
+    let within = cfg.within.as_millis() as i64;
+    let ttl = cfg.state_ttl.unwrap_or(cfg.within * 10);
+    let max = cfg.max_transactions;
+    let mut spec = TransformSpec::new(format!("flags `{}` with more than {max} transactions in {within} ms", card.source()), {
+        let card = card.clone();
+        move |_| {
+            Ok(Velocity {
+                card: card.clone(),
+                max,
+                within,
+                ttl,
+                recent: None,
+                recent_field: Sym::new("recent"),
+                flagged_field: Sym::new("flagged"),
+            })
+        }
+    });
+    spec.key_by = Some(card);
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rill::engine::state::KeyedState;
+
+    fn tx(card: &str, ts: i64) -> Record {
+        let mut r: Record = [("card", card)].into_iter().collect();
+        r.timestamp = ts;
+        r
+    }
+
+    #[test]
+    fn timer_clears_a_card_after_its_window() {
+        let mut v = Velocity {
+            card: Expr::compile("card").unwrap(),
+            max: 1,
+            within: 1000,
+            ttl: Duration::from_secs(60),
+            recent: Some(ValueState(KeyedState::in_memory("recent"))),
+            recent_field: Sym::new("recent"),
+            flagged_field: Sym::new("flagged"),
+        };
+        let mut out = Collector::default();
+        v.process(tx("a", 0), &mut out).unwrap();
+        v.process(tx("a", 500), &mut out).unwrap();
+        assert_eq!(out.records()[1].get_str("flagged"), Some(&Value::Bool(true)));
+        let due = out.timers().due(TimeDomain::Event, 1500);
+        assert_eq!(due.len(), 2, "one timer per transaction time");
+        for t in due {
+            v.on_timer(t, &mut out).unwrap();
+        }
+        assert_eq!(v.recent.as_mut().unwrap().get(&Value::str("a")).unwrap(), None, "cleared");
+        v.process(tx("a", 1600), &mut out).unwrap();
+        assert_eq!(out.records()[2].get_str("recent"), Some(&Value::Int(1)));
+    }
+}

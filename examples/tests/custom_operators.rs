@@ -1,0 +1,77 @@
+//! The example custom operators, through the `rill-custom` binary, against direct computations.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn lines(p: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn rill_custom(args: &[String]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rill-custom")).args(args).current_dir(root()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn velocity_counts_recent_transactions_per_card() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("all.jsonl");
+    rill_custom(&[
+        "run".into(),
+        "examples/velocity.yaml".into(),
+        "--set".into(),
+        format!("sinks.out.path={}", out.display()),
+        "--set".into(),
+        "sinks.out.inputs=[checked]".into(),
+        "--set".into(),
+        format!("work_dir={}", tmp.path().join("w").display()),
+    ]);
+    // Reference, in arrival order: transactions of the card seen so far within (ts - 60 s, ts].
+    let input = lines(&root().join("examples/data/transactions.jsonl"));
+    let mut seen: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut expected: HashMap<(String, i64), i64> = HashMap::new();
+    for t in &input {
+        let (card, ts) = (t["card"].as_str().unwrap().to_string(), t["ts"].as_i64().unwrap());
+        let times = seen.entry(card.clone()).or_default();
+        times.push(ts);
+        let recent = times.iter().filter(|&&x| x > ts - 60_000 && x <= ts).count() as i64;
+        expected.insert((card, ts), recent);
+    }
+    let got = lines(&out);
+    assert_eq!(got.len(), input.len());
+    let mut flagged = 0;
+    for r in &got {
+        let k = (r["card"].as_str().unwrap().to_string(), r["ts"].as_i64().unwrap());
+        assert_eq!(r["recent"].as_i64().unwrap(), expected[&k], "{r}");
+        assert_eq!(r["flagged"].as_bool().unwrap(), expected[&k] > 3);
+        flagged += r["flagged"].as_bool().unwrap() as usize;
+    }
+    assert!(flagged > 5, "the sample has bursts to flag");
+}
+
+#[test]
+fn dedupe_keeps_first_of_each_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("u.jsonl");
+    rill_custom(&[
+        "run".into(),
+        "examples/dedupe.yaml".into(),
+        "--set".into(),
+        format!("sinks.out.path={}", out.display()),
+        "--set".into(),
+        format!("work_dir={}", tmp.path().join("w").display()),
+    ]);
+    let input = lines(&root().join("examples/data/orders_with_repeats.jsonl"));
+    let mut distinct: Vec<String> = input.iter().map(|o| o["order_id"].as_str().unwrap().to_string()).collect();
+    distinct.sort();
+    distinct.dedup();
+    let mut got: Vec<String> = lines(&out).iter().map(|o| o["order_id"].as_str().unwrap().to_string()).collect();
+    got.sort();
+    assert_eq!(got, distinct);
+    assert!(input.len() > got.len());
+}
