@@ -133,12 +133,16 @@ fn reference(kind: &Kind, events: &[(i64, i64, i64)]) -> BTreeMap<(i64, i64, i64
 }
 
 fn run_windows(kind: &Kind, events: &[(i64, i64, i64)], parallelism: u32, batch: usize) -> BTreeMap<(i64, i64, i64), (i64, i64)> {
+    run_windows_cached(kind, events, parallelism, batch, 1_000_000)
+}
+
+fn run_windows_cached(kind: &Kind, events: &[(i64, i64, i64)], parallelism: u32, batch: usize, cache: usize) -> BTreeMap<(i64, i64, i64), (i64, i64)> {
     let tmp = tempfile::tempdir().unwrap();
     let input: String = events.iter().map(|(k, ts, v)| format!("{{\"k\":{k},\"ts\":{ts},\"v\":{v}}}\n")).collect();
     let inp = write(tmp.path(), "in.jsonl", &input);
     let out = tmp.path().join("out.jsonl");
     let yaml = format!(
-        "work_dir: {w}\nparallelism: {parallelism}\nbatch_size: {batch}\nsources:\n  e:\n    type: file\n    path: {i}\n    event_time: {{field: ts, max_out_of_orderness: 200ms}}\ntransforms:\n  w:\n    type: window\n    inputs: [e]\n    key_by: k\n    window: {win}\n    aggregates: {{n: count(), s: sum(v)}}\nsinks:\n  o: {{type: file, inputs: [w], path: {o}}}\n  late: {{type: file, inputs: [w.late], path: {l}}}\n",
+        "work_dir: {w}\nstate: {{cache_entries: {cache}}}\nparallelism: {parallelism}\nbatch_size: {batch}\nsources:\n  e:\n    type: file\n    path: {i}\n    event_time: {{field: ts, max_out_of_orderness: 200ms}}\ntransforms:\n  w:\n    type: window\n    inputs: [e]\n    key_by: k\n    window: {win}\n    aggregates: {{n: count(), s: sum(v)}}\nsinks:\n  o: {{type: file, inputs: [w], path: {o}}}\n  late: {{type: file, inputs: [w.late], path: {l}}}\n",
         w = tmp.path().join("work").display(),
         i = inp.display(),
         win = yaml_window(kind),
@@ -190,5 +194,18 @@ proptest! {
         let expected = reference(&kind, &events);
         let got = run_windows(&kind, &events, parallelism, batch);
         prop_assert_eq!(got, expected);
+    }
+}
+
+/// More windows open at once than the state cache holds: they spill to sled and come back,
+/// and the results are still exact.
+#[test]
+fn state_larger_than_the_cache() {
+    let events: Vec<(i64, i64, i64)> = (0..20_000).map(|i| (i % 3_000, 1_000_000 + i / 10, i % 7)).collect();
+    for kind in [Kind::Tumbling(1000), Kind::Session(50)] {
+        let expected = reference(&kind, &events);
+        assert!(expected.len() >= 3_000);
+        let got = run_windows_cached(&kind, &events, 2, 256, 100);
+        assert_eq!(got, expected, "{kind:?}");
     }
 }

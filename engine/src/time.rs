@@ -17,6 +17,10 @@
 //! With `idle_timeout`, a source instance that has had no data for that long tells its
 //! receivers it is idle, so that it does not hold their watermark back; it counts again as soon
 //! as it sends data.
+//!
+//! Instances of one event-time source are aligned: one whose watermark is more than
+//! `max_drift` (2 s by default) ahead of the slowest pauses until that one catches up, so that
+//! windows waiting on the slowest instance do not pile up in state (Flink's watermark alignment).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,8 +36,11 @@ use crate::value::Value;
 pub enum TimeMode {
     Processing,
     Ingestion { idle_timeout: Option<Duration> },
-    Event { timestamp: Expr, max_out_of_orderness: i64, idle_timeout: Option<Duration>, interval: i64 },
+    Event { timestamp: Expr, max_out_of_orderness: i64, idle_timeout: Option<Duration>, interval: i64, max_drift: i64 },
 }
+
+/// How far (event time) an instance of a source may run ahead of its slowest sibling.
+pub const DEFAULT_MAX_DRIFT_MS: i64 = 2000;
 
 /// Event time between two watermarks of a source unless `watermark_interval` says otherwise.
 pub const DEFAULT_WATERMARK_INTERVAL_MS: i64 = 200;
@@ -52,6 +59,9 @@ struct EventTimeConfig {
     /// Event time between two watermarks (default 200ms).
     #[serde(default, with = "crate::config::de::duration::option")]
     watermark_interval: Option<Duration>,
+    /// How far an instance of this source may run ahead of the slowest one (default 2s).
+    #[serde(default, with = "crate::config::de::duration::option")]
+    max_drift: Option<Duration>,
 }
 
 #[derive(serde::Deserialize)]
@@ -93,6 +103,7 @@ impl TimeMode {
                     max_out_of_orderness: c.max_out_of_orderness.map(|d| d.as_millis() as i64).unwrap_or(0),
                     idle_timeout: c.idle_timeout,
                     interval: c.watermark_interval.map(|d| (d.as_millis() as i64).max(1)).unwrap_or(DEFAULT_WATERMARK_INTERVAL_MS),
+                    max_drift: c.max_drift.map(|d| d.as_millis() as i64).unwrap_or(DEFAULT_MAX_DRIFT_MS),
                 })
             }
         }
@@ -200,6 +211,19 @@ impl Timestamper {
         })
     }
 
+    /// The last watermark sent (event time).
+    pub(crate) fn emitted(&self) -> i64 {
+        self.emitted
+    }
+
+    /// Event-time drift allowed ahead of sibling instances, if aligned.
+    pub(crate) fn max_drift(&self) -> Option<i64> {
+        match &self.mode {
+            TimeMode::Event { max_drift, .. } => Some(*max_drift),
+            _ => None,
+        }
+    }
+
     /// Whether the source has just become idle (true once per idle period).
     pub(crate) fn became_idle(&mut self) -> bool {
         let timeout = match &self.mode {
@@ -231,7 +255,7 @@ mod tests {
 
     #[test]
     fn bounded_out_of_orderness() {
-        let mode = TimeMode::Event { timestamp: Expr::compile("ts").unwrap(), max_out_of_orderness: 200, idle_timeout: None, interval: 200 };
+        let mode = TimeMode::Event { timestamp: Expr::compile("ts").unwrap(), max_out_of_orderness: 200, idle_timeout: None, interval: 200, max_drift: 2000 };
         let mut t = Timestamper::new(mode);
         let mut recs: Vec<Record> = [1000i64, 1100, 1500, 1200, 1699, 1700].iter().map(|ts| [("ts", *ts)].into_iter().collect()).collect();
         recs.insert(2, [("ts", "bad")].into_iter().collect());

@@ -88,6 +88,25 @@ pub(crate) struct SourceActor {
     pub(crate) stop_requested: bool,
     pub(crate) done: bool,
     pub(crate) time: crate::time::Timestamper,
+    /// Watermarks of every instance of this source (alignment); this one's slot is `ctx.subtask`.
+    pub(crate) siblings: Arc<Vec<std::sync::atomic::AtomicI64>>,
+}
+
+impl SourceActor {
+    fn publish_watermark(&self, wm: i64) {
+        self.siblings[self.ctx.subtask as usize].store(wm, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this instance is too far ahead of its slowest sibling to read more now.
+    fn ahead(&self) -> bool {
+        let Some(drift) = self.time.max_drift() else { return false };
+        if self.siblings.len() < 2 {
+            return false;
+        }
+        let mine = self.time.emitted();
+        let slowest = self.siblings.iter().map(|w| w.load(std::sync::atomic::Ordering::Relaxed)).min().unwrap_or(i64::MIN);
+        slowest != i64::MIN && mine > slowest.saturating_add(drift)
+    }
 }
 
 #[derive(Message)]
@@ -130,6 +149,7 @@ impl Actor for SourceActor {
 impl SourceActor {
     fn fail(&mut self, ctx: &mut Context<Self>, e: OperatorError) {
         self.done = true;
+        self.publish_watermark(i64::MAX);
         let _ = self.shared.events.send(JobEvent::Failed {
             component: self.ctx.name.to_string(),
             subtask: self.ctx.subtask,
@@ -140,6 +160,7 @@ impl SourceActor {
 
     fn finish(&mut self, ctx: &mut Context<Self>) {
         self.done = true;
+        self.publish_watermark(i64::MAX);
         let outs = self.outputs.as_mut().expect("outputs present");
         outs.broadcast(Message::Watermark(Watermark::MAX));
         outs.broadcast(Message::End);
@@ -159,6 +180,10 @@ impl Handler<Step> for SourceActor {
         }
         if self.stop_requested {
             return self.finish(ctx);
+        }
+        if self.ahead() {
+            ctx.notify_later(Step, std::time::Duration::from_micros(200));
+            return;
         }
         let mut out = SourceOutput::new(self.ctx.batch_size);
         let source = self.source.as_mut().expect("opened");
@@ -181,6 +206,9 @@ impl Handler<Step> for SourceActor {
             Counters::add(&self.counters.records_in, records.len() as u64);
             Counters::add(&self.counters.batches, 1);
             let marks = self.time.stamp(&mut records, &mut rejected);
+            if let Some(&(_, wm)) = marks.last() {
+                self.publish_watermark(wm.0);
+            }
             let sent = self.outputs.as_mut().expect("outputs present").route(0, records, &marks, &mut rejected);
             Counters::add(&self.counters.records_out, sent);
         }
@@ -191,6 +219,7 @@ impl Handler<Step> for SourceActor {
         }
         if matches!(status, SourceStatus::Idle(_)) && self.time.became_idle() {
             outs.broadcast(Message::Idle);
+            self.publish_watermark(i64::MAX);
         }
         match status {
             SourceStatus::Ready => after_flush(self, ctx, |_, ctx| ctx.notify(Step)),
@@ -320,6 +349,7 @@ impl OperatorActor {
                             let (op, out) = (&mut self.op, &mut self.collector);
                             guarded("process", || op.process_batch(Batch::new(segment), out))?;
                         }
+                        self.gate.set_watermark(input, wm.0);
                         if let Some(w) = self.watermarks.update(input, wm) {
                             self.advance_watermark(w)?;
                         }
@@ -332,6 +362,7 @@ impl OperatorActor {
                 }
             }
             Message::Watermark(wm) => {
+                self.gate.set_watermark(input, wm.0);
                 if let Some(wm) = self.watermarks.update(input, wm) {
                     self.advance_watermark(wm)?;
                 }

@@ -1,6 +1,11 @@
 //! The input gate: every input channel of one operator instance merged into one stream of
-//! `(input index, message)`, polled round-robin. Inputs held for barrier alignment are skipped,
-//! which leaves their messages in their bounded channels and so backpressures their senders.
+//! `(input index, message)`. Inputs held for barrier alignment are skipped, which leaves their
+//! messages in their bounded channels and so backpressures their senders.
+//!
+//! Inputs are polled in order of their watermark, lowest first (round-robin among equals): an
+//! input that is ahead in event time is read only when the ones behind it have nothing ready,
+//! so parallel sources stay close in event time and windows waiting for the slowest input do
+//! not pile up (the effect of Flink's watermark alignment, without pausing sources).
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -16,6 +21,8 @@ use crate::message::Message;
 struct HoldState {
     held: Vec<bool>,
     waker: Option<Waker>,
+    /// Input watermarks, for the polling order.
+    marks: Vec<i64>,
 }
 
 /// Holds and releases inputs of a gate from the actor that consumes it.
@@ -25,6 +32,11 @@ pub(crate) struct GateControl(Rc<RefCell<HoldState>>);
 impl GateControl {
     pub(crate) fn hold(&self, input: usize) {
         self.0.borrow_mut().held[input] = true;
+    }
+
+    /// Input `input` reached watermark `wm`.
+    pub(crate) fn set_watermark(&self, input: usize, wm: i64) {
+        self.0.borrow_mut().marks[input] = wm;
     }
 
     pub(crate) fn release_all(&self) {
@@ -44,7 +56,7 @@ pub(crate) struct InputGate {
 
 impl InputGate {
     pub(crate) fn new(inputs: Vec<Receiver<Message>>) -> (InputGate, GateControl) {
-        let state = Rc::new(RefCell::new(HoldState { held: vec![false; inputs.len()], waker: None }));
+        let state = Rc::new(RefCell::new(HoldState { held: vec![false; inputs.len()], waker: None, marks: vec![i64::MIN; inputs.len()] }));
         (InputGate { inputs: inputs.into_iter().map(Some).collect(), state: state.clone(), next: 0 }, GateControl(state))
     }
 }
@@ -56,8 +68,12 @@ impl Stream for InputGate {
         let this = &mut *self;
         let n = this.inputs.len();
         let mut open = false;
-        for k in 0..n {
-            let i = (this.next + k) % n;
+        let mut order: Vec<usize> = (0..n).map(|k| (this.next + k) % n).collect();
+        if n > 1 {
+            let st = this.state.borrow();
+            order.sort_by_key(|&i| st.marks[i]);
+        }
+        for i in order {
             let Some(rx) = this.inputs[i].as_mut() else { continue };
             open = true;
             if this.state.borrow().held[i] {

@@ -146,6 +146,8 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
     // Downstream first, so that every actor exists before the sources start.
     for i in (0..n).rev() {
         let node = &plan.nodes[i];
+        let siblings: Arc<Vec<std::sync::atomic::AtomicI64>> =
+            Arc::new((0..node.parallelism).map(|_| std::sync::atomic::AtomicI64::new(i64::MIN)).collect());
         for s in 0..node.parallelism {
             let arbiter = arbiters[placement(i, s, node.parallelism, threads)].handle();
             let counters = counters[i][s as usize].take().expect("one actor per instance");
@@ -163,6 +165,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                     };
                     let make = spec.make.clone();
                     let time = node.time.clone();
+                    let siblings = siblings.clone();
                     let addr = SourceActor::start_in_arbiter(&arbiter, move |_| SourceActor {
                         ctx: sctx,
                         source: None,
@@ -173,6 +176,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                         stop_requested: false,
                         done: false,
                         time: crate::time::Timestamper::new(time),
+                        siblings,
                     });
                     source_addrs.push(addr);
                 }
