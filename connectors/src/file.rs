@@ -173,7 +173,32 @@ impl Source for FileSource {
     }
 
     fn position(&self) -> serde_json::Value {
-        serde_json::json!({"file": self.current, "offset": self.offset})
+        serde_json::json!({"file": self.current, "offset": self.offset, "line": self.line})
+    }
+
+    fn restore(&mut self, position: &serde_json::Value) -> Result<(), OperatorError> {
+        let bad = || OperatorError::new(format!("file source: checkpointed position {position} does not fit these files"));
+        let file = position["file"].as_u64().ok_or_else(bad)? as usize;
+        let offset = position["offset"].as_u64().ok_or_else(bad)?;
+        self.current = file;
+        self.reader = None;
+        self.line_buf.clear();
+        let Some(path) = self.files.get(file) else {
+            return if file == self.files.len() { Ok(()) } else { Err(bad()) };
+        };
+        let mut f = File::open(path).map_err(|e| OperatorError::new(format!("cannot open {}: {e}", path.display())))?;
+        f.seek(SeekFrom::Start(offset))?;
+        self.reader = Some(BufReader::with_capacity(256 * 1024, f));
+        self.decoder = Decoder::new(&self.format);
+        if let Format::Csv { header: true, .. } = self.format {
+            // Read the header again for the column names.
+            let mut header = Vec::new();
+            BufReader::new(File::open(path)?).read_until(b'\n', &mut header)?;
+            let _ = self.decoder.decode(header.strip_suffix(b"\n").unwrap_or(&header));
+        }
+        self.offset = offset;
+        self.line = position["line"].as_u64().unwrap_or(0);
+        Ok(())
     }
 
     fn progress(&self) -> Option<Progress> {
@@ -200,19 +225,100 @@ pub(crate) fn build_sink(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
     let format = cfg.format.build()?;
     let path = PathBuf::from(&cfg.path);
     let append = cfg.append;
-    let mut spec = SinkSpec::new(format!("writes {}", cfg.path), move |_: &OperatorContext| {
-        Ok(FileSink { path: path.clone(), append, encoder: Encoder::new(&format), file: None, buf: Vec::new() })
+    let mut spec = SinkSpec::new(format!("writes {} (exactly-once with checkpoints)", cfg.path), move |_: &OperatorContext| {
+        Ok(FileSink {
+            path: path.clone(),
+            append,
+            encoder: Encoder::new(&format),
+            file: None,
+            buf: Vec::new(),
+            committed: 0,
+            pending: Vec::new(),
+            staged_len: 0,
+        })
     });
     spec.max_parallelism = Some(1);
     Ok(spec)
 }
 
+/// Writes one file, exactly once with checkpoints.
+///
+/// Records of the current checkpoint go to `<path>.inprogress`. At a barrier that file is made
+/// durable and renamed `<path>.pending-<epoch>` (pre-commit); when the checkpoint is complete it
+/// is appended to `<path>` and removed (commit). The checkpoint records the length `<path>` has
+/// once everything up to it is committed, so recovery can truncate anything written after it
+/// (or by a commit interrupted half-way) and append what was pending again: nothing lost,
+/// nothing twice. Without checkpoints, everything is committed at the end of the job.
 pub struct FileSink {
     path: PathBuf,
     append: bool,
     encoder: Encoder,
     file: Option<File>,
     buf: Vec<u8>,
+    /// Length of `path` with everything committed so far.
+    committed: u64,
+    /// Staged epochs: (epoch, pending file, its length).
+    pending: Vec<(u64, PathBuf, u64)>,
+    staged_len: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FileSinkCheckpoint {
+    epoch: u64,
+    /// Length of the output once every epoch up to `epoch` is committed.
+    final_len: u64,
+    /// Epochs staged but not yet committed at the checkpoint, in order.
+    pending: Vec<(u64, u64)>,
+}
+
+impl FileSink {
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let mut name = self.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(suffix);
+        self.path.with_file_name(name)
+    }
+
+    fn pending_path(&self, epoch: u64) -> PathBuf {
+        self.sibling(&format!(".pending-{epoch}"))
+    }
+
+    fn open_staging(&mut self) -> Result<(), OperatorError> {
+        let p = self.sibling(".inprogress");
+        let f = File::create(&p).map_err(|e| OperatorError::new(format!("cannot create {}: {e}", p.display())))?;
+        self.file = Some(f);
+        self.staged_len = 0;
+        Ok(())
+    }
+
+    /// Appends pending files up to `epoch` to the output, in order.
+    fn publish(&mut self, epoch: u64) -> Result<(), OperatorError> {
+        let ready: Vec<(u64, PathBuf, u64)> = self.pending.iter().filter(|(e, _, _)| *e <= epoch).cloned().collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        for (e, p, len) in &ready {
+            let mut src = File::open(p).map_err(|err| OperatorError::new(format!("cannot read {}: {err}", p.display())))?;
+            std::io::copy(&mut src, &mut out)?;
+            out.sync_data()?;
+            std::fs::remove_file(p)?;
+            self.committed += len;
+            self.pending.retain(|(x, _, _)| x != e);
+        }
+        Ok(())
+    }
+
+    fn remove_leftovers(&self) -> Result<(), OperatorError> {
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let n = entry.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&format!("{name}.pending-")) || n == format!("{name}.inprogress") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Sink for FileSink {
@@ -220,18 +326,17 @@ impl Sink for FileSink {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| OperatorError::new(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let mut f = std::fs::OpenOptions::new()
+        // A fresh start: replace (or, with `append`, extend) the output. `recover` corrects this
+        // when the job resumes from a checkpoint.
+        self.remove_leftovers()?;
+        let f = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
-            .append(self.append)
             .truncate(!self.append)
             .open(&self.path)
             .map_err(|e| OperatorError::new(format!("cannot open {} for writing: {e}", self.path.display())))?;
-        if self.append {
-            f.seek(SeekFrom::End(0))?;
-        }
-        self.file = Some(f);
-        Ok(())
+        self.committed = f.metadata()?.len();
+        self.open_staging()
     }
 
     fn write(&mut self, batch: Batch, _out: &mut Collector) -> Result<(), OperatorError> {
@@ -240,14 +345,73 @@ impl Sink for FileSink {
             self.encoder.encode(r, &mut self.buf);
         }
         let f = self.file.as_mut().expect("opened");
-        f.write_all(&self.buf).map_err(|e| OperatorError::new(format!("cannot write {}: {e}", self.path.display())))
+        f.write_all(&self.buf).map_err(|e| OperatorError::new(format!("cannot write {}: {e}", self.path.display())))?;
+        self.staged_len += self.buf.len() as u64;
+        Ok(())
+    }
+
+    fn exactly_once(&self) -> bool {
+        true
+    }
+
+    fn pre_commit(&mut self, epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
+        let f = self.file.take().expect("opened");
+        f.sync_data()?;
+        drop(f);
+        let pending = self.pending_path(epoch.0);
+        std::fs::rename(self.sibling(".inprogress"), &pending)?;
+        self.pending.push((epoch.0, pending, self.staged_len));
+        self.open_staging()?;
+        let cp = FileSinkCheckpoint {
+            epoch: epoch.0,
+            final_len: self.committed + self.pending.iter().map(|(_, _, l)| l).sum::<u64>(),
+            pending: self.pending.iter().map(|(e, _, l)| (*e, *l)).collect(),
+        };
+        Ok(Some(serde_json::to_vec(&cp).expect("serializes")))
+    }
+
+    fn commit(&mut self, epoch: rill_engine::message::Epoch) -> Result<(), OperatorError> {
+        self.publish(epoch.0)
+    }
+
+    fn recover(&mut self, state: Option<&[u8]>) -> Result<(), OperatorError> {
+        let Some(state) = state else { return Ok(()) };
+        let cp: FileSinkCheckpoint = serde_json::from_slice(state).map_err(|e| OperatorError::new(format!("file sink checkpoint: {e}")))?;
+        // Pending epochs of the checkpoint that still have their file were not (fully) published.
+        let still: Vec<(u64, u64)> = cp.pending.iter().filter(|(e, _)| self.pending_path(*e).exists()).cloned().collect();
+        let base = cp.final_len - still.iter().map(|(_, l)| l).sum::<u64>();
+        let out = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&self.path)?;
+        out.set_len(base)?;
+        out.sync_data()?;
+        self.committed = base;
+        self.pending = still.iter().map(|(e, l)| (*e, self.pending_path(*e), *l)).collect();
+        self.publish(cp.epoch)?;
+        let out = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+        out.set_len(cp.final_len)?;
+        self.committed = cp.final_len;
+        // Anything staged after the checkpoint is discarded: it will be produced again.
+        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf();
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let n = entry.file_name().to_string_lossy().into_owned();
+            if n.starts_with(&format!("{name}.pending-")) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        self.open_staging()
     }
 
     fn close(&mut self) -> Result<(), OperatorError> {
-        if let Some(f) = self.file.as_mut() {
-            f.flush()?;
-            f.sync_data()?;
+        // The job ended: everything written is final.
+        let last = self.pending.last().map(|(e, _, _)| *e).unwrap_or(0) + 1;
+        self.pre_commit(rill_engine::message::Epoch(last))?;
+        self.publish(u64::MAX)?;
+        if let Some(f) = self.file.take() {
+            drop(f);
+            let _ = std::fs::remove_file(self.sibling(".inprogress"));
         }
+        let out = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        out.sync_data()?;
         Ok(())
     }
 }

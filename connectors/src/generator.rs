@@ -70,6 +70,8 @@ pub struct Generator {
     step: u64,
     emitted: u64,
     began: Option<Instant>,
+    /// `emitted` when `began` was set (the rate counts from there).
+    rate_base: u64,
     scratch: Record,
     id: Sym,
 }
@@ -79,7 +81,7 @@ impl Generator {
         let id = Sym::new("id");
         let mut scratch = Record::new();
         scratch.push(id, Value::Int(0));
-        Generator { fields, start, count, rate: rate.map(|r| r / parallelism as f64), next: subtask, step: parallelism, emitted: 0, began: None, scratch, id }
+        Generator { fields, start, count, rate: rate.map(|r| r / parallelism as f64), next: subtask, step: parallelism, emitted: 0, began: None, rate_base: 0, scratch, id }
     }
 }
 
@@ -87,11 +89,16 @@ impl Source for Generator {
     fn poll(&mut self, out: &mut SourceOutput) -> Result<SourceStatus, OperatorError> {
         let mut budget = out.remaining() as u64;
         if let Some(rate) = self.rate {
-            let began = *self.began.get_or_insert_with(Instant::now);
+            if self.began.is_none() {
+                self.began = Some(Instant::now());
+                self.rate_base = self.emitted;
+            }
+            let began = self.began.expect("set above");
+            let done = self.emitted - self.rate_base;
             let due = (began.elapsed().as_secs_f64() * rate) as u64 + 1;
-            let allowed = due.saturating_sub(self.emitted);
+            let allowed = due.saturating_sub(done);
             if allowed == 0 {
-                let next_at = Duration::from_secs_f64((self.emitted as f64) / rate);
+                let next_at = Duration::from_secs_f64(done as f64 / rate);
                 return Ok(SourceStatus::Idle(next_at.saturating_sub(began.elapsed()).max(Duration::from_micros(100))));
             }
             budget = budget.min(allowed);
@@ -132,6 +139,18 @@ impl Source for Generator {
 
     fn position(&self) -> serde_json::Value {
         serde_json::json!({"next": self.next})
+    }
+
+    fn restore(&mut self, position: &serde_json::Value) -> Result<(), OperatorError> {
+        let next = position["next"].as_u64().ok_or_else(|| OperatorError::new(format!("generator: bad checkpointed position {position}")))?;
+        let first = self.next - self.emitted * self.step;
+        if next < first || (next - first) % self.step != 0 {
+            return Err(OperatorError::new(format!("generator: position {next} does not belong to this instance (parallelism changed?)")));
+        }
+        self.emitted = (next - first) / self.step;
+        self.next = next;
+        self.began = None;
+        Ok(())
     }
 
     fn progress(&self) -> Option<Progress> {

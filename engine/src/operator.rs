@@ -263,13 +263,24 @@ pub trait Operator: 'static {
         Ok(None)
     }
 
-    /// Restores state written by [`snapshot`](Self::snapshot).
+    /// Restores state written by [`snapshot`](Self::snapshot) (called after `open`).
     fn restore(&mut self, _state: &[u8]) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Checkpoint `epoch` is complete everywhere (sinks publish here).
+    fn notify_checkpoint_complete(&mut self, _epoch: Epoch) -> Result<(), OperatorError> {
         Ok(())
     }
 }
 
 /// A sink: the end of a pipeline.
+///
+/// Exactly-once sinks take part in two-phase commit: at checkpoint `n`'s barrier the runtime
+/// calls [`pre_commit`](Self::pre_commit) (make everything written so far durable but not yet
+/// visible, and say how to finish it); once checkpoint `n` is complete, [`commit`](Self::commit)
+/// publishes it. After a crash, [`recover`](Self::recover) gets what `pre_commit` returned for
+/// the checkpoint being restored and finishes or discards what was pending.
 pub trait Sink: 'static {
     /// Writes a batch.
     fn write(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError>;
@@ -278,8 +289,30 @@ pub trait Sink: 'static {
         Ok(())
     }
 
-    /// Every input has ended: flush and close.
+    /// Every input has ended: publish everything and close.
     fn close(&mut self) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Whether this sink gives exactly-once results with checkpoints (else at-least-once).
+    fn exactly_once(&self) -> bool {
+        false
+    }
+
+    /// Stages what was written since the last checkpoint; the returned bytes are stored in
+    /// checkpoint `epoch` and handed to [`recover`](Self::recover) after a crash.
+    fn pre_commit(&mut self, _epoch: Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
+        Ok(None)
+    }
+
+    /// Checkpoint `epoch` is complete: publish what was staged up to it.
+    fn commit(&mut self, _epoch: Epoch) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Restoring: finish the transaction recorded in the checkpoint (`None` for a fresh start)
+    /// and discard anything written after it.
+    fn recover(&mut self, _pending: Option<&[u8]>) -> Result<(), OperatorError> {
         Ok(())
     }
 }
@@ -299,5 +332,14 @@ impl Operator for SinkOperator {
     }
     fn on_end(&mut self, _out: &mut Collector) -> Result<(), OperatorError> {
         self.0.close()
+    }
+    fn snapshot(&mut self, epoch: Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
+        self.0.pre_commit(epoch)
+    }
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        self.0.recover(Some(state))
+    }
+    fn notify_checkpoint_complete(&mut self, epoch: Epoch) -> Result<(), OperatorError> {
+        self.0.commit(epoch)
     }
 }

@@ -96,6 +96,12 @@ pub trait Source: 'static {
         serde_json::Value::Null
     }
 
+    /// Continues from a position returned by [`position`](Self::position) (restore from a
+    /// checkpoint): the next poll emits the first record after it.
+    fn restore(&mut self, _position: &serde_json::Value) -> Result<(), OperatorError> {
+        Err(OperatorError::new("this source cannot resume from a checkpoint"))
+    }
+
     /// Progress through a bounded input.
     fn progress(&self) -> Option<Progress> {
         None

@@ -36,6 +36,25 @@ impl Aggregate {
 }
 
 impl Operator for Aggregate {
+    fn snapshot(&mut self, _epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
+        let groups: Vec<(&Value, &Vec<Acc>)> = self.groups.iter().map(|(k, v)| (&k.0, v)).collect();
+        serde_json::to_vec(&groups).map(Some).map_err(|e| OperatorError::new(e.to_string()))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        let groups: Vec<(Value, Vec<Acc>)> = serde_json::from_slice(state).map_err(|e| OperatorError::new(format!("aggregate checkpoint: {e}")))?;
+        self.groups = groups
+            .into_iter()
+            .map(|(k, mut accs)| {
+                for (acc, (_, call)) in accs.iter_mut().zip(&self.calls) {
+                    call.rehydrate(acc);
+                }
+                (Key(k), accs)
+            })
+            .collect();
+        Ok(())
+    }
+
     fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
         let key = match &self.key {
             Some((_, e)) => match e.eval(&record) {

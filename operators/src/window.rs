@@ -453,7 +453,59 @@ enum Due {
     Processing,
 }
 
+/// What a checkpoint holds of a window operator: its state entries and its indexes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WindowSnapshot {
+    wins: Vec<(Vec<u8>, Vec<u8>)>,
+    sessions: Vec<(Vec<u8>, Vec<u8>)>,
+    fire: Vec<(i64, Vec<(Value, i64)>)>,
+    cleanup: Vec<(i64, Vec<(Value, i64)>)>,
+    proc_fire: Vec<(i64, Vec<(Value, i64)>)>,
+    watermark: i64,
+}
+
+fn save_index(m: &BTreeMap<i64, Vec<(Key, i64)>>) -> Vec<(i64, Vec<(Value, i64)>)> {
+    m.iter().map(|(t, v)| (*t, v.iter().map(|(k, s)| (k.0.clone(), *s)).collect())).collect()
+}
+
+fn load_index(v: Vec<(i64, Vec<(Value, i64)>)>) -> BTreeMap<i64, Vec<(Key, i64)>> {
+    v.into_iter().map(|(t, ws)| (t, ws.into_iter().map(|(k, s)| (Key(k), s)).collect())).collect()
+}
+
 impl Operator for Window {
+    fn snapshot(&mut self, _epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
+        let snap = WindowSnapshot {
+            wins: match self.wins.as_mut() {
+                Some(w) => w.snapshot_entries()?,
+                None => Vec::new(),
+            },
+            sessions: match self.sessions.as_mut() {
+                Some(s) => s.snapshot_entries()?,
+                None => Vec::new(),
+            },
+            fire: save_index(&self.fire),
+            cleanup: save_index(&self.cleanup),
+            proc_fire: save_index(&self.proc_fire),
+            watermark: self.watermark,
+        };
+        serde_json::to_vec(&snap).map(Some).map_err(|e| OperatorError::new(e.to_string()))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        let snap: WindowSnapshot = serde_json::from_slice(state).map_err(|e| OperatorError::new(format!("window checkpoint: {e}")))?;
+        if let Some(w) = self.wins.as_mut() {
+            w.restore_entries(&snap.wins)?;
+        }
+        if let Some(s) = self.sessions.as_mut() {
+            s.restore_entries(&snap.sessions)?;
+        }
+        self.fire = load_index(snap.fire);
+        self.cleanup = load_index(snap.cleanup);
+        self.proc_fire = load_index(snap.proc_fire);
+        self.watermark = snap.watermark;
+        Ok(())
+    }
+
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
         if let Kind::Session { .. } = self.kind {
             self.sessions = Some(ctx.keyed_state("sessions", StateOptions::default())?);

@@ -344,10 +344,61 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         Ok(())
     }
 
+    /// Every live entry, serialized: for a full snapshot of this state.
+    pub fn snapshot_entries(&mut self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.flush()?;
+        let mut out = Vec::new();
+        if let Some(tree) = &self.tree {
+            for item in tree.iter() {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+        } else {
+            for (k, slot) in &self.cache {
+                if let Some(v) = &slot.value {
+                    out.push((encode(k, self.max_parallelism), serde_json::to_vec(&(slot.expires, v)).map_err(|e| self.err(e))?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces every entry with `entries` from [`snapshot_entries`](Self::snapshot_entries),
+    /// returning the keys restored.
+    pub fn restore_entries(&mut self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<StateKey>, StateError> {
+        self.cache.clear();
+        let mut keys = Vec::with_capacity(entries.len());
+        if let Some(tree) = self.tree.clone() {
+            tree.clear().map_err(|e| self.err(e))?;
+        }
+        for (k, v) in entries {
+            let key = decode(k).ok_or_else(|| self.err("a stored key does not decode"))?;
+            let (expires, value): (i64, T) = serde_json::from_slice(v).map_err(|e| self.err(format!("stored value does not decode: {e}")))?;
+            keys.push(key.clone());
+            match &self.tree {
+                Some(tree) => {
+                    tree.insert(k.as_slice(), v.as_slice()).map_err(|e| self.err(e))?;
+                    self.in_store = true;
+                }
+                None => {
+                    self.cache.insert(key, Slot { value: Some(value), dirty: true, used: false, expires });
+                }
+            }
+        }
+        Ok(keys)
+    }
+
     /// Entries in memory now (for tests and metrics).
     pub fn cached(&self) -> usize {
         self.cache.len()
     }
+}
+
+/// The entry key back from its sled key.
+fn decode(bytes: &[u8]) -> Option<StateKey> {
+    let ns = u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) ^ (1 << 63);
+    let key: Value = serde_json::from_slice(bytes.get(10..)?).ok()?;
+    Some(StateKey { key: Key(key), namespace: ns as i64 })
 }
 
 /// The sled key of an entry: key group, namespace (order-preserving), then the key as JSON.
