@@ -84,7 +84,8 @@ fn follow_tails_a_growing_file_until_ctrl_c_then_flushes() {
         "p.yaml",
         &format!("work_dir: {w}\nsources:\n  in: {{type: file, path: {}, follow: true, poll_interval: 20ms}}\nsinks:\n  o: {{type: file, inputs: [in], path: {}}}\n", input.display(), out.display(), w = tmp.path().join("w").display()),
     );
-    let mut child = rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut guard = Guard(rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap());
+    let child = &mut guard.0;
     let count = || std::fs::read_to_string(&out).map(|s| s.lines().count()).unwrap_or(0);
     assert!(wait_for(Duration::from_secs(20), || count() == 1), "first line arrives");
     let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
@@ -93,7 +94,7 @@ fn follow_tails_a_growing_file_until_ctrl_c_then_flushes() {
     assert!(wait_for(Duration::from_secs(20), || count() == 2));
     writeln!(f, "3}}").unwrap();
     assert!(wait_for(Duration::from_secs(20), || count() == 3), "the completed line arrives");
-    interrupt(&child);
+    interrupt(child);
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let ns: Vec<i64> = lines(&out).iter().map(|r| r["n"].as_i64().unwrap()).collect();
@@ -119,7 +120,8 @@ fn socket_source_as_server_and_socket_sink() {
             w = tmp.path().join("w").display()
         ),
     );
-    let mut child = rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut guard = Guard(rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap());
+    let child = &mut guard.0;
     let sink_conn = accept(&sink_server);
     sink_conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut client = None;
@@ -142,7 +144,7 @@ fn socket_source_as_server_and_socket_sink() {
         ys.push(v["y"].as_i64().unwrap());
     }
     assert_eq!(ys, (0..50).map(|x| x * 10).collect::<Vec<_>>(), "one connection, order kept");
-    interrupt(&child);
+    interrupt(child);
     assert!(child.wait().unwrap().success());
     let dead = lines(&tmp.path().join("dead.jsonl"));
     assert_eq!(dead.len(), 1);

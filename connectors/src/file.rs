@@ -235,6 +235,7 @@ pub(crate) fn build_sink(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
             committed: 0,
             pending: Vec::new(),
             staged_len: 0,
+            direct: true,
         })
     });
     spec.max_parallelism = Some(1);
@@ -260,6 +261,8 @@ pub struct FileSink {
     /// Staged epochs: (epoch, pending file, its length).
     pending: Vec<(u64, PathBuf, u64)>,
     staged_len: u64,
+    /// Without checkpoints: write straight to `path`, visible at once.
+    direct: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -322,12 +325,26 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn open(&mut self, _ctx: &OperatorContext) -> Result<(), OperatorError> {
+    fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| OperatorError::new(format!("cannot create {}: {e}", dir.display())))?;
         }
-        // A fresh start: replace (or, with `append`, extend) the output. `recover` corrects this
-        // when the job resumes from a checkpoint.
+        self.direct = !ctx.checkpointing;
+        if ctx.restoring {
+            return Ok(()); // `recover` puts the output back to the checkpoint's state
+        }
+        if self.direct {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(self.append)
+                .truncate(!self.append)
+                .open(&self.path)
+                .map_err(|e| OperatorError::new(format!("cannot open {} for writing: {e}", self.path.display())))?;
+            self.file = Some(f);
+            return Ok(());
+        }
+        // A fresh start: replace (or, with `append`, extend) the output.
         self.remove_leftovers()?;
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -402,6 +419,13 @@ impl Sink for FileSink {
     }
 
     fn close(&mut self) -> Result<(), OperatorError> {
+        if self.direct {
+            if let Some(f) = self.file.as_mut() {
+                f.flush()?;
+                f.sync_data()?;
+            }
+            return Ok(());
+        }
         // The job ended: everything written is final.
         let last = self.pending.last().map(|(e, _, _)| *e).unwrap_or(0) + 1;
         self.pre_commit(rill_engine::message::Epoch(last))?;

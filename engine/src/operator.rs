@@ -73,6 +73,10 @@ pub struct OperatorContext {
     pub work_dir: PathBuf,
     /// The job's state database.
     pub state: Option<crate::state::StateBackend>,
+    /// The job takes checkpoints (sinks stage output for two-phase commit).
+    pub checkpointing: bool,
+    /// The job resumes from a checkpoint: `restore` (or `Sink::recover`) follows `open`.
+    pub restoring: bool,
 }
 
 impl OperatorContext {

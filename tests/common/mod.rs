@@ -66,3 +66,13 @@ pub fn interrupt(child: &std::process::Child) {
     let ok = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success();
     assert!(ok, "kill -INT failed");
 }
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -181,6 +181,8 @@ pub struct PipelineConfig {
     pub dead_letter: DeadLetterConfig,
     /// Keyed-state entries each state keeps in memory before spilling to sled.
     pub state_cache_entries: usize,
+    /// Periodic checkpoints (exactly-once), if configured.
+    pub checkpoint: Option<CheckpointConfig>,
     pub components: Vec<ComponentConfig>,
     /// The whole document, for checks that need more than the common structure.
     pub root: Node,
@@ -196,12 +198,35 @@ struct TopLevel {
     work_dir: Option<String>,
     dead_letter: Option<DeadLetterRaw>,
     state: Option<StateConfig>,
+    checkpoint: Option<CheckpointRaw>,
     #[serde(rename = "sources")]
     _sources: Option<serde::de::IgnoredAny>,
     #[serde(rename = "transforms")]
     _transforms: Option<serde::de::IgnoredAny>,
     #[serde(rename = "sinks")]
     _sinks: Option<serde::de::IgnoredAny>,
+}
+
+/// `checkpoint:` at the top level.
+#[derive(Clone, Debug)]
+pub struct CheckpointConfig {
+    pub interval: std::time::Duration,
+    pub dir: PathBuf,
+    /// Complete checkpoints kept.
+    pub retain: usize,
+    /// A checkpoint not complete after this long is abandoned.
+    pub timeout: std::time::Duration,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointRaw {
+    #[serde(with = "de::duration")]
+    interval: std::time::Duration,
+    dir: Option<String>,
+    retain: Option<usize>,
+    #[serde(default, with = "de::duration::option")]
+    timeout: Option<std::time::Duration>,
 }
 
 #[derive(serde::Deserialize)]
@@ -258,7 +283,7 @@ impl PipelineConfig {
             Err(e) => {
                 let mut e: ConfigError = e.into();
                 if e.message.contains("unknown field") {
-                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, sources, transforms, sinks".into());
+                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, sources, transforms, sinks".into());
                 }
                 errors.push(e);
                 None
@@ -353,6 +378,12 @@ impl PipelineConfig {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        let checkpoint = top.as_ref().and_then(|t| t.checkpoint.as_ref()).map(|c| CheckpointConfig {
+            interval: c.interval.max(std::time::Duration::from_millis(1)),
+            dir: c.dir.as_ref().map(PathBuf::from).unwrap_or_else(|| work_dir.join("checkpoints")),
+            retain: c.retain.unwrap_or(3).max(1),
+            timeout: c.timeout.unwrap_or(std::time::Duration::from_secs(60)),
+        });
         Ok(PipelineConfig {
             file: PathBuf::from(file),
             name,
@@ -362,6 +393,7 @@ impl PipelineConfig {
             work_dir,
             dead_letter,
             state_cache_entries: top.as_ref().and_then(|t| t.state.as_ref()).and_then(|s| s.cache_entries).unwrap_or(DEFAULT_STATE_CACHE_ENTRIES),
+            checkpoint,
             components,
             root,
         })

@@ -190,6 +190,8 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                         key_groups: key_group_range(cfg.max_parallelism, node.parallelism, s),
                         work_dir: cfg.work_dir.clone(),
                         state: Some(state.clone()),
+                        checkpointing: cfg.checkpoint.is_some(),
+                        restoring: false,
                     };
                     let spec = node.spec.clone();
                     OperatorActor::start_in_arbiter(&arbiter, move |ctx| {
