@@ -45,6 +45,39 @@ pub enum Command {
         /// Do not print the summary.
         #[arg(short, long)]
         quiet: bool,
+        /// Ignore (and delete) earlier checkpoints and start from the beginning of the inputs.
+        #[arg(long, conflicts_with = "from")]
+        from_scratch: bool,
+        /// Resume from this checkpoint or savepoint folder instead of the latest one.
+        #[arg(long, value_name = "PATH")]
+        from: Option<PathBuf>,
+    },
+    /// Inspect checkpoints.
+    Checkpoints {
+        #[command(subcommand)]
+        command: CheckpointsCommand,
+    },
+    /// Chaos test: run a pipeline, kill it with SIGKILL at random moments, restart it each
+    /// time, let it finish, and compare its file sinks with a failure-free run. Reports lost and
+    /// duplicated records; exits 1 on any difference.
+    ///
+    /// The pipeline needs `checkpoint:` and is run with its work directory and file sinks
+    /// redirected into a temporary folder.
+    Chaos {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// How many times to kill it.
+        #[arg(long, default_value_t = 20)]
+        kills: u32,
+        /// Seed for the kill times.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Longest time to let a run go before killing it (default: half the failure-free run).
+        #[arg(long, value_parser = humantime_parse)]
+        max_delay: Option<std::time::Duration>,
+        /// Override an option, as for `run`.
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
     },
     /// Check a pipeline without running it; prints every problem with file:line:column.
     Validate {
@@ -65,6 +98,19 @@ pub enum Command {
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CheckpointsCommand {
+    /// List the checkpoints in a checkpoint folder, with their metrics.
+    List {
+        /// The checkpoint folder (`checkpoint.dir`, by default `<work_dir>/checkpoints`).
+        dir: PathBuf,
+    },
+}
+
+fn humantime_parse(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq)]
@@ -139,11 +185,45 @@ pub fn main(registry: Registry) -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run { pipeline, sets, threads, progress, quiet } => {
+        Command::Checkpoints { command: CheckpointsCommand::List { dir } } => {
+            let complete = rill_engine::checkpoint::complete(&dir).unwrap_or_default();
+            let history = rill_engine::checkpoint::history(&dir);
+            if complete.is_empty() && history.is_empty() {
+                eprintln!("no checkpoints in {}", dir.display());
+                return ExitCode::from(2);
+            }
+            println!("{:>8} {:>10} {:>10} {:>12} {:>9}  kept", "epoch", "kind", "ms", "bytes", "age s");
+            let now = rill_engine::time::now_millis();
+            for h in history {
+                let kept = complete.iter().any(|(e, _)| *e == h.epoch);
+                println!(
+                    "{:>8} {:>10} {:>10} {:>12} {:>9.1}  {}",
+                    h.epoch,
+                    if h.savepoint { "savepoint" } else { "checkpoint" },
+                    h.duration_ms,
+                    h.bytes,
+                    (now - h.created_ms) as f64 / 1000.0,
+                    if kept { "yes" } else { "" }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Chaos { pipeline, kills, seed, max_delay, sets } => crate::chaos::main(&pipeline, kills, seed, max_delay, &sets, &registry),
+        Command::Run { pipeline, sets, threads, progress, quiet, from_scratch, from } => {
             let p = match plan(&pipeline, &sets, &registry) {
                 Ok(p) => p,
                 Err(code) => return code,
             };
+            let restore = match restore_point(&p, from_scratch, from.as_deref()) {
+                Ok(r) => r,
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(cp) = &restore {
+                eprintln!("resuming from checkpoint {} of job `{}`", cp.epoch, cp.job);
+            }
             let name = p.config.name.clone();
             let opts = RunOptions {
                 threads,
@@ -152,6 +232,7 @@ pub fn main(registry: Registry) -> ExitCode {
                     Progress::Never => false,
                     Progress::Auto => std::io::stderr().is_terminal() && !quiet,
                 },
+                restore,
                 ..RunOptions::default()
             };
             match crate::run(p, opts) {
@@ -168,6 +249,37 @@ pub fn main(registry: Registry) -> ExitCode {
             }
         }
     }
+}
+
+/// The checkpoint to resume from: `--from`, else the latest complete one of an unfinished
+/// earlier run, else none. Checks that every instance of the plan has its state there.
+fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>) -> Result<Option<rill_engine::checkpoint::Checkpoint>, String> {
+    let Some(ck) = &p.config.checkpoint else {
+        return match from {
+            Some(_) => Err("--from needs a pipeline with `checkpoint:`".into()),
+            None => Ok(None),
+        };
+    };
+    let cp = match from {
+        Some(path) => Some(rill_engine::checkpoint::load(path)?),
+        None if from_scratch || ck.dir.join("_finished").exists() => {
+            let _ = std::fs::remove_dir_all(&ck.dir);
+            None
+        }
+        None => rill_engine::checkpoint::latest(&ck.dir)?,
+    };
+    let Some(cp) = cp else { return Ok(None) };
+    let have = cp.by_instance();
+    for n in &p.nodes {
+        let before = have.keys().filter(|(c, _)| **c == *n.name).count() as u32;
+        if before != n.parallelism {
+            return Err(format!(
+                "checkpoint {} has {before} instance(s) of `{}`, the pipeline now has {}: restoring at another parallelism is not supported yet (use --from-scratch)",
+                cp.epoch, n.name, n.parallelism
+            ));
+        }
+    }
+    Ok(Some(cp))
 }
 
 /// The end-of-run summary.

@@ -24,6 +24,7 @@ pub use rill_engine::source::{Source, SourceContext, SourceOutput, SourceStatus}
 pub use rill_engine::value::{Sym, Value};
 pub use rill_operators as operators;
 
+pub mod chaos;
 pub mod cli;
 
 /// A registry with every built-in source, transform and sink.

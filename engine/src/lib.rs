@@ -17,3 +17,4 @@ pub mod state;
 pub mod runtime;
 pub mod aggregate;
 pub mod time;
+pub mod checkpoint;

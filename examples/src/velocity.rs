@@ -81,6 +81,17 @@ impl Operator for Velocity {
         Ok(())
     }
 
+    fn snapshot(&mut self, _epoch: rill::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
+        let entries = self.recent.as_mut().expect("opened").0.snapshot_entries()?;
+        serde_json::to_vec(&entries).map(Some).map_err(|e| OperatorError::new(e.to_string()))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = serde_json::from_slice(state).map_err(|e| OperatorError::new(e.to_string()))?;
+        self.recent.as_mut().expect("opened").0.restore_entries(&entries)?;
+        Ok(())
+    }
+
     fn on_timer(&mut self, timer: Timer, _out: &mut Collector) -> Result<(), OperatorError> {
         let state = self.recent.as_mut().expect("opened");
         // Clear the card once its latest transaction has left the window.

@@ -75,3 +75,25 @@ fn dedupe_keeps_first_of_each_order() {
     assert_eq!(got, distinct);
     assert!(input.len() > got.len());
 }
+
+#[test]
+fn generator_velocity_file_survives_twenty_kills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "name: chaos-velocity\nparallelism: 2\ncheckpoint: {{interval: 30ms}}\nsources:\n  tx:\n    type: generator\n    count: 30000\n    rate: 30000\n    fields: {{card: \"id % 300\", ts: \"id * 2\", amount: \"id % 97\"}}\n    event_time: {{field: ts}}\ntransforms:\n  checked: {{type: velocity, inputs: [tx], key_by: card, max_transactions: 3, within: 2s}}\nsinks:\n  out: {{type: file, inputs: [checked], path: {}}}\n",
+            tmp.path().join("out.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rill-custom"))
+        .args(["chaos", p.to_str().unwrap(), "--kills", "20", "--seed", "4", "--max-delay", "150ms"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("20 kills") && stdout.contains("ok: no record lost, none duplicated"), "{stdout}");
+}

@@ -41,6 +41,23 @@ impl Shared {
     }
 }
 
+/// Snapshot bytes as stored in checkpoint metadata: JSON as is, anything else hex-encoded.
+pub(crate) fn state_to_json(bytes: Option<Vec<u8>>) -> Option<serde_json::Value> {
+    let b = bytes?;
+    Some(serde_json::from_slice(&b).unwrap_or_else(|_| {
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        serde_json::json!({ "$hex": hex })
+    }))
+}
+
+/// The bytes a snapshot returned, back from checkpoint metadata.
+pub(crate) fn state_from_json(v: &serde_json::Value) -> Vec<u8> {
+    if let Some(hex) = v.get("$hex").and_then(|h| h.as_str()) {
+        return (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
+    }
+    serde_json::to_vec(v).expect("JSON re-encodes")
+}
+
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, OperatorError>) -> Result<T, OperatorError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
@@ -90,7 +107,19 @@ pub(crate) struct SourceActor {
     pub(crate) time: crate::time::Timestamper,
     /// Watermarks of every instance of this source (alignment); this one's slot is `ctx.subtask`.
     pub(crate) siblings: Arc<Vec<std::sync::atomic::AtomicI64>>,
+    /// Position to resume from (restoring a checkpoint).
+    pub(crate) restore: Option<serde_json::Value>,
 }
+
+/// Checkpoint `barrier`: the source records its position and sends the barrier downstream.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Inject(pub(crate) crate::message::Barrier);
+
+/// Checkpoint `epoch` is complete.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Commit(pub(crate) crate::message::Epoch);
 
 impl SourceActor {
     fn publish_watermark(&self, wm: i64) {
@@ -131,9 +160,13 @@ impl Actor for SourceActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let make = self.make.clone();
         let sctx = self.ctx.clone();
+        let restore = self.restore.take();
         let opened = guarded("open", || {
             let mut s = make(&sctx)?;
             s.open(&sctx)?;
+            if let Some(pos) = &restore {
+                s.restore(pos)?;
+            }
             Ok(s)
         });
         match opened {
@@ -176,6 +209,11 @@ impl Handler<Step> for SourceActor {
 
     fn handle(&mut self, _: Step, ctx: &mut Context<Self>) {
         if self.done {
+            return;
+        }
+        if self.outputs.is_none() {
+            // A flush is still waiting for channel space: come back when it may be done.
+            ctx.notify_later(Step, std::time::Duration::from_micros(100));
             return;
         }
         if self.stop_requested {
@@ -231,6 +269,28 @@ impl Handler<Step> for SourceActor {
     }
 }
 
+impl Handler<Inject> for SourceActor {
+    type Result = ();
+    fn handle(&mut self, Inject(barrier): Inject, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        if self.outputs.is_none() {
+            ctx.notify_later(Inject(barrier), std::time::Duration::from_micros(100));
+            return;
+        }
+        let position = self.source.as_ref().map(|s| s.position());
+        let _ = self.shared.events.send(JobEvent::Ack {
+            epoch: barrier.epoch.0,
+            component: self.ctx.name.to_string(),
+            subtask: self.ctx.subtask,
+            state: position,
+        });
+        self.outputs.as_mut().expect("outputs present").broadcast(Message::Barrier(barrier));
+        after_flush(self, ctx, |_, _| {});
+    }
+}
+
 impl Handler<Stop> for SourceActor {
     type Result = ();
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
@@ -261,6 +321,8 @@ pub(crate) struct OperatorActor {
     pub(crate) init_error: Option<OperatorError>,
     /// When the next processing-time tick is scheduled.
     pub(crate) next_tick: Option<i64>,
+    /// State to restore (from a checkpoint).
+    pub(crate) restore: Option<Vec<u8>>,
 }
 
 /// Stands in for an operator whose factory failed.
@@ -286,7 +348,23 @@ impl Actor for OperatorActor {
             return self.fail(ctx, e);
         }
         let (op, octx) = (&mut self.op, &self.octx);
-        if let Err(e) = guarded("open", || op.open(octx)) {
+        let restore = self.restore.take();
+        let mut timers = Vec::new();
+        let r = guarded("open", || {
+            op.open(octx)?;
+            if let Some(saved) = &restore {
+                let v: serde_json::Value = serde_json::from_slice(saved).map_err(|e| OperatorError::new(format!("checkpoint state: {e}")))?;
+                if let Some(state) = v.get("operator").filter(|s| !s.is_null()) {
+                    op.restore(&state_from_json(state))?;
+                }
+                if let Some(t) = v.get("timers") {
+                    timers = serde_json::from_value(t.clone()).map_err(|e| OperatorError::new(format!("checkpoint timers: {e}")))?;
+                }
+            }
+            Ok(())
+        });
+        self.collector.timers().load(timers);
+        if let Err(e) = r {
             self.fail(ctx, e);
         }
     }
@@ -419,9 +497,14 @@ impl OperatorActor {
 
     fn complete_barrier(&mut self, b: crate::message::Barrier) -> Result<(), OperatorError> {
         let op = &mut self.op;
-        // Checkpoint storage arrives with the checkpoint coordinator; the snapshot is taken at
-        // the aligned point so operators already see the call where it belongs.
-        guarded("snapshot", || op.snapshot(b.epoch))?;
+        let state = guarded("snapshot", || op.snapshot(b.epoch))?;
+        let timers = self.collector.timers().save();
+        let _ = self.shared.events.send(JobEvent::Ack {
+            epoch: b.epoch.0,
+            component: self.name.to_string(),
+            subtask: self.subtask,
+            state: Some(serde_json::json!({ "operator": state_to_json(state), "timers": timers })),
+        });
         self.route_collected();
         self.outputs.as_mut().expect("outputs present").broadcast(Message::Barrier(b));
         self.gate.release_all();
@@ -429,9 +512,33 @@ impl OperatorActor {
     }
 }
 
+impl Handler<Commit> for OperatorActor {
+    type Result = ();
+    fn handle(&mut self, Commit(epoch): Commit, ctx: &mut Context<Self>) {
+        if self.failed {
+            return;
+        }
+        let op = &mut self.op;
+        if let Err(e) = guarded("notify_checkpoint_complete", || op.notify_checkpoint_complete(epoch)) {
+            self.fail(ctx, e);
+        }
+    }
+}
+
 impl OperatorActor {
     /// Fires due processing-time timers, and arranges to be called when the next one is due.
     fn processing_timers(&mut self, ctx: &mut Context<Self>) -> Result<(), OperatorError> {
+        if self.outputs.is_none() {
+            // Output is waiting for channel space; try again shortly.
+            ctx.run_later(std::time::Duration::from_millis(1), |act, ctx| {
+                if !act.failed {
+                    if let Err(e) = act.processing_timers(ctx) {
+                        act.fail(ctx, e);
+                    }
+                }
+            });
+            return Ok(());
+        }
         let now = crate::time::now_millis();
         let (op, out) = (&mut self.op, &mut self.collector);
         let due = out.timers().due(crate::state::TimeDomain::Processing, now);

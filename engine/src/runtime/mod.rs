@@ -24,7 +24,7 @@ use crate::exchange::{key_group_range, Exchange};
 use crate::metrics::{ComponentSummary, JobMetrics};
 use crate::operator::{OperatorContext, SinkOperator};
 use crate::plan::{JobPlan, NodeSpec};
-use crate::runtime::actors::{OperatorActor, Shared, SourceActor, Stop, Unmade};
+use crate::runtime::actors::{Commit, Inject, OperatorActor, Shared, SourceActor, Stop, Unmade};
 use crate::runtime::input::InputGate;
 use crate::runtime::output::{OutEdge, Outputs};
 use crate::runtime::watermarks::WatermarkTracker;
@@ -41,11 +41,13 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop cleanly on Ctrl-C (sources end, everything drains, sinks flush).
     pub handle_ctrl_c: bool,
+    /// Resume from this checkpoint.
+    pub restore: Option<crate::checkpoint::Checkpoint>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { threads: None, channel_capacity: 4, progress: false, handle_ctrl_c: true }
+        RunOptions { threads: None, channel_capacity: 4, progress: false, handle_ctrl_c: true, restore: None }
     }
 }
 
@@ -72,6 +74,8 @@ pub enum RunError {
 pub(crate) enum JobEvent {
     Finished,
     Failed { component: String, subtask: u32, message: String },
+    /// An instance took its part of checkpoint `epoch`.
+    Ack { epoch: u64, component: String, subtask: u32, state: Option<serde_json::Value> },
 }
 
 /// Runs the job to completion (bounded sources ended, or Ctrl-C).
@@ -112,6 +116,9 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
         source_names: Arc::new(sources.iter().map(|&i| plan.nodes[i].name.clone()).collect()),
     };
     let cfg = &plan.config;
+    let restored: std::collections::BTreeMap<(String, u32), Option<serde_json::Value>> =
+        opts.restore.as_ref().map(|c| c.by_instance()).unwrap_or_default();
+    let restore_epoch = opts.restore.as_ref().map(|c| c.epoch).unwrap_or(0);
     let state = crate::state::StateBackend::open_fresh(&cfg.work_dir.join("state"), cfg.state_cache_entries, cfg.max_parallelism)
         .map_err(RunError::Setup)?;
 
@@ -142,6 +149,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
     let mut counters: Vec<Vec<_>> =
         plan.nodes.iter().map(|node| (0..node.parallelism).map(|s| Some(metrics.register(&node.name, &node.type_name, s))).collect()).collect();
     let mut source_addrs = Vec::new();
+    let mut operator_addrs = Vec::new();
     let mut actors = 0usize;
     // Downstream first, so that every actor exists before the sources start.
     for i in (0..n).rev() {
@@ -166,6 +174,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                     let make = spec.make.clone();
                     let time = node.time.clone();
                     let siblings = siblings.clone();
+                    let position = restored.get(&(node.name.to_string(), s)).cloned().flatten();
                     let addr = SourceActor::start_in_arbiter(&arbiter, move |_| SourceActor {
                         ctx: sctx,
                         source: None,
@@ -175,6 +184,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                         shared,
                         stop_requested: false,
                         done: false,
+                        restore: position,
                         time: crate::time::Timestamper::new(time),
                         siblings,
                     });
@@ -191,10 +201,11 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                         work_dir: cfg.work_dir.clone(),
                         state: Some(state.clone()),
                         checkpointing: cfg.checkpoint.is_some(),
-                        restoring: false,
+                        restoring: opts.restore.is_some(),
                     };
+                    let restore = restored.get(&(node.name.to_string(), s)).cloned().flatten().map(|v| actors::state_from_json(&v));
                     let spec = node.spec.clone();
-                    OperatorActor::start_in_arbiter(&arbiter, move |ctx| {
+                    let addr = OperatorActor::start_in_arbiter(&arbiter, move |ctx| {
                         let made = match &spec {
                             NodeSpec::Transform(t) => (t.make)(&octx),
                             NodeSpec::Sink(k) => (k.make)(&octx).map(|s| Box::new(SinkOperator(s)) as Box<dyn crate::operator::Operator>),
@@ -223,8 +234,10 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                             octx,
                             init_error,
                             next_tick: None,
+                            restore,
                         }
                     });
+                    operator_addrs.push(addr);
                 }
             }
         }
@@ -244,13 +257,50 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
     };
     tokio::pin!(ctrl_c);
     let started = Instant::now();
+    let checkpointing = cfg.checkpoint.clone();
+    let mut ticker = tokio::time::interval(checkpointing.as_ref().map(|c| c.interval).unwrap_or(Duration::from_secs(3600)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut epoch = restore_epoch;
+    let mut in_flight: Option<(u64, Instant, Vec<crate::checkpoint::InstanceState>)> = None;
     let result = loop {
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(JobEvent::Finished) => {
                     finished += 1;
+                    in_flight = None; // no checkpoint completes once instances start finishing
                     if finished == actors {
                         break Ok(interrupted);
+                    }
+                }
+                Some(JobEvent::Ack { epoch: e, component, subtask, state }) => {
+                    let Some((current, began, states)) = in_flight.as_mut() else { continue };
+                    if *current != e {
+                        continue;
+                    }
+                    states.push(crate::checkpoint::InstanceState { component, subtask, state });
+                    if states.len() == actors {
+                        let ck = checkpointing.as_ref().expect("acks only with checkpoints");
+                        let cp = crate::checkpoint::Checkpoint {
+                            job: cfg.name.clone(),
+                            epoch: e,
+                            savepoint: false,
+                            created_ms: crate::time::now_millis(),
+                            duration_ms: began.elapsed().as_millis() as u64,
+                            instances: std::mem::take(states),
+                        };
+                        in_flight = None;
+                        match crate::checkpoint::write(&ck.dir, &cp, ck.retain) {
+                            Ok(bytes) => {
+                                tracing::info!("checkpoint {e} complete in {} ms, {bytes} bytes", cp.duration_ms);
+                                for a in &operator_addrs {
+                                    if a.try_send(Commit(crate::message::Epoch(e))).is_err() {
+                                        tracing::warn!("an instance did not take the commit of checkpoint {e}; it commits at the next one");
+                                    }
+                                }
+                            }
+                            Err(err) => tracing::error!("checkpoint {e} could not be written: {err}"),
+                        }
                     }
                 }
                 Some(JobEvent::Failed { component, subtask, message }) => break Err(RunError::Failed { component, subtask, message }),
@@ -269,8 +319,31 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                 });
             }
             _ = progress.tick(), if opts.progress => print_progress(&metrics, started.elapsed()),
+            _ = ticker.tick(), if checkpointing.is_some() && finished == 0 && !interrupted => {
+                let ck = checkpointing.as_ref().expect("checked");
+                if let Some((e, began, _)) = &in_flight {
+                    if began.elapsed() < ck.timeout {
+                        continue;
+                    }
+                    tracing::warn!("checkpoint {e} abandoned after {:?}", ck.timeout);
+                }
+                epoch += 1;
+                in_flight = Some((epoch, Instant::now(), Vec::new()));
+                let barrier = crate::message::Barrier { epoch: crate::message::Epoch(epoch), savepoint: false };
+                for a in &source_addrs {
+                    if a.try_send(Inject(barrier)).is_err() {
+                        tracing::warn!("a source could not take barrier {epoch}; the checkpoint is abandoned");
+                        in_flight = None;
+                        break;
+                    }
+                }
+            }
         }
     };
+    if let (Ok(false), Some(ck)) = (&result, &checkpointing) {
+        // Finished normally: the next run starts afresh rather than resuming.
+        let _ = std::fs::create_dir_all(&ck.dir).and_then(|_| std::fs::File::create(ck.dir.join("_finished")));
+    }
     if opts.progress {
         eprintln!();
     }

@@ -86,6 +86,24 @@ impl Timers {
     pub fn is_empty(&self) -> bool {
         self.registered.is_empty()
     }
+
+    /// Every registered timer, for a checkpoint.
+    pub fn save(&self) -> Vec<(bool, i64, Value, i64)> {
+        let mut out = Vec::with_capacity(self.registered.len());
+        for (event, queue) in [(true, &self.event), (false, &self.processing)] {
+            for (time, keys) in queue {
+                out.extend(keys.iter().map(|(k, ns)| (event, *time, k.0.clone(), *ns)));
+            }
+        }
+        out
+    }
+
+    /// Registers the timers of [`save`](Self::save).
+    pub fn load(&mut self, saved: Vec<(bool, i64, Value, i64)>) {
+        for (event, time, key, ns) in saved {
+            self.register(if event { TimeDomain::Event } else { TimeDomain::Processing }, &key, ns, time);
+        }
+    }
 }
 
 #[cfg(test)]
