@@ -297,5 +297,8 @@ pub fn summary(name: &str, r: &crate::JobReport) -> String {
         );
     }
     let _ = writeln!(s, "dead letters: {} ({})", r.dead_letters, r.dead_letter_output);
+    if r.restarts > 0 {
+        let _ = writeln!(s, "restarts after failures: {}", r.restarts);
+    }
     s
 }

@@ -66,3 +66,37 @@ fn checkpoints_are_listed_and_a_finished_job_starts_afresh() {
     assert!(!again.stderr.contains("resuming"), "{}", again.stderr);
     assert_eq!(lines(&tmp.path().join("o.jsonl")).len(), 3000);
 }
+
+#[test]
+fn a_failed_operator_restarts_the_job_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = |name: &str, fault: &str, restart: &str| {
+        write(
+            tmp.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\nwork_dir: {w}\nparallelism: 2\ncheckpoint: {{interval: 20ms}}\n{restart}\nsources:\n  g: {{type: generator, count: 20000, rate: 20000, fields: {{k: \"id % 50\", v: \"id % 7\", ts: id}}, event_time: {{field: ts}}}}\ntransforms:\n  f: {{type: fault, inputs: [g]{fault}}}\n  w: {{type: window, inputs: [f], key_by: k, window: {{type: tumbling, size: 1s}}, aggregates: {{n: count(), s: sum(v)}}}}\nsinks:\n  o: {{type: file, inputs: [w], path: {o}}}\n",
+                w = tmp.path().join(name).display(),
+                o = tmp.path().join(format!("{name}.jsonl")).display()
+            ),
+        )
+    };
+    let reference = pipeline("reference", "", "");
+    let faulty = pipeline("faulty", ", panic_after: 4000", "restart: {max_attempts: 2, backoff: 10ms}");
+    let no_restart = pipeline("fails", ", panic_after: 4000", "");
+    let r = run(&["run", reference.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let f = run(&["run", faulty.to_str().unwrap()]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    assert!(f.stderr.contains("restarting (1 of 2)") && f.stderr.contains("restarts after failures: 1"), "{}", f.stderr);
+    let sorted = |name: &str| {
+        let mut l: Vec<String> = std::fs::read_to_string(tmp.path().join(format!("{name}.jsonl"))).unwrap().lines().map(String::from).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(sorted("faulty"), sorted("reference"));
+    assert_eq!(sorted("reference").len(), 1000);
+    let e = run(&["run", no_restart.to_str().unwrap()]);
+    assert_eq!(e.code, 1);
+    assert!(e.stderr.contains("component `f` (instance 0) failed: panicked in process: injected fault after 4000 records"), "{}", e.stderr);
+}

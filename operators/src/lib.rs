@@ -1,6 +1,7 @@
 //! Rill's built-in transforms.
 
 mod aggregate;
+mod fault;
 mod filter;
 mod map;
 pub mod window;
@@ -18,4 +19,5 @@ pub fn register(registry: &mut Registry) {
     registry.register_transform("map", map::build);
     registry.register_transform("aggregate", aggregate::build);
     registry.register_transform("window", window::build);
+    registry.register_transform("fault", fault::build);
 }

@@ -183,6 +183,8 @@ pub struct PipelineConfig {
     pub state_cache_entries: usize,
     /// Periodic checkpoints (exactly-once), if configured.
     pub checkpoint: Option<CheckpointConfig>,
+    /// Restarts after a failure, if configured.
+    pub restart: Option<RestartConfig>,
     pub components: Vec<ComponentConfig>,
     /// The whole document, for checks that need more than the common structure.
     pub root: Node,
@@ -199,6 +201,7 @@ struct TopLevel {
     dead_letter: Option<DeadLetterRaw>,
     state: Option<StateConfig>,
     checkpoint: Option<CheckpointRaw>,
+    restart: Option<RestartRaw>,
     #[serde(rename = "sources")]
     _sources: Option<serde::de::IgnoredAny>,
     #[serde(rename = "transforms")]
@@ -216,6 +219,23 @@ pub struct CheckpointConfig {
     pub retain: usize,
     /// A checkpoint not complete after this long is abandoned.
     pub timeout: std::time::Duration,
+}
+
+/// `restart:` at the top level: how often, and how patiently, a failed job is restarted from its
+/// latest checkpoint before it fails for good.
+#[derive(Clone, Debug)]
+pub struct RestartConfig {
+    pub max_attempts: u32,
+    /// Wait before the first restart; doubled for each further one.
+    pub backoff: std::time::Duration,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartRaw {
+    max_attempts: u32,
+    #[serde(default, with = "de::duration::option")]
+    backoff: Option<std::time::Duration>,
 }
 
 #[derive(serde::Deserialize)]
@@ -283,7 +303,7 @@ impl PipelineConfig {
             Err(e) => {
                 let mut e: ConfigError = e.into();
                 if e.message.contains("unknown field") {
-                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, sources, transforms, sinks".into());
+                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, sources, transforms, sinks".into());
                 }
                 errors.push(e);
                 None
@@ -394,6 +414,10 @@ impl PipelineConfig {
             dead_letter,
             state_cache_entries: top.as_ref().and_then(|t| t.state.as_ref()).and_then(|s| s.cache_entries).unwrap_or(DEFAULT_STATE_CACHE_ENTRIES),
             checkpoint,
+            restart: top.as_ref().and_then(|t| t.restart.as_ref()).map(|r| RestartConfig {
+                max_attempts: r.max_attempts,
+                backoff: r.backoff.unwrap_or(std::time::Duration::from_secs(1)),
+            }),
             components,
             root,
         })

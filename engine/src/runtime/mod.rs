@@ -60,6 +60,8 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// Stopped by Ctrl-C rather than by its sources ending.
     pub interrupted: bool,
+    /// Restarts after failures (with `restart:`).
+    pub restarts: u32,
 }
 
 /// Why a job failed.
@@ -78,8 +80,36 @@ pub(crate) enum JobEvent {
     Ack { epoch: u64, component: String, subtask: u32, state: Option<serde_json::Value> },
 }
 
-/// Runs the job to completion (bounded sources ended, or Ctrl-C).
-pub fn run(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
+/// Runs the job to completion (bounded sources ended, or Ctrl-C). With `restart:`, a failure
+/// restarts the job from its latest complete checkpoint (from the beginning without
+/// checkpoints), waiting `backoff`, then twice as long each time, up to `max_attempts`
+/// restarts; then the job fails with the last cause.
+pub fn run(plan: JobPlan, mut opts: RunOptions) -> Result<JobReport, RunError> {
+    let policy = plan.config.restart.clone();
+    let mut attempt = 0u32;
+    loop {
+        match run_once(plan.clone(), opts.clone()) {
+            Err(e @ RunError::Failed { .. }) if policy.as_ref().is_some_and(|p| attempt < p.max_attempts) => {
+                let p = policy.as_ref().expect("checked");
+                let wait = p.backoff.saturating_mul(1 << attempt.min(20));
+                attempt += 1;
+                eprintln!("{e}
+restarting ({attempt} of {}) in {} ms", p.max_attempts, wait.as_millis());
+                std::thread::sleep(wait);
+                opts.restore = match &plan.config.checkpoint {
+                    Some(ck) => crate::checkpoint::latest(&ck.dir).map_err(RunError::Setup)?,
+                    None => None,
+                };
+            }
+            r => return r.map(|mut report| {
+                report.restarts = attempt;
+                report
+            }),
+        }
+    }
+}
+
+fn run_once(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
     let cfg = &plan.config;
     std::fs::create_dir_all(&cfg.work_dir)
         .map_err(|e| RunError::Setup(format!("cannot create the work directory {}: {e}", cfg.work_dir.display())))?;
@@ -103,6 +133,7 @@ pub fn run(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
         dead_letter_output: dead_letter.description.clone(),
         elapsed: started.elapsed(),
         interrupted,
+        restarts: 0,
     })
 }
 
