@@ -167,6 +167,15 @@ pub fn main(registry: Registry) -> ExitCode {
                     p.nodes.len(),
                     p.nodes.iter().map(|n| n.parallelism).sum::<u32>()
                 );
+                let checkpointed = p.config.checkpoint.is_some();
+                for n in p.nodes.iter().filter(|n| n.role == rill_engine::config::Role::Sink) {
+                    let guarantee = match (n.type_name.as_str(), checkpointed) {
+                        ("file" | "blackhole", true) => "exactly-once (two-phase commit on checkpoints)",
+                        (_, true) => "at-least-once (cannot take part in two-phase commit: after a failure it may repeat records)",
+                        (_, false) => "no recovery: add `checkpoint:` for exactly-once file sinks",
+                    };
+                    println!("  sink `{}` ({}): {guarantee}", n.name, n.type_name);
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,

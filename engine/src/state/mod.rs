@@ -344,23 +344,29 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         Ok(())
     }
 
-    /// Every live entry, serialized: for a full snapshot of this state.
+    /// Every live entry, serialized: for a full snapshot of this state. Reads the cache and
+    /// whatever was spilled to sled, and writes nothing: taking a snapshot does not change where
+    /// entries live (so access stays in memory afterwards).
     pub fn snapshot_entries(&mut self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-        self.flush()?;
-        let mut out = Vec::new();
-        if let Some(tree) = &self.tree {
+        let mut all: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::collections::BTreeMap::new();
+        if let (Some(tree), true) = (&self.tree, self.in_store) {
             for item in tree.iter() {
                 let (k, v) = item.map_err(|e| self.err(e))?;
-                out.push((k.to_vec(), v.to_vec()));
+                all.insert(k.to_vec(), v.to_vec());
             }
-        } else {
-            for (k, slot) in &self.cache {
-                if let Some(v) = &slot.value {
-                    out.push((encode(k, self.max_parallelism), serde_json::to_vec(&(slot.expires, v)).map_err(|e| self.err(e))?));
+        }
+        for (k, slot) in &self.cache {
+            let key = encode(k, self.max_parallelism);
+            match &slot.value {
+                Some(v) => {
+                    all.insert(key, serde_json::to_vec(&(slot.expires, v)).map_err(|e| self.err(e))?);
+                }
+                None => {
+                    all.remove(&key);
                 }
             }
         }
-        Ok(out)
+        Ok(all.into_iter().collect())
     }
 
     /// Replaces every entry with `entries` from [`snapshot_entries`](Self::snapshot_entries),
