@@ -52,6 +52,15 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         from: Option<PathBuf>,
     },
+    /// Take a savepoint of a running job and stop it: `rill run` resumes from it later, also
+    /// after changes to the pipeline that keep the names of stateful components.
+    Savepoint {
+        /// The pipeline file of the running job (its work directory holds the job's pid).
+        pipeline: PathBuf,
+        /// Override an option, as for `run`.
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
     /// Inspect checkpoints.
     Checkpoints {
         #[command(subcommand)]
@@ -217,6 +226,7 @@ pub fn main(registry: Registry) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Savepoint { pipeline, sets } => savepoint(&pipeline, &sets),
         Command::Chaos { pipeline, kills, seed, max_delay, sets } => crate::chaos::main(&pipeline, kills, seed, max_delay, &sets, &registry),
         Command::Run { pipeline, sets, threads, progress, quiet, from_scratch, from } => {
             let p = match plan(&pipeline, &sets, &registry) {
@@ -249,6 +259,9 @@ pub fn main(registry: Registry) -> ExitCode {
                     if !quiet {
                         eprint!("{}", summary(&name, &report));
                     }
+                    if let Some(sp) = &report.savepoint {
+                        eprintln!("stopped at savepoint {}; `rill run` resumes from it", sp.display());
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -256,6 +269,51 @@ pub fn main(registry: Registry) -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn savepoint(pipeline: &std::path::Path, sets: &[String]) -> ExitCode {
+    let cfg = match PipelineConfig::load(pipeline, sets) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(ck) = &cfg.checkpoint else {
+        eprintln!("error: {} has no `checkpoint:`; savepoints need it", pipeline.display());
+        return ExitCode::from(2);
+    };
+    let pid_file = cfg.work_dir.join("rill.pid");
+    let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) else {
+        eprintln!("error: no running job `{}` ({} not found)", cfg.name, pid_file.display());
+        return ExitCode::from(1);
+    };
+    let sent = std::process::Command::new("kill").args(["-USR1", &pid.to_string()]).status().is_ok_and(|s| s.success());
+    if !sent {
+        eprintln!("error: cannot signal process {pid}");
+        return ExitCode::from(1);
+    }
+    // Running, as opposed to gone or exited but not yet reaped by its parent (a zombie).
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')))
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + ck.timeout + ck.interval * 2;
+    while running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    match rill_engine::checkpoint::complete(&ck.dir).ok().and_then(|mut v| v.pop()) {
+        Some((epoch, path)) if path.join("_savepoint").exists() && !running() => {
+            println!("savepoint {epoch}: {}", path.display());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("error: job {pid} did not stop with a savepoint in time");
+            ExitCode::from(1)
         }
     }
 }
@@ -281,7 +339,8 @@ fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>
     let have = cp.by_instance();
     for n in &p.nodes {
         let before = have.keys().filter(|(c, _)| **c == *n.name).count() as u32;
-        if before != n.parallelism {
+        // A component new since the checkpoint starts empty.
+        if before != 0 && before != n.parallelism {
             return Err(format!(
                 "checkpoint {} has {before} instance(s) of `{}`, the pipeline now has {}: restoring at another parallelism is not supported yet (use --from-scratch)",
                 cp.epoch, n.name, n.parallelism
@@ -295,7 +354,13 @@ fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>
 pub fn summary(name: &str, r: &crate::JobReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let how = if r.interrupted { "stopped (Ctrl-C)" } else { "finished" };
+    let how = if r.interrupted {
+        "stopped (Ctrl-C)"
+    } else if r.savepoint.is_some() {
+        "stopped at a savepoint"
+    } else {
+        "finished"
+    };
     let _ = writeln!(s, "job `{name}` {how} in {:.3} s", r.elapsed.as_secs_f64());
     let _ = writeln!(s, "{:<20} {:<10} {:>4} {:>12} {:>12} {:>9} {:>9}", "component", "type", "inst", "records in", "records out", "rejected", "batches");
     for c in &r.components {

@@ -100,3 +100,40 @@ fn a_failed_operator_restarts_the_job_from_its_checkpoint() {
     assert_eq!(e.code, 1);
     assert!(e.stderr.contains("component `f` (instance 0) failed: panicked in process: injected fault after 4000 records"), "{}", e.stderr);
 }
+
+#[test]
+fn savepoint_stops_the_job_and_run_resumes_from_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: sp\nwork_dir: {w}\nparallelism: 2\ncheckpoint: {{interval: 50ms}}\nsources:\n  g: {{type: generator, count: 20000, rate: 10000, fields: {{k: \"id % 20\", v: \"id % 7\", ts: id}}, event_time: {{field: ts}}}}\ntransforms:\n  w: {{type: window, inputs: [g], key_by: k, window: {{type: tumbling, size: 500ms}}, aggregates: {{n: count(), s: sum(v)}}}}\nsinks:\n  o: {{type: file, inputs: [w], path: {o}}}\n",
+            w = tmp.path().join("work").display(),
+            o = tmp.path().join("out.jsonl").display()
+        ),
+    );
+    let ps = p.to_str().unwrap();
+    let mut job = Guard(rill().args(["run", ps, "--from-scratch"]).stderr(std::process::Stdio::piped()).spawn().unwrap());
+    // Wait until the job has completed a checkpoint, so that it is well under way.
+    let ck = tmp.path().join("work/checkpoints");
+    assert!(wait_for(std::time::Duration::from_secs(30), || rill_engine_complete(&ck)));
+    let sp = run(&["savepoint", ps]);
+    assert_eq!(sp.code, 0, "{}", sp.stderr);
+    assert!(sp.stdout.starts_with("savepoint "), "{}", sp.stdout);
+    assert!(job.0.wait().unwrap().success());
+    let partial = lines(&tmp.path().join("out.jsonl")).len();
+    assert!(partial < 800, "stopped before the end: {partial}");
+    let r = run(&["run", ps]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("resuming from checkpoint"), "{}", r.stderr);
+    let mut all: Vec<String> = std::fs::read_to_string(tmp.path().join("out.jsonl")).unwrap().lines().map(String::from).collect();
+    assert_eq!(all.len(), 800, "40 windows of 500 ms × 20 keys, each once");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 800);
+}
+
+fn rill_engine_complete(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("chk-"))).unwrap_or(false)
+}

@@ -60,6 +60,8 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// Stopped by Ctrl-C rather than by its sources ending.
     pub interrupted: bool,
+    /// Stopped after taking this savepoint (folder).
+    pub savepoint: Option<std::path::PathBuf>,
     /// Restarts after failures (with `restart:`).
     pub restarts: u32,
 }
@@ -71,6 +73,13 @@ pub enum RunError {
     Setup(String),
     #[error("component `{component}` (instance {subtask}) failed: {message}")]
     Failed { component: String, subtask: u32, message: String },
+}
+
+/// How a run ended (when it did not fail).
+enum Outcome {
+    Finished,
+    Interrupted,
+    Savepoint(std::path::PathBuf),
 }
 
 pub(crate) enum JobEvent {
@@ -126,18 +135,22 @@ fn run_once(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
     let m = metrics.clone();
     let result = system.block_on(async move { drive(plan, opts, threads, dl, m).await });
     dead_letter.flush();
-    let interrupted = result?;
+    let outcome = result?;
     Ok(JobReport {
         components: metrics.summary(),
         dead_letters: dead_letter.count(),
         dead_letter_output: dead_letter.description.clone(),
         elapsed: started.elapsed(),
-        interrupted,
+        interrupted: matches!(outcome, Outcome::Interrupted),
+        savepoint: match outcome {
+            Outcome::Savepoint(p) => Some(p),
+            _ => None,
+        },
         restarts: 0,
     })
 }
 
-async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc<DeadLetter>, metrics: JobMetrics) -> Result<bool, RunError> {
+async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc<DeadLetter>, metrics: JobMetrics) -> Result<Outcome, RunError> {
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let sources = plan.sources();
@@ -293,6 +306,12 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut epoch = restore_epoch;
+    let mut savepoint_requested: Option<()> = None;
+    let mut savepoint_epoch: Option<u64> = None;
+    let mut savepoint_signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .map_err(|e| RunError::Setup(format!("cannot listen for SIGUSR1: {e}")))?;
+    let pid_file = cfg.work_dir.join("rill.pid");
+    let _ = std::fs::write(&pid_file, std::process::id().to_string());
     let mut in_flight: Option<(u64, Instant, Vec<crate::checkpoint::InstanceState>)> = None;
     let result = loop {
         tokio::select! {
@@ -301,7 +320,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                     finished += 1;
                     in_flight = None; // no checkpoint completes once instances start finishing
                     if finished == actors {
-                        break Ok(interrupted);
+                        break Ok(if interrupted { Outcome::Interrupted } else { Outcome::Finished });
                     }
                 }
                 Some(JobEvent::Ack { epoch: e, component, subtask, state }) => {
@@ -312,10 +331,11 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                     states.push(crate::checkpoint::InstanceState { component, subtask, state });
                     if states.len() == actors {
                         let ck = checkpointing.as_ref().expect("acks only with checkpoints");
+                        let is_savepoint = savepoint_epoch == Some(e);
                         let cp = crate::checkpoint::Checkpoint {
                             job: cfg.name.clone(),
                             epoch: e,
-                            savepoint: false,
+                            savepoint: is_savepoint,
                             created_ms: crate::time::now_millis(),
                             duration_ms: began.elapsed().as_millis() as u64,
                             instances: std::mem::take(states),
@@ -324,6 +344,13 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                         match crate::checkpoint::write(&ck.dir, &cp, ck.retain) {
                             Ok(bytes) => {
                                 tracing::info!("checkpoint {e} complete in {} ms, {bytes} bytes", cp.duration_ms);
+                                if is_savepoint {
+                                    // Publish up to the savepoint, then stop where we are.
+                                    for a in &operator_addrs {
+                                        let _ = tokio::time::timeout(Duration::from_secs(5), a.send(Commit(crate::message::Epoch(e)))).await;
+                                    }
+                                    break Ok(Outcome::Savepoint(ck.dir.join(format!("chk-{e}"))));
+                                }
                                 for a in &operator_addrs {
                                     if a.try_send(Commit(crate::message::Epoch(e))).is_err() {
                                         tracing::warn!("an instance did not take the commit of checkpoint {e}; it commits at the next one");
@@ -350,6 +377,10 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                 });
             }
             _ = progress.tick(), if opts.progress => print_progress(&metrics, started.elapsed()),
+            _ = savepoint_signal.recv(), if checkpointing.is_some() && savepoint_requested.is_none() => {
+                eprintln!("savepoint requested: taking it, then stopping");
+                savepoint_requested = Some(());
+            }
             _ = ticker.tick(), if checkpointing.is_some() && finished == 0 && !interrupted => {
                 let ck = checkpointing.as_ref().expect("checked");
                 if let Some((e, began, _)) = &in_flight {
@@ -360,7 +391,11 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                 }
                 epoch += 1;
                 in_flight = Some((epoch, Instant::now(), Vec::new()));
-                let barrier = crate::message::Barrier { epoch: crate::message::Epoch(epoch), savepoint: false };
+                let savepoint = savepoint_requested.is_some() && savepoint_epoch.is_none();
+                if savepoint {
+                    savepoint_epoch = Some(epoch);
+                }
+                let barrier = crate::message::Barrier { epoch: crate::message::Epoch(epoch), savepoint };
                 for a in &source_addrs {
                     if a.try_send(Inject(barrier)).is_err() {
                         tracing::warn!("a source could not take barrier {epoch}; the checkpoint is abandoned");
@@ -371,7 +406,8 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
             }
         }
     };
-    if let (Ok(false), Some(ck)) = (&result, &checkpointing) {
+    let _ = std::fs::remove_file(&pid_file);
+    if let (Ok(Outcome::Finished), Some(ck)) = (&result, &checkpointing) {
         // Finished normally: the next run starts afresh rather than resuming.
         let _ = std::fs::create_dir_all(&ck.dir).and_then(|_| std::fs::File::create(ck.dir.join("_finished")));
     }
