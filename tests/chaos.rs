@@ -137,3 +137,41 @@ fn savepoint_stops_the_job_and_run_resumes_from_it() {
 fn rill_engine_complete(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("chk-"))).unwrap_or(false)
 }
+
+#[test]
+fn keyed_state_moves_between_instances_when_parallelism_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = |name: &str| {
+        format!(
+            "name: rescale\nwork_dir: {w}\nparallelism: 2\ncheckpoint: {{interval: 50ms}}\nsources:\n  g: {{type: generator, count: 20000, rate: 10000, fields: {{k: \"id % 20\", v: \"id % 7\", ts: id}}, event_time: {{field: ts}}}}\ntransforms:\n  w: {{type: window, inputs: [g], key_by: k, window: {{type: tumbling, size: 500ms}}, aggregates: {{n: count(), s: sum(v)}}}}\n  a: {{type: aggregate, inputs: [w], key_by: k, aggregates: {{windows: count(), total: sum(n)}}}}\nsinks:\n  o: {{type: file, inputs: [w], path: {o}}}\n  t: {{type: file, inputs: [a], path: {t}}}\n",
+            w = tmp.path().join(format!("{name}-work")).display(),
+            o = tmp.path().join(format!("{name}.jsonl")).display(),
+            t = tmp.path().join(format!("{name}-totals.jsonl")).display(),
+        )
+    };
+    let reference = write(tmp.path(), "reference.yaml", &yaml("reference"));
+    assert_eq!(run(&["run", reference.to_str().unwrap()]).code, 0);
+    let p = write(tmp.path(), "rescaled.yaml", &yaml("rescaled"));
+    let ps = p.to_str().unwrap();
+    let mut job = Guard(rill().args(["run", ps]).stderr(std::process::Stdio::piped()).spawn().unwrap());
+    assert!(wait_for(std::time::Duration::from_secs(30), || rill_engine_complete(&tmp.path().join("rescaled-work/checkpoints"))));
+    let sp = run(&["savepoint", ps]);
+    assert_eq!(sp.code, 0, "{}", sp.stderr);
+    let savepoint = sp.stdout.trim().split(": ").nth(1).unwrap().to_string();
+    assert!(job.0.wait().unwrap().success());
+    // Resume with three window and aggregate instances instead of two.
+    let r = run(&["run", ps, "--set", "transforms.w.parallelism=3", "--set", "transforms.a.parallelism=3"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("resuming from checkpoint"), "{}", r.stderr);
+    let sorted = |f: &str| {
+        let mut l: Vec<String> = std::fs::read_to_string(tmp.path().join(f)).unwrap().lines().map(String::from).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(sorted("rescaled.jsonl"), sorted("reference.jsonl"));
+    assert_eq!(sorted("rescaled-totals.jsonl"), sorted("reference-totals.jsonl"));
+    // A source cannot change parallelism: its positions belong to its instances.
+    let bad = run(&["run", ps, "--from", &savepoint, "--set", "sources.g.parallelism=3"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("sources and sinks cannot"), "{}", bad.stderr);
+}

@@ -272,6 +272,13 @@ pub trait Operator: 'static {
         Ok(())
     }
 
+    /// Restores at a different parallelism: `states` are the snapshots of every instance of the
+    /// checkpoint; keep the keys of this instance's key groups (`open` got them in its
+    /// context). Keyed built-in operators implement it; by default it is refused.
+    fn restore_rescaled(&mut self, _states: &[Vec<u8>]) -> Result<(), OperatorError> {
+        Err(OperatorError::new("this operator cannot be restored at another parallelism"))
+    }
+
     /// Checkpoint `epoch` is complete everywhere (sinks publish here).
     fn notify_checkpoint_complete(&mut self, _epoch: Epoch) -> Result<(), OperatorError> {
         Ok(())

@@ -27,32 +27,40 @@ pub struct Aggregate {
     calls: Vec<(Sym, AggregateCall)>,
     groups: HashMap<Key, Vec<Acc>, KeyHasher>,
     inputs: Vec<Value>,
+    key_groups: std::ops::Range<u32>,
+    max_parallelism: u32,
 }
 
 impl Aggregate {
     pub fn new(key: Option<(Sym, Expr)>, calls: Vec<(Sym, AggregateCall)>) -> Aggregate {
-        Aggregate { key, calls, groups: HashMap::default(), inputs: Vec::new() }
+        Aggregate { key, calls, groups: HashMap::default(), inputs: Vec::new(), key_groups: 0..u32::MAX, max_parallelism: 128 }
     }
 }
 
 impl Operator for Aggregate {
+    fn open(&mut self, ctx: &rill_engine::operator::OperatorContext) -> Result<(), OperatorError> {
+        self.key_groups = ctx.key_groups.clone();
+        self.max_parallelism = ctx.max_parallelism;
+        Ok(())
+    }
+
+    fn restore_rescaled(&mut self, states: &[Vec<u8>]) -> Result<(), OperatorError> {
+        for s in states {
+            self.restore_more(s)?;
+        }
+        let (range, max) = (self.key_groups.clone(), self.max_parallelism);
+        self.groups.retain(|k, _| range.contains(&rill_engine::exchange::KeyGroup::of_hash(k.0.stable_hash(), max).0));
+        Ok(())
+    }
+
     fn snapshot(&mut self, _epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
         let groups: Vec<(&Value, &Vec<Acc>)> = self.groups.iter().map(|(k, v)| (&k.0, v)).collect();
         serde_json::to_vec(&groups).map(Some).map_err(|e| OperatorError::new(e.to_string()))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
-        let groups: Vec<(Value, Vec<Acc>)> = serde_json::from_slice(state).map_err(|e| OperatorError::new(format!("aggregate checkpoint: {e}")))?;
-        self.groups = groups
-            .into_iter()
-            .map(|(k, mut accs)| {
-                for (acc, (_, call)) in accs.iter_mut().zip(&self.calls) {
-                    call.rehydrate(acc);
-                }
-                (Key(k), accs)
-            })
-            .collect();
-        Ok(())
+        self.groups.clear();
+        self.restore_more(state)
     }
 
     fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
@@ -95,6 +103,20 @@ impl Operator for Aggregate {
         result.timestamp = record.timestamp;
         result.origin = record.origin;
         out.emit(result);
+        Ok(())
+    }
+}
+
+impl Aggregate {
+    /// Adds the groups of a snapshot.
+    fn restore_more(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        let groups: Vec<(Value, Vec<Acc>)> = serde_json::from_slice(state).map_err(|e| OperatorError::new(format!("aggregate checkpoint: {e}")))?;
+        for (k, mut accs) in groups {
+            for (acc, (_, call)) in accs.iter_mut().zip(&self.calls) {
+                call.rehydrate(acc);
+            }
+            self.groups.insert(Key(k), accs);
+        }
         Ok(())
     }
 }

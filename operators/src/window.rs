@@ -138,6 +138,9 @@ pub struct Window {
     watermark: i64,
     inputs: Vec<Value>,
     shape: Shape,
+    /// This instance's key groups, for restoring at another parallelism.
+    key_groups: std::ops::Range<u32>,
+    max_parallelism: u32,
 }
 
 /// The fields of a result record.
@@ -186,6 +189,8 @@ impl Window {
             proc_fire: BTreeMap::new(),
             watermark: i64::MIN,
             inputs: Vec::new(),
+            key_groups: 0..u32::MAX,
+            max_parallelism: rill_engine::exchange::DEFAULT_MAX_PARALLELISM,
             shape: Shape {
                 key: key_name,
                 names: call_names,
@@ -506,7 +511,47 @@ impl Operator for Window {
         Ok(())
     }
 
+    fn restore_rescaled(&mut self, states: &[Vec<u8>]) -> Result<(), OperatorError> {
+        let mine = |e: &(Vec<u8>, Vec<u8>)| self.key_groups.contains(&KeyedState::<Win>::entry_key_group(e));
+        let mut merged = WindowSnapshot { wins: vec![], sessions: vec![], fire: vec![], cleanup: vec![], proc_fire: vec![], watermark: i64::MIN };
+        let owns = |k: &Value| self.key_groups.contains(&rill_engine::exchange::KeyGroup::of_hash(k.stable_hash(), self.max_parallelism).0);
+        let keep = |idx: Vec<(i64, Vec<(Value, i64)>)>| -> Vec<(i64, Vec<(Value, i64)>)> {
+            idx.into_iter().map(|(t, ws)| (t, ws.into_iter().filter(|(k, _)| owns(k)).collect::<Vec<_>>())).filter(|(_, ws)| !ws.is_empty()).collect()
+        };
+        for s in states {
+            let snap: WindowSnapshot = serde_json::from_slice(s).map_err(|e| OperatorError::new(format!("window checkpoint: {e}")))?;
+            merged.wins.extend(snap.wins.into_iter().filter(|e| mine(e)));
+            merged.sessions.extend(snap.sessions.into_iter().filter(|e| mine(e)));
+            merged.fire.extend(keep(snap.fire));
+            merged.cleanup.extend(keep(snap.cleanup));
+            merged.proc_fire.extend(keep(snap.proc_fire));
+            // The slowest old instance's watermark: nothing it had not yet seen counts as late.
+            merged.watermark = if merged.watermark == i64::MIN { snap.watermark } else { merged.watermark.min(snap.watermark) };
+        }
+        let index = |v: Vec<(i64, Vec<(Value, i64)>)>| {
+            let mut m: BTreeMap<i64, Vec<(Key, i64)>> = BTreeMap::new();
+            for (t, ws) in v {
+                m.entry(t).or_default().extend(ws.into_iter().map(|(k, s)| (Key(k), s)));
+            }
+            m
+        };
+        let (fire, cleanup, proc_fire) = (index(merged.fire), index(merged.cleanup), index(merged.proc_fire));
+        if let Some(w) = self.wins.as_mut() {
+            w.restore_entries(&merged.wins)?;
+        }
+        if let Some(s) = self.sessions.as_mut() {
+            s.restore_entries(&merged.sessions)?;
+        }
+        self.fire = fire;
+        self.cleanup = cleanup;
+        self.proc_fire = proc_fire;
+        self.watermark = merged.watermark;
+        Ok(())
+    }
+
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
+        self.key_groups = ctx.key_groups.clone();
+        self.max_parallelism = ctx.max_parallelism;
         if let Kind::Session { .. } = self.kind {
             self.sessions = Some(ctx.keyed_state("sessions", StateOptions::default())?);
         } else {

@@ -322,7 +322,15 @@ pub(crate) struct OperatorActor {
     /// When the next processing-time tick is scheduled.
     pub(crate) next_tick: Option<i64>,
     /// State to restore (from a checkpoint).
-    pub(crate) restore: Option<Vec<u8>>,
+    pub(crate) restore: Option<Restore>,
+}
+
+/// What an operator instance restores.
+pub(crate) enum Restore {
+    /// Its own state (same parallelism as the checkpoint).
+    Own(Vec<u8>),
+    /// Every instance's state (the parallelism changed): keep this instance's key groups.
+    Rescaled(Vec<Vec<u8>>),
 }
 
 /// Stands in for an operator whose factory failed.
@@ -349,16 +357,38 @@ impl Actor for OperatorActor {
         }
         let (op, octx) = (&mut self.op, &self.octx);
         let restore = self.restore.take();
-        let mut timers = Vec::new();
+        let mut timers: Vec<(bool, i64, crate::value::Value, i64)> = Vec::new();
         let r = guarded("open", || {
             op.open(octx)?;
-            if let Some(saved) = &restore {
+            let parse = |saved: &[u8]| -> Result<(Option<Vec<u8>>, Vec<(bool, i64, crate::value::Value, i64)>), OperatorError> {
                 let v: serde_json::Value = serde_json::from_slice(saved).map_err(|e| OperatorError::new(format!("checkpoint state: {e}")))?;
-                if let Some(state) = v.get("operator").filter(|s| !s.is_null()) {
-                    op.restore(&state_from_json(state))?;
+                let state = v.get("operator").filter(|s| !s.is_null()).map(state_from_json);
+                let timers = match v.get("timers") {
+                    Some(t) => serde_json::from_value(t.clone()).map_err(|e| OperatorError::new(format!("checkpoint timers: {e}")))?,
+                    None => Vec::new(),
+                };
+                Ok((state, timers))
+            };
+            match &restore {
+                None => {}
+                Some(Restore::Own(saved)) => {
+                    let (state, t) = parse(saved)?;
+                    if let Some(state) = state {
+                        op.restore(&state)?;
+                    }
+                    timers = t;
                 }
-                if let Some(t) = v.get("timers") {
-                    timers = serde_json::from_value(t.clone()).map_err(|e| OperatorError::new(format!("checkpoint timers: {e}")))?;
+                Some(Restore::Rescaled(all)) => {
+                    let mut states = Vec::new();
+                    for saved in all {
+                        let (state, t) = parse(saved)?;
+                        states.extend(state);
+                        let (max, range) = (octx.max_parallelism, octx.key_groups.clone());
+                        timers.extend(t.into_iter().filter(|(_, _, k, _)| range.contains(&crate::exchange::KeyGroup::of_hash(k.stable_hash(), max).0)));
+                    }
+                    if !states.is_empty() {
+                        op.restore_rescaled(&states)?;
+                    }
                 }
             }
             Ok(())

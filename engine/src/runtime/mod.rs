@@ -247,7 +247,14 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                         checkpointing: cfg.checkpoint.is_some(),
                         restoring: opts.restore.is_some(),
                     };
-                    let restore = restored.get(&(node.name.to_string(), s)).cloned().flatten().map(|v| actors::state_from_json(&v));
+                    let before: Vec<&Option<serde_json::Value>> = restored.iter().filter(|((c, _), _)| **c == *node.name).map(|(_, v)| v).collect();
+                    let restore = if before.len() as u32 == node.parallelism {
+                        restored.get(&(node.name.to_string(), s)).cloned().flatten().map(|v| actors::Restore::Own(actors::state_from_json(&v)))
+                    } else if before.is_empty() {
+                        None
+                    } else {
+                        Some(actors::Restore::Rescaled(before.iter().filter_map(|v| v.as_ref().map(actors::state_from_json)).collect()))
+                    };
                     let spec = node.spec.clone();
                     let addr = OperatorActor::start_in_arbiter(&arbiter, move |ctx| {
                         let made = match &spec {

@@ -369,6 +369,11 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         Ok(all.into_iter().collect())
     }
 
+    /// The key group an entry of [`snapshot_entries`](Self::snapshot_entries) belongs to.
+    pub fn entry_key_group(entry: &(Vec<u8>, Vec<u8>)) -> u32 {
+        u16::from_be_bytes([entry.0[0], entry.0[1]]) as u32
+    }
+
     /// Replaces every entry with `entries` from [`snapshot_entries`](Self::snapshot_entries),
     /// returning the keys restored.
     pub fn restore_entries(&mut self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<StateKey>, StateError> {
