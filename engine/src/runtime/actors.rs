@@ -357,6 +357,7 @@ impl Actor for OperatorActor {
         }
         let (op, octx) = (&mut self.op, &self.octx);
         let restore = self.restore.take();
+        let restoring_since = restore.as_ref().map(|_| std::time::Instant::now());
         let mut timers: Vec<(bool, i64, crate::value::Value, i64)> = Vec::new();
         let r = guarded("open", || {
             op.open(octx)?;
@@ -394,6 +395,9 @@ impl Actor for OperatorActor {
             Ok(())
         });
         self.collector.timers().load(timers);
+        if let Some(t) = restoring_since {
+            tracing::info!("restored `{}` instance {} in {} ms", self.name, self.subtask, t.elapsed().as_millis());
+        }
         if let Err(e) = r {
             self.fail(ctx, e);
         }
