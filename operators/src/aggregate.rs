@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use rill_engine::aggregate::{Acc, AggregateCall};
-use rill_engine::config::{ConfigError, ConfigErrors, Spanned};
+use rill_engine::config::{ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError};
 use rill_engine::record::Record;
@@ -64,32 +64,13 @@ impl Operator for Aggregate {
     }
 
     fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
-        let key = match &self.key {
-            Some((_, e)) => match e.eval(&record) {
-                Ok(k) => k,
-                Err(err) => {
-                    out.reject(record, format!("key_by `{}`: {err}", e.source()));
-                    return Ok(());
-                }
-            },
-            None => Value::Null,
-        };
-        // Check every input first so that a bad record updates no aggregate.
-        self.inputs.clear();
-        for (name, call) in &self.calls {
-            let v = match call.input(&record) {
-                Ok(v) => v,
-                Err(err) => {
-                    out.reject(record, format!("aggregate `{name}`: {err}"));
-                    return Ok(());
-                }
-            };
-            if let Err(err) = call.function.check(&v) {
-                out.reject(record, format!("aggregate `{name}`: {err}"));
+        let key = match crate::keyed::evaluate(&self.key, &self.calls, &record, &mut self.inputs) {
+            Ok(k) => k,
+            Err(e) => {
+                out.reject(record, e);
                 return Ok(());
             }
-            self.inputs.push(v);
-        }
+        };
         let calls = &self.calls;
         let accs = self.groups.entry(Key(key.clone())).or_insert_with(|| calls.iter().map(|(_, c)| c.function.create()).collect());
         let mut result = Record::with_capacity(calls.len() + 1);
@@ -124,34 +105,7 @@ impl Aggregate {
 pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
     let cfg: AggregateConfig = ctx.options()?;
     let mut errors = Vec::new();
-    let key = match &cfg.key_by {
-        Some(k) => match ctx.expr(k) {
-            Ok(e) => Some((e.as_field().unwrap_or_else(|| Sym::new("key")), e)),
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        },
-        None => None,
-    };
-    let registry = ctx.aggregates;
-    let mut calls = Vec::new();
-    for (name, spec) in &cfg.aggregates.0 {
-        match registry.parse(name, spec) {
-            Ok(c) => calls.push((Sym::new(name), c)),
-            Err(e) => {
-                let mut span = spec.span.clone();
-                span.column += e.column.saturating_sub(1);
-                errors.push(ConfigError::new(Some(&span), format!("aggregate `{name}`: {}", e.message)).hint(format!(
-                    "aggregates are written `name: function(expression)`; functions: {}",
-                    registry.names().join(", ")
-                )));
-            }
-        }
-    }
-    if calls.is_empty() && errors.is_empty() {
-        errors.push(ConfigError::new(Some(&ctx.options.span), "`aggregate` needs at least one entry under `aggregates`"));
-    }
+    let (key, calls) = crate::keyed::parse(ctx, &cfg.key_by, &cfg.aggregates, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }

@@ -2,6 +2,7 @@
 
 mod aggregate;
 mod fault;
+mod keyed;
 mod filter;
 mod map;
 pub mod window;

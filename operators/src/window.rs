@@ -561,27 +561,13 @@ impl Operator for Window {
     }
 
     fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
-        let key = match &self.key {
-            Some((_, e)) => match e.eval(&record) {
-                Ok(k) => k,
-                Err(err) => {
-                    out.reject(record, format!("key_by `{}`: {err}", e.source()));
-                    return Ok(());
-                }
-            },
-            None => Value::Null,
+        let key = match crate::keyed::evaluate(&self.key, &self.calls, &record, &mut self.inputs) {
+            Ok(k) => k,
+            Err(e) => {
+                out.reject(record, e);
+                return Ok(());
+            }
         };
-        self.inputs.clear();
-        for (name, call) in &self.calls {
-            let v = match call.input(&record).map_err(|e| e.to_string()).and_then(|v| call.function.check(&v).map(|_| v)) {
-                Ok(v) => v,
-                Err(err) => {
-                    out.reject(record, format!("aggregate `{name}`: {err}"));
-                    return Ok(());
-                }
-            };
-            self.inputs.push(v);
-        }
         if let Some(i) = self.interval {
             if out.timers().next_processing().is_none() {
                 let now = rill_engine::time::now_millis();
@@ -645,33 +631,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
                 .hint("e.g. `window: {type: sliding, size: 10s, slide: 5s}`"),
         );
     }
-    let key = match &cfg.key_by {
-        Some(k) => match ctx.expr(k) {
-            Ok(e) => Some((e.as_field().unwrap_or_else(|| Sym::new("key")), e)),
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        },
-        None => None,
-    };
-    let mut calls = Vec::new();
-    for (name, spec) in &cfg.aggregates.0 {
-        match ctx.aggregates.parse(name, spec) {
-            Ok(c) => calls.push((Sym::new(name), c)),
-            Err(e) => {
-                let mut span = spec.span.clone();
-                span.column += e.column.saturating_sub(1);
-                errors.push(ConfigError::new(Some(&span), format!("aggregate `{name}`: {}", e.message)).hint(format!(
-                    "aggregates are written `name: function(expression)`; functions: {}",
-                    ctx.aggregates.names().join(", ")
-                )));
-            }
-        }
-    }
-    if calls.is_empty() && errors.is_empty() {
-        errors.push(ConfigError::new(Some(&ctx.options.span), "`window` needs at least one entry under `aggregates`"));
-    }
+    let (key, calls) = crate::keyed::parse(ctx, &cfg.key_by, &cfg.aggregates, &mut errors);
     let (every, interval) = match &cfg.trigger {
         Some(t) => (t.every.filter(|n| *n > 0), t.interval.map(ms).filter(|i| *i > 0)),
         None => (None, None),
