@@ -210,15 +210,16 @@ pub fn main(registry: Registry) -> ExitCode {
                 eprintln!("no checkpoints in {}", dir.display());
                 return ExitCode::from(2);
             }
-            println!("{:>8} {:>10} {:>10} {:>12} {:>9}  kept", "epoch", "kind", "ms", "bytes", "age s");
+            println!("{:>8} {:>10} {:>10} {:>12} {:>12} {:>9}  kept", "epoch", "kind", "ms", "align ms", "bytes", "age s");
             let now = rill_engine::time::now_millis();
             for h in history {
                 let kept = complete.iter().any(|(e, _)| *e == h.epoch);
                 println!(
-                    "{:>8} {:>10} {:>10} {:>12} {:>9.1}  {}",
+                    "{:>8} {:>10} {:>10} {:>12} {:>12} {:>9.1}  {}",
                     h.epoch,
                     if h.savepoint { "savepoint" } else { "checkpoint" },
                     h.duration_ms,
+                    h.alignment_ms,
                     h.bytes,
                     (now - h.created_ms) as f64 / 1000.0,
                     if kept { "yes" } else { "" }
@@ -374,6 +375,14 @@ pub fn summary(name: &str, r: &crate::JobReport) -> String {
         );
     }
     let _ = writeln!(s, "dead letters: {} ({})", r.dead_letters, r.dead_letter_output);
+    let c = &r.checkpoints;
+    if c.completed > 0 {
+        let _ = writeln!(
+            s,
+            "checkpoints: {} completed; last {} ms, longest {} ms, longest alignment {} ms, last size {} bytes",
+            c.completed, c.last_duration_ms, c.max_duration_ms, c.max_alignment_ms, c.last_bytes
+        );
+    }
     if r.restarts > 0 {
         let _ = writeln!(s, "restarts after failures: {}", r.restarts);
     }

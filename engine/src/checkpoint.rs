@@ -33,6 +33,9 @@ pub struct Checkpoint {
     pub created_ms: i64,
     /// From injecting the barriers to the last acknowledgement.
     pub duration_ms: u64,
+    /// Longest time an instance held inputs waiting for the barrier on its other inputs.
+    #[serde(default)]
+    pub alignment_ms: u64,
     pub instances: Vec<InstanceState>,
 }
 
@@ -49,6 +52,8 @@ pub struct HistoryEntry {
     pub epoch: u64,
     pub created_ms: i64,
     pub duration_ms: u64,
+    #[serde(default)]
+    pub alignment_ms: u64,
     pub bytes: u64,
     pub savepoint: bool,
 }
@@ -74,7 +79,14 @@ pub fn write(dir: &Path, cp: &Checkpoint, retain: usize) -> std::io::Result<u64>
     fs::rename(&tmp, &done)?;
     sync_dir(dir)?;
     let mut h = fs::OpenOptions::new().create(true).append(true).open(dir.join("history.jsonl"))?;
-    let entry = HistoryEntry { epoch: cp.epoch, created_ms: cp.created_ms, duration_ms: cp.duration_ms, bytes: bytes.len() as u64, savepoint: cp.savepoint };
+    let entry = HistoryEntry {
+        epoch: cp.epoch,
+        created_ms: cp.created_ms,
+        duration_ms: cp.duration_ms,
+        alignment_ms: cp.alignment_ms,
+        bytes: bytes.len() as u64,
+        savepoint: cp.savepoint,
+    };
     writeln!(h, "{}", serde_json::to_string(&entry).map_err(std::io::Error::other)?)?;
     // Retention: savepoints stay; the newest `retain` checkpoints stay.
     let mut all = complete(dir)?;
@@ -138,6 +150,7 @@ mod tests {
             savepoint: false,
             created_ms: 0,
             duration_ms: 1,
+            alignment_ms: 0,
             instances: vec![InstanceState { component: "a".into(), subtask: 0, state: Some(serde_json::json!({"n": epoch})) }],
         }
     }

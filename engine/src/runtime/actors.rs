@@ -285,6 +285,7 @@ impl Handler<Inject> for SourceActor {
             component: self.ctx.name.to_string(),
             subtask: self.ctx.subtask,
             state: position,
+            alignment_ms: 0,
         });
         self.outputs.as_mut().expect("outputs present").broadcast(Message::Barrier(barrier));
         after_flush(self, ctx, |_, _| {});
@@ -323,6 +324,8 @@ pub(crate) struct OperatorActor {
     pub(crate) next_tick: Option<i64>,
     /// State to restore (from a checkpoint).
     pub(crate) restore: Option<Restore>,
+    /// When the first input of the current checkpoint was held for alignment.
+    pub(crate) aligning_since: Option<std::time::Instant>,
 }
 
 /// What an operator instance restores.
@@ -489,7 +492,10 @@ impl OperatorActor {
                 }
             }
             Message::Barrier(b) => match self.aligner.on_barrier(input, b) {
-                Alignment::Hold => self.gate.hold(input),
+                Alignment::Hold => {
+                    self.aligning_since.get_or_insert_with(std::time::Instant::now);
+                    self.gate.hold(input)
+                }
                 Alignment::Complete(b) => self.complete_barrier(b)?,
             },
             Message::End => {
@@ -538,6 +544,7 @@ impl OperatorActor {
             component: self.name.to_string(),
             subtask: self.subtask,
             state: Some(serde_json::json!({ "operator": state_to_json(state), "timers": timers })),
+            alignment_ms: self.aligning_since.take().map(|t| t.elapsed().as_millis() as u64).unwrap_or(0),
         });
         self.route_collected();
         self.outputs.as_mut().expect("outputs present").broadcast(Message::Barrier(b));

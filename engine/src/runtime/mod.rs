@@ -64,6 +64,19 @@ pub struct JobReport {
     pub savepoint: Option<std::path::PathBuf>,
     /// Restarts after failures (with `restart:`).
     pub restarts: u32,
+    /// Checkpoints completed by this run.
+    pub checkpoints: CheckpointStats,
+}
+
+/// Checkpoint metrics of one run.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointStats {
+    pub completed: u64,
+    pub last_duration_ms: u64,
+    pub max_duration_ms: u64,
+    /// Longest time any instance held inputs waiting for barriers.
+    pub max_alignment_ms: u64,
+    pub last_bytes: u64,
 }
 
 /// Why a job failed.
@@ -85,8 +98,8 @@ enum Outcome {
 pub(crate) enum JobEvent {
     Finished,
     Failed { component: String, subtask: u32, message: String },
-    /// An instance took its part of checkpoint `epoch`.
-    Ack { epoch: u64, component: String, subtask: u32, state: Option<serde_json::Value> },
+    /// An instance took its part of checkpoint `epoch`, after holding inputs for `alignment_ms`.
+    Ack { epoch: u64, component: String, subtask: u32, state: Option<serde_json::Value>, alignment_ms: u64 },
 }
 
 /// Runs the job to completion (bounded sources ended, or Ctrl-C). With `restart:`, a failure
@@ -133,7 +146,8 @@ fn run_once(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
     let system = actix::System::new();
     let dl = dead_letter.clone();
     let m = metrics.clone();
-    let result = system.block_on(async move { drive(plan, opts, threads, dl, m).await });
+    let mut stats = CheckpointStats::default();
+    let result = system.block_on(drive(plan, opts, threads, dl, m, &mut stats));
     dead_letter.flush();
     let outcome = result?;
     Ok(JobReport {
@@ -141,6 +155,7 @@ fn run_once(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
         dead_letters: dead_letter.count(),
         dead_letter_output: dead_letter.description.clone(),
         elapsed: started.elapsed(),
+        checkpoints: stats,
         interrupted: matches!(outcome, Outcome::Interrupted),
         savepoint: match outcome {
             Outcome::Savepoint(p) => Some(p),
@@ -150,7 +165,14 @@ fn run_once(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
     })
 }
 
-async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc<DeadLetter>, metrics: JobMetrics) -> Result<Outcome, RunError> {
+async fn drive(
+    plan: JobPlan,
+    opts: RunOptions,
+    threads: usize,
+    dead_letter: Arc<DeadLetter>,
+    metrics: JobMetrics,
+    stats: &mut CheckpointStats,
+) -> Result<Outcome, RunError> {
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let sources = plan.sources();
@@ -286,6 +308,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                             init_error,
                             next_tick: None,
                             restore,
+                            aligning_since: None,
                         }
                     });
                     operator_addrs.push(addr);
@@ -313,6 +336,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut epoch = restore_epoch;
+    let mut max_alignment = 0u64;
     let mut savepoint_requested: Option<()> = None;
     let mut savepoint_epoch: Option<u64> = None;
     let mut savepoint_signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
@@ -330,11 +354,12 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                         break Ok(if interrupted { Outcome::Interrupted } else { Outcome::Finished });
                     }
                 }
-                Some(JobEvent::Ack { epoch: e, component, subtask, state }) => {
+                Some(JobEvent::Ack { epoch: e, component, subtask, state, alignment_ms }) => {
                     let Some((current, began, states)) = in_flight.as_mut() else { continue };
                     if *current != e {
                         continue;
                     }
+                    max_alignment = max_alignment.max(alignment_ms);
                     states.push(crate::checkpoint::InstanceState { component, subtask, state });
                     if states.len() == actors {
                         let ck = checkpointing.as_ref().expect("acks only with checkpoints");
@@ -345,12 +370,18 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                             savepoint: is_savepoint,
                             created_ms: crate::time::now_millis(),
                             duration_ms: began.elapsed().as_millis() as u64,
+                            alignment_ms: std::mem::take(&mut max_alignment),
                             instances: std::mem::take(states),
                         };
                         in_flight = None;
                         match crate::checkpoint::write(&ck.dir, &cp, ck.retain) {
                             Ok(bytes) => {
-                                tracing::info!("checkpoint {e} complete in {} ms, {bytes} bytes", cp.duration_ms);
+                                tracing::info!("checkpoint {e} complete in {} ms (alignment {} ms), {bytes} bytes", cp.duration_ms, cp.alignment_ms);
+                                stats.completed += 1;
+                                stats.last_duration_ms = cp.duration_ms;
+                                stats.max_duration_ms = stats.max_duration_ms.max(cp.duration_ms);
+                                stats.max_alignment_ms = stats.max_alignment_ms.max(cp.alignment_ms);
+                                stats.last_bytes = bytes;
                                 if is_savepoint {
                                     // Publish up to the savepoint, then stop where we are.
                                     for a in &operator_addrs {
@@ -397,6 +428,7 @@ async fn drive(plan: JobPlan, opts: RunOptions, threads: usize, dead_letter: Arc
                     tracing::warn!("checkpoint {e} abandoned after {:?}", ck.timeout);
                 }
                 epoch += 1;
+                max_alignment = 0;
                 in_flight = Some((epoch, Instant::now(), Vec::new()));
                 let savepoint = savepoint_requested.is_some() && savepoint_epoch.is_none();
                 if savepoint {
