@@ -10,10 +10,8 @@ FLINK="${FLINK:-1}"
 KEYS="${KEYS:-100 10000}"
 cargo build --release -q -p rill -p rill-examples
 results=$(mktemp)
-busy() { awk 'NR == 1 {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
-echo "# host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" >&2
-b0=$(busy); sleep 1; b1=$(busy)
-echo "# cores busy before start: $(awk -v a="$b0" -v b="$b1" 'BEGIN {printf "%.2f", (b - a) / 100}')" >&2
+source benches/common.sh
+print_host
 
 for k in $KEYS; do
   for ((r = 1; r <= REPEAT; r++)); do

@@ -407,14 +407,7 @@ impl Sink for FileSink {
         out.set_len(cp.final_len)?;
         self.committed = cp.final_len;
         // Anything staged after the checkpoint is discarded: it will be produced again.
-        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf();
-        for entry in std::fs::read_dir(&dir)?.flatten() {
-            let n = entry.file_name().to_string_lossy().into_owned();
-            if n.starts_with(&format!("{name}.pending-")) {
-                std::fs::remove_file(entry.path())?;
-            }
-        }
+        self.remove_leftovers()?;
         self.open_staging()
     }
 

@@ -3,7 +3,7 @@
 use rill_engine::config::{ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError};
-use rill_engine::record::{Batch, Record};
+use rill_engine::record::Record;
 use rill_engine::registry::{BuildContext, TransformSpec};
 
 #[derive(serde::Deserialize)]
@@ -30,13 +30,6 @@ impl Operator for Filter {
             Ok(true) => out.emit(record),
             Ok(false) => {}
             Err(e) => out.reject(record, format!("filter condition `{}`: {e}", self.condition.source())),
-        }
-        Ok(())
-    }
-
-    fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
-        for r in batch.records {
-            self.process(r, out)?;
         }
         Ok(())
     }

@@ -244,14 +244,14 @@ impl Window {
     }
 
     fn process_time_window(&mut self, key: Key, ts: i64, proc: bool, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
-        let size = self.window_size();
-        let starts: Vec<i64> = match self.kind {
-            Kind::Tumbling { size } => vec![tumbling_start(ts, size)],
-            Kind::Sliding { size, slide } => sliding_starts(ts, size, slide).collect(),
+        // Tumbling windows are sliding windows whose slide is their size: one start per record.
+        let (size, slide) = match self.kind {
+            Kind::Tumbling { size } => (size, size),
+            Kind::Sliding { size, slide } => (size, slide),
             _ => unreachable!("time windows only"),
         };
         let mut accepted = false;
-        for start in starts {
+        for start in sliding_starts(ts, size, slide) {
             let end = start + size;
             if !proc && end - 1 + self.lateness <= self.watermark {
                 continue;

@@ -571,13 +571,7 @@ impl OperatorActor {
     fn processing_timers(&mut self, ctx: &mut Context<Self>) -> Result<(), OperatorError> {
         if self.outputs.is_none() {
             // Output is waiting for channel space; try again shortly.
-            ctx.run_later(std::time::Duration::from_millis(1), |act, ctx| {
-                if !act.failed {
-                    if let Err(e) = act.processing_timers(ctx) {
-                        act.fail(ctx, e);
-                    }
-                }
-            });
+            Self::timers_later(ctx, std::time::Duration::from_millis(1));
             return Ok(());
         }
         let now = crate::time::now_millis();
@@ -593,18 +587,22 @@ impl OperatorActor {
         if let Some(next) = self.collector.timers().next_processing() {
             if self.next_tick.is_none_or(|t| next < t) {
                 self.next_tick = Some(next);
-                let wait = std::time::Duration::from_millis((next - now).max(1) as u64);
-                ctx.run_later(wait, |act, ctx| {
-                    act.next_tick = None;
-                    if !act.failed {
-                        if let Err(e) = act.processing_timers(ctx) {
-                            act.fail(ctx, e);
-                        }
-                    }
-                });
+                Self::timers_later(ctx, std::time::Duration::from_millis((next - now).max(1) as u64));
             }
         }
         Ok(())
+    }
+
+    /// Runs [`processing_timers`](Self::processing_timers) after `wait`.
+    fn timers_later(ctx: &mut Context<Self>, wait: std::time::Duration) {
+        ctx.run_later(wait, |act, ctx| {
+            act.next_tick = None;
+            if !act.failed {
+                if let Err(e) = act.processing_timers(ctx) {
+                    act.fail(ctx, e);
+                }
+            }
+        });
     }
 }
 

@@ -52,12 +52,14 @@ pub(crate) struct InputGate {
     inputs: Vec<Option<Receiver<Message>>>,
     state: Rc<RefCell<HoldState>>,
     next: usize,
+    /// Polling order, rebuilt in place on each poll.
+    order: Vec<usize>,
 }
 
 impl InputGate {
     pub(crate) fn new(inputs: Vec<Receiver<Message>>) -> (InputGate, GateControl) {
         let state = Rc::new(RefCell::new(HoldState { held: vec![false; inputs.len()], waker: None, marks: vec![i64::MIN; inputs.len()] }));
-        (InputGate { inputs: inputs.into_iter().map(Some).collect(), state: state.clone(), next: 0 }, GateControl(state))
+        (InputGate { inputs: inputs.into_iter().map(Some).collect(), state: state.clone(), next: 0, order: Vec::new() }, GateControl(state))
     }
 }
 
@@ -68,12 +70,14 @@ impl Stream for InputGate {
         let this = &mut *self;
         let n = this.inputs.len();
         let mut open = false;
-        let mut order: Vec<usize> = (0..n).map(|k| (this.next + k) % n).collect();
+        this.order.clear();
+        this.order.extend((0..n).map(|k| (this.next + k) % n));
         if n > 1 {
             let st = this.state.borrow();
-            order.sort_by_key(|&i| st.marks[i]);
+            this.order.sort_by_key(|&i| st.marks[i]);
         }
-        for i in order {
+        for k in 0..n {
+            let i = this.order[k];
             let Some(rx) = this.inputs[i].as_mut() else { continue };
             open = true;
             if this.state.borrow().held[i] {
