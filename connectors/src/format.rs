@@ -29,7 +29,8 @@ pub struct FormatSpec {
     header: Option<bool>,
     /// CSV: one character (default `,`).
     delimiter: Option<char>,
-    /// CSV: `column: type` in column order; types `string`, `i64`, `f64`, `bool`.
+    /// CSV: `column: type` in column order; types `string`, `i64`, `f64`, `bool`, and arrays
+    /// `f32[N]` / `i64[N]` that take N consecutive columns.
     schema: Option<Ordered<String>>,
 }
 
@@ -39,6 +40,38 @@ pub enum ColumnType {
     Int,
     Float,
     Bool,
+    /// `f32[N]`: N consecutive columns into one packed float list.
+    F32s(usize),
+    /// `i64[N]`: N consecutive columns into one list of ints.
+    Ints(usize),
+}
+
+impl ColumnType {
+    /// How many CSV columns the type takes.
+    fn width(self) -> usize {
+        match self {
+            ColumnType::F32s(n) | ColumnType::Ints(n) => n,
+            _ => 1,
+        }
+    }
+
+    fn parse(name: &str) -> Option<ColumnType> {
+        Some(match name {
+            "string" | "str" => ColumnType::String,
+            "i64" | "int" | "long" => ColumnType::Int,
+            "f64" | "double" | "float" => ColumnType::Float,
+            "bool" | "boolean" => ColumnType::Bool,
+            _ => {
+                let (elem, rest) = name.split_once('[')?;
+                let n: usize = rest.strip_suffix(']')?.trim().parse().ok().filter(|&n| n > 0)?;
+                match elem.trim() {
+                    "f32" | "float32" => ColumnType::F32s(n),
+                    "i64" | "int64" => ColumnType::Ints(n),
+                    _ => return None,
+                }
+            }
+        })
+    }
 }
 
 /// A checked format.
@@ -76,15 +109,9 @@ impl FormatConfig {
                     Some(cols) => {
                         let mut out = Vec::new();
                         for (name, t) in &cols.0 {
-                            let ty = match t.as_str() {
-                                "string" | "str" => ColumnType::String,
-                                "i64" | "int" | "long" => ColumnType::Int,
-                                "f64" | "double" | "float" => ColumnType::Float,
-                                "bool" | "boolean" => ColumnType::Bool,
-                                other => {
-                                    return Err(ConfigError::new(Some(span), format!("unknown type `{other}` for column `{name}`"))
-                                        .hint("column types: string, i64, f64, bool"))
-                                }
+                            let Some(ty) = ColumnType::parse(t.trim()) else {
+                                return Err(ConfigError::new(Some(span), format!("unknown type `{t}` for column `{name}`"))
+                                    .hint("column types: string, i64, f64, bool, and arrays over N columns: f32[N], i64[N]"));
                             };
                             out.push((Sym::new(name), ty));
                         }
@@ -105,8 +132,10 @@ impl FormatConfig {
 /// Decodes lines of one input (one file, one connection) into records.
 pub struct Decoder {
     format: Format,
-    /// CSV column names from the header line, once read.
+    /// CSV column names from the header line, once read (CSV without a schema).
     columns: Option<Vec<Sym>>,
+    /// CSV with a schema and a header line: the header is still to be skipped.
+    skip_header: bool,
 }
 
 /// Why a line is not a record: message and 1-based column.
@@ -118,11 +147,8 @@ pub struct DecodeError {
 
 impl Decoder {
     pub fn new(format: &Format) -> Decoder {
-        let columns = match format {
-            Format::Csv { header: false, schema: Some(s), .. } => Some(s.iter().map(|(n, _)| *n).collect()),
-            _ => None,
-        };
-        Decoder { format: format.clone(), columns }
+        let skip_header = matches!(format, Format::Csv { header: true, schema: Some(_), .. });
+        Decoder { format: format.clone(), columns: None, skip_header }
     }
 
     /// Decodes one line (without its newline). `Ok(None)` for lines that carry no record
@@ -140,6 +166,12 @@ impl Decoder {
             Format::Csv { delimiter, schema, .. } => {
                 let text = std::str::from_utf8(line).map_err(|e| DecodeError { message: format!("not UTF-8: {e}"), column: e.valid_up_to() + 1 })?;
                 let cells = split_csv(text, *delimiter as char).map_err(|(message, column)| DecodeError { message, column })?;
+                if let Some(schema) = schema {
+                    if std::mem::take(&mut self.skip_header) {
+                        return Ok(None);
+                    }
+                    return decode_with_schema(schema, cells, text.len()).map(Some);
+                }
                 let Some(columns) = &self.columns else {
                     self.columns = Some(cells.iter().map(|(c, _)| Sym::new(c.trim())).collect());
                     return Ok(None);
@@ -151,17 +183,53 @@ impl Decoder {
                     });
                 }
                 let mut r = Record::with_capacity(columns.len());
-                for (i, ((cell, col), name)) in cells.into_iter().zip(columns).enumerate() {
-                    let value = match schema.as_ref().map(|s| s[i].1) {
-                        None => infer(&cell),
-                        Some(t) => typed(&cell, t).map_err(|m| DecodeError { message: format!("column `{name}`: {m}"), column: col })?,
-                    };
-                    r.push(*name, value);
+                for ((cell, _), name) in cells.into_iter().zip(columns) {
+                    r.push(*name, infer(&cell));
                 }
                 Ok(Some(r))
             }
         }
     }
+}
+
+/// One CSV line typed by a schema (whose array types take several columns).
+fn decode_with_schema(schema: &[(Sym, ColumnType)], cells: Vec<(String, usize)>, line_len: usize) -> Result<Record, DecodeError> {
+    let expected: usize = schema.iter().map(|(_, t)| t.width()).sum();
+    if cells.len() != expected {
+        return Err(DecodeError {
+            message: format!("expected {expected} CSV fields (as the schema declares), found {}", cells.len()),
+            column: cells.get(expected).map(|(_, c)| *c).unwrap_or(line_len + 1),
+        });
+    }
+    let mut r = Record::with_capacity(schema.len());
+    let mut cells = cells.into_iter();
+    for (name, t) in schema {
+        let bad = |m: String, col: usize| DecodeError { message: format!("column `{name}`: {m}"), column: col };
+        let value = match *t {
+            ColumnType::F32s(n) => {
+                let mut v = Vec::with_capacity(n);
+                for (i, (cell, col)) in cells.by_ref().take(n).enumerate() {
+                    let x = cell.trim().parse::<f32>().map_err(|_| bad(format!("element {i}: `{cell}` is not an f32"), col))?;
+                    v.push(x);
+                }
+                Value::Floats(v.into())
+            }
+            ColumnType::Ints(n) => {
+                let mut v = Vec::with_capacity(n);
+                for (i, (cell, col)) in cells.by_ref().take(n).enumerate() {
+                    let x = cell.trim().parse::<i64>().map_err(|_| bad(format!("element {i}: `{cell}` is not an i64"), col))?;
+                    v.push(Value::Int(x));
+                }
+                Value::List(v.into())
+            }
+            t => {
+                let (cell, col) = cells.next().expect("counted above");
+                typed(&cell, t).map_err(|m| bad(m, col))?
+            }
+        };
+        r.push(*name, value);
+    }
+    Ok(r)
 }
 
 fn infer(cell: &str) -> Value {
@@ -193,6 +261,7 @@ fn typed(cell: &str, t: ColumnType) -> Result<Value, String> {
             "false" | "0" => Ok(Value::Bool(false)),
             _ => Err(format!("`{cell}` is not a bool")),
         },
+        ColumnType::F32s(_) | ColumnType::Ints(_) => unreachable!("arrays are decoded by decode_with_schema"),
     }
 }
 
@@ -201,9 +270,14 @@ fn typed(cell: &str, t: ColumnType) -> Result<Value, String> {
 pub fn split_csv(line: &str, delim: char) -> Result<Vec<(String, usize)>, (String, usize)> {
     let mut out = Vec::new();
     let mut chars = line.char_indices().peekable();
+    // 1-based column (in characters) of the next field; counted as we go (a line has hundreds
+    // of fields for array columns).
+    let mut col = 1;
+    let mut seen = 0;
     loop {
         let start = chars.peek().map(|(i, _)| *i).unwrap_or(line.len());
-        let col = line[..start].chars().count() + 1;
+        col += line[seen..start].chars().count();
+        seen = start;
         let mut field = String::new();
         if chars.peek().map(|(_, c)| *c) == Some('"') {
             chars.next();
@@ -323,5 +397,23 @@ mod tests {
         let mut out = Vec::new();
         Encoder::new(&f).encode(&r, &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), "a,b\n\"x,y\",2\n");
+    }
+
+    #[test]
+    fn csv_array_columns() {
+        assert_eq!(ColumnType::parse("f32[784]"), Some(ColumnType::F32s(784)));
+        assert_eq!(ColumnType::parse("i64[ 3 ]"), Some(ColumnType::Ints(3)));
+        assert_eq!(ColumnType::parse("f32[0]"), None);
+        assert_eq!(ColumnType::parse("u8[3]"), None);
+        let schema = vec![(Sym::new("px"), ColumnType::F32s(3)), (Sym::new("label"), ColumnType::Int)];
+        let f = Format::Csv { header: false, delimiter: b',', schema: Some(Arc::new(schema)) };
+        let mut d = Decoder::new(&f);
+        let r = d.decode(b"0,128,255,7").unwrap().unwrap();
+        assert_eq!(r.get_str("px"), Some(&Value::Floats(vec![0.0, 128.0, 255.0].into())));
+        assert_eq!(r.to_json(), r#"{"px":[0.0,128.0,255.0],"label":7}"#);
+        let e = d.decode(b"0,128,7").err().unwrap();
+        assert!(e.message.contains("expected 4 CSV fields (as the schema declares), found 3"), "{}", e.message);
+        let e = d.decode(b"0,x,255,7").err().unwrap();
+        assert_eq!((e.message.as_str(), e.column), ("column `px`: element 1: `x` is not an f32", 3));
     }
 }

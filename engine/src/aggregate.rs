@@ -1,5 +1,9 @@
 //! Aggregate functions: `count()`, `sum(x)`, `min(x)`, `max(x)`, `avg(x)`, `first(x)`,
-//! `last(x)`, written in pipelines as `name: fn(expression)`.
+//! `last(x)`, ..., written in pipelines as `name: fn(expression)`, and the model-quality
+//! aggregates `accuracy(prediction, label)`, `precision(prediction, label[, positive])`,
+//! `recall(prediction, label[, positive])`.
+//!
+//! A function of several arguments gets them as one list value (`[a, b]`).
 //!
 //! The running `aggregate` transform uses them now; windows build on the same trait, and a user
 //! adds their own by implementing [`AggregateFunction`] and registering it.
@@ -28,7 +32,7 @@ pub trait Accumulator: Send {
 /// A kind of aggregate. Built-ins return an [`Acc`] variant; a user-defined one returns
 /// [`Acc::Custom`] from `create` and implements `restore`.
 pub trait AggregateFunction: Send + Sync {
-    /// Number of arguments: 0 (`count()`) or 1.
+    /// Number of arguments: 0 (`count()`), 1, or more (they arrive as one list value).
     fn arity(&self) -> std::ops::RangeInclusive<usize>;
     /// Rejects a value this aggregate cannot take (the record goes to the dead-letter output,
     /// and no aggregate of it is updated).
@@ -92,6 +96,9 @@ pub enum Acc {
     Last(Value),
     Collect(Vec<Value>),
     Distinct(HashSet<Key>),
+    /// Model quality: `hits` of `n` (accuracy: prediction == label; precision: label positive
+    /// among predicted positive; recall: predicted positive among labelled positive).
+    Quality { kind: Quality, hits: u64, n: u64 },
     Custom(Box<dyn Accumulator>),
     /// A user-defined accumulator read back from sled, waiting for
     /// [`AggregateCall::rehydrate`].
@@ -109,7 +116,35 @@ enum AccRepr {
     Last(Value),
     Collect(Vec<Value>),
     Distinct(Vec<Value>),
+    Quality { kind: Quality, hits: u64, n: u64 },
     Saved(Value),
+}
+
+/// Which model-quality ratio an [`Acc::Quality`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Quality {
+    Accuracy,
+    Precision,
+    Recall,
+}
+
+impl Quality {
+    /// Counts one `[prediction, label]` or `[prediction, label, positive]` pair: (counted, hit).
+    fn judge(self, v: &Value) -> (bool, bool) {
+        let Value::List(args) = v else { return (false, false) };
+        let (p, l) = (&args[0], &args[1]);
+        if p.is_null() || l.is_null() {
+            return (false, false);
+        }
+        let one = Value::Int(1);
+        let positive = args.get(2).unwrap_or(&one);
+        let is_pos = |x: &Value| x == positive || matches!((x, positive), (Value::Bool(true), Value::Int(1)));
+        match self {
+            Quality::Accuracy => (true, p == l),
+            Quality::Precision => (is_pos(p), is_pos(l)),
+            Quality::Recall => (is_pos(l), is_pos(p)),
+        }
+    }
 }
 
 impl Serialize for Acc {
@@ -123,6 +158,7 @@ impl Serialize for Acc {
             Acc::Last(x) => AccRepr::Last(x.clone()),
             Acc::Collect(x) => AccRepr::Collect(x.clone()),
             Acc::Distinct(x) => AccRepr::Distinct(x.iter().map(|k| k.0.clone()).collect()),
+            Acc::Quality { kind, hits, n } => AccRepr::Quality { kind: *kind, hits: *hits, n: *n },
             Acc::Custom(c) => AccRepr::Saved(c.save()),
             Acc::Saved(v) => AccRepr::Saved(v.clone()),
         };
@@ -141,6 +177,7 @@ impl<'de> Deserialize<'de> for Acc {
             AccRepr::Last(x) => Acc::Last(x),
             AccRepr::Collect(x) => Acc::Collect(x),
             AccRepr::Distinct(x) => Acc::Distinct(x.into_iter().map(Key).collect()),
+            AccRepr::Quality { kind, hits, n } => Acc::Quality { kind, hits, n },
             AccRepr::Saved(v) => Acc::Saved(v),
         })
     }
@@ -186,6 +223,11 @@ impl Acc {
                     set.insert(Key(v.clone()));
                 }
             }
+            Acc::Quality { kind, hits, n } => {
+                let (counted, hit) = kind.judge(v);
+                *n += counted as u64;
+                *hits += (counted && hit) as u64;
+            }
             Acc::Custom(c) => c.add(v),
             Acc::Saved(_) => unreachable!("rehydrated before use"),
         }
@@ -202,6 +244,8 @@ impl Acc {
             Acc::Last(x) => x.clone(),
             Acc::Collect(items) => Value::List(items.clone().into()),
             Acc::Distinct(set) => Value::Int(set.len() as i64),
+            Acc::Quality { n: 0, .. } => Value::Null,
+            Acc::Quality { hits, n, .. } => Value::Float(*hits as f64 / *n as f64),
             Acc::Custom(c) => c.result(),
             Acc::Saved(v) => v.clone(),
         }
@@ -229,6 +273,10 @@ impl Acc {
             }
             (Acc::Collect(a), Acc::Collect(b)) => a.extend(b),
             (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b),
+            (Acc::Quality { hits, n, .. }, Acc::Quality { hits: h2, n: n2, .. }) => {
+                *hits += h2;
+                *n += n2;
+            }
             (Acc::Custom(a), Acc::Custom(b)) => a.merge(&b.save()),
             (me, _) => debug_assert!(false, "merging accumulators of different functions: {me:?}"),
         }
@@ -283,8 +331,40 @@ impl Default for AggregateRegistry {
         r.register("last", b(|| Acc::Last(Value::Null), 1..=1, any));
         r.register("collect", b(|| Acc::Collect(Vec::new()), 1..=1, any));
         r.register("count_distinct", b(|| Acc::Distinct(HashSet::new()), 1..=1, any));
+        r.register("accuracy", b(|| Acc::Quality { kind: Quality::Accuracy, hits: 0, n: 0 }, 2..=2, any));
+        r.register("precision", b(|| Acc::Quality { kind: Quality::Precision, hits: 0, n: 0 }, 2..=3, any));
+        r.register("recall", b(|| Acc::Quality { kind: Quality::Recall, hits: 0, n: 0 }, 2..=3, any));
         r
     }
+}
+
+/// The top-level comma-separated arguments of a call (commas inside brackets, parentheses and
+/// string literals do not split).
+fn split_arguments(inner: &str) -> Vec<&str> {
+    if inner.trim().is_empty() {
+        return Vec::new();
+    }
+    let (mut depth, mut quote, mut start, mut out) = (0i32, None::<char>, 0, Vec::new());
+    let mut chars = inner.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match (quote, c) {
+            (Some(_), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '(' | '[' | '{') => depth += 1,
+            (None, ')' | ']' | '}') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                out.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&inner[start..]);
+    out
 }
 
 /// One aggregate of a pipeline: `total: sum(amount)`.
@@ -342,19 +422,23 @@ impl AggregateRegistry {
             at(lead + 1, format!("unknown aggregate function `{fname}`; available: {}", self.names().join(", ")))
         })?;
         let inner = &t[open + 1..t.len() - 1];
-        let argument = if inner.trim().is_empty() {
+        let n = split_arguments(inner).len();
+        // One argument is compiled as is; several as one list expression `[a, b, ...]`.
+        let (source, offset) = if n > 1 { (format!("[{inner}]"), lead + open) } else { (inner.to_string(), lead + open + 1) };
+        let argument = if n == 0 {
             None
         } else {
-            Some(Expr::compile(inner).map_err(|mut e| {
+            Some(Expr::compile(&source).map_err(|mut e| {
                 if e.line == 1 {
-                    e.column += lead + open + 1;
+                    e.column += offset;
                 }
                 e
             })?)
         };
-        let n = argument.is_some() as usize;
-        if !function.arity().contains(&n) {
-            return Err(at(lead + 1, format!("`{fname}` takes {} argument(s), got {n}", if *function.arity().start() == 1 { "1" } else { "0 or 1" })));
+        let arity = function.arity();
+        if !arity.contains(&n) {
+            let takes = if arity.start() == arity.end() { arity.start().to_string() } else { format!("{} to {}", arity.start(), arity.end()) };
+            return Err(at(lead + 1, format!("`{fname}` takes {takes} argument(s), got {n}")));
         }
         Ok(AggregateCall { function: function.clone(), name: name.into(), argument })
     }
@@ -407,6 +491,32 @@ mod tests {
         assert!(r.parse("x", "sum(a +)").is_err());
         assert!(r.parse("x", "amount").is_err());
         assert!(r.parse("x", "count()").unwrap().argument.is_none());
+    }
+
+    #[test]
+    fn model_quality() {
+        let pair = |p: i64, l: i64| Value::List(vec![Value::Int(p), Value::Int(l)].into());
+        // predictions vs labels: (1,1) (0,1) (1,0) (2,2) (0,0)
+        let vs = [pair(1, 1), pair(0, 1), pair(1, 0), pair(2, 2), pair(0, 0)];
+        assert_eq!(run("accuracy(p, l)", &vs), Value::Float(3.0 / 5.0));
+        assert_eq!(run("precision(p, l)", &vs), Value::Float(1.0 / 2.0));
+        assert_eq!(run("recall(p, l)", &vs), Value::Float(1.0 / 2.0));
+        assert_eq!(run("accuracy(p, l)", &[Value::List(vec![Value::Null, Value::Int(1)].into())]), Value::Null);
+        let call = AggregateRegistry::default().parse("x", "recall(p, l, 'spam')").unwrap();
+        let r: crate::record::Record = [("p", Value::str("spam")), ("l", Value::str("spam"))].into_iter().collect();
+        let mut acc = call.function.create();
+        acc.add(&call.input(&r).unwrap());
+        assert_eq!(acc.result(), Value::Float(1.0));
+    }
+
+    #[test]
+    fn arguments_split_at_top_level_commas() {
+        assert_eq!(split_arguments(" a, f(b, c), [1, 2], 'x,y' "), vec![" a", " f(b, c)", " [1, 2]", " 'x,y' "]);
+        assert!(split_arguments("  ").is_empty());
+        let r = AggregateRegistry::default();
+        assert!(r.parse("x", "accuracy(p)").unwrap_err().message.contains("`accuracy` takes 2 argument(s), got 1"));
+        assert!(r.parse("x", "precision(p, l, 1, 2)").unwrap_err().message.contains("takes 2 to 3 argument(s), got 4"));
+        assert_eq!(r.parse("x", "accuracy(p, l +)").unwrap_err().column, 16);
     }
 
     #[test]

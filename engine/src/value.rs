@@ -87,6 +87,9 @@ pub enum Value {
     Float(f64),
     Str(Arc<str>),
     List(Arc<[Value]>),
+    /// A packed list of 32-bit floats (tensors, embeddings, pixels: `f32[N]` CSV columns). In
+    /// expressions and output it behaves as a list of doubles.
+    Floats(Arc<[f32]>),
     Map(Arc<Record>),
 }
 
@@ -99,7 +102,7 @@ impl Value {
             Value::Int(_) => "int",
             Value::Float(_) => "double",
             Value::Str(_) => "string",
-            Value::List(_) => "list",
+            Value::List(_) | Value::Floats(_) => "list",
             Value::Map(_) => "map",
         }
     }
@@ -149,6 +152,12 @@ impl Value {
                 h.write_u8(5);
                 for v in l.iter() {
                     v.hash_into(h)
+                }
+            }
+            Value::Floats(l) => {
+                h.write_u8(5);
+                for f in l.iter() {
+                    Value::Float(*f as f64).hash_into(h)
                 }
             }
             Value::Map(m) => {
@@ -202,6 +211,10 @@ impl PartialEq for Value {
             (Value::Float(a), Value::Float(b)) => a == b,
             (Value::Str(a), Value::Str(b)) => a == b,
             (Value::List(a), Value::List(b)) => a == b,
+            (Value::Floats(a), Value::Floats(b)) => a == b,
+            (Value::Floats(f), Value::List(l)) | (Value::List(l), Value::Floats(f)) => {
+                f.len() == l.len() && f.iter().zip(l.iter()).all(|(a, b)| Value::Float(*a as f64) == *b)
+            }
             (Value::Map(a), Value::Map(b)) => a.fields() == b.fields(),
             _ => false,
         }
@@ -290,6 +303,7 @@ impl serde::Serialize for Value {
             Value::Float(_) => s.serialize_unit(),
             Value::Str(v) => s.serialize_str(v),
             Value::List(l) => s.collect_seq(l.iter()),
+            Value::Floats(l) => s.collect_seq(l.iter().map(|f| if f.is_finite() { Some(*f) } else { None })),
             Value::Map(m) => m.serialize(s),
         }
     }

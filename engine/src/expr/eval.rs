@@ -221,6 +221,7 @@ impl Node {
                 let x = a.eval(r)?;
                 match b.eval(r)? {
                     Value::List(l) => Ok(Value::Bool(l.iter().any(|v| *v == x))),
+                    Value::Floats(l) => Ok(Value::Bool(l.iter().any(|v| Value::Float(*v as f64) == x))),
                     Value::Map(m) => match x {
                         Value::Str(s) => Ok(Value::Bool(m.get_str(&s).is_some())),
                         _ => Ok(Value::Bool(false)),
@@ -369,6 +370,10 @@ fn index(a: Value, i: Value) -> Result<Value, EvalError> {
             let idx = usize::try_from(i).ok().filter(|&i| i < l.len());
             idx.map(|i| l[i].clone()).ok_or_else(|| EvalError(format!("index {i} out of range for a list of {}", l.len())))
         }
+        (Value::Floats(l), Value::Int(i)) => {
+            let idx = usize::try_from(i).ok().filter(|&i| i < l.len());
+            idx.map(|i| Value::Float(l[i] as f64)).ok_or_else(|| EvalError(format!("index {i} out of range for a list of {}", l.len())))
+        }
         (Value::Map(m), Value::Str(k)) => Ok(m.get_str(&k).cloned().unwrap_or(Value::Null)),
         (Value::Null, _) => Ok(Value::Null),
         (a, i) => err(format!("cannot index a {} with a {}", a.type_name(), i.type_name())),
@@ -404,6 +409,7 @@ fn call_values(f: Func, v: &[Value]) -> Result<Value, EvalError> {
         Func::Size => match &v[0] {
             Value::Str(x) => Value::Int(x.chars().count() as i64),
             Value::List(l) => Value::Int(l.len() as i64),
+            Value::Floats(l) => Value::Int(l.len() as i64),
             Value::Map(m) => Value::Int(m.len() as i64),
             other => return err(format!("`size` needs a string, list or map, got a {}", other.type_name())),
         },

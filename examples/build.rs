@@ -1,0 +1,5 @@
+include!("../operators/build_torch.rs");
+
+fn main() {
+    link_torch();
+}
