@@ -374,6 +374,14 @@ pub fn summary(name: &str, r: &crate::JobReport) -> String {
             c.component, c.type_name, c.instances, c.records_in, c.records_out, c.rejected, c.batches
         );
     }
+    for c in &r.components {
+        for line in &c.reports {
+            let _ = writeln!(s, "{} {line}", c.component);
+        }
+        if let Some(h) = &c.latency {
+            let _ = writeln!(s, "{} latency from source: {}", c.component, h.describe());
+        }
+    }
     let _ = writeln!(s, "dead letters: {} ({})", r.dead_letters, r.dead_letter_output);
     let c = &r.checkpoints;
     if c.completed > 0 {

@@ -13,6 +13,11 @@ pub struct Counters {
     /// Bounded sources: how far they are (bytes or records) and of how much.
     pub progress_done: AtomicU64,
     pub progress_total: AtomicU64,
+    /// The operator's own line for the summary ([`crate::operator::Operator::report`]), set
+    /// when the instance finishes.
+    pub report: Mutex<Option<String>>,
+    /// Sinks: source-to-sink latency of the records they received.
+    pub latency: Mutex<Histogram>,
 }
 
 impl Counters {
@@ -40,7 +45,7 @@ pub struct JobMetrics {
 }
 
 /// Totals of one component over its instances.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ComponentSummary {
     pub component: String,
     pub type_name: String,
@@ -49,6 +54,10 @@ pub struct ComponentSummary {
     pub records_out: u64,
     pub rejected: u64,
     pub batches: u64,
+    /// Lines from the instances ([`Counters::report`]), as `#subtask: line`.
+    pub reports: Vec<String>,
+    /// Sinks: source-to-sink latency over every instance.
+    pub latency: Option<Histogram>,
 }
 
 impl JobMetrics {
@@ -84,6 +93,13 @@ impl JobMetrics {
             s.records_out += Counters::get(&i.counters.records_out);
             s.rejected += Counters::get(&i.counters.rejected);
             s.batches += Counters::get(&i.counters.batches);
+            if let Some(r) = i.counters.report.lock().expect("report lock").as_ref() {
+                s.reports.push(format!("#{}: {r}", i.subtask));
+            }
+            let latency = i.counters.latency.lock().expect("latency lock");
+            if latency.count() > 0 {
+                s.latency.get_or_insert_with(Histogram::default).merge(&latency);
+            }
         }
         out
     }
@@ -97,5 +113,116 @@ impl JobMetrics {
             total += Counters::get(&i.counters.progress_total);
         }
         (done, total)
+    }
+}
+
+/// A histogram of durations in microseconds, log-linear (8 buckets per power of two: values
+/// within 12.5 %), for latency percentiles without keeping samples.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    sum: u64,
+    max: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { buckets: vec![0; 16 + 60 * 8], count: 0, sum: 0, max: 0 }
+    }
+}
+
+impl Histogram {
+    fn bucket(v: u64) -> usize {
+        if v < 16 {
+            return v as usize;
+        }
+        let e = 63 - v.leading_zeros() as usize; // >= 4
+        16 + (e - 4) * 8 + ((v >> (e - 3)) & 7) as usize
+    }
+
+    /// The smallest value of bucket `b`.
+    fn low(b: usize) -> u64 {
+        if b < 16 {
+            return b as u64;
+        }
+        let (e, sub) = ((b - 16) / 8 + 4, (b - 16) % 8);
+        (8 + sub as u64) << (e - 3)
+    }
+
+    pub fn record(&mut self, micros: u64) {
+        self.record_n(micros, 1)
+    }
+
+    pub fn record_n(&mut self, micros: u64, n: u64) {
+        self.buckets[Self::bucket(micros)] += n;
+        self.count += n;
+        self.sum += micros * n;
+        self.max = self.max.max(micros);
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.max = self.max.max(other.max);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.sum as f64 / self.count as f64 }
+    }
+
+    /// The value at quantile `q` (0..=1): the middle of its bucket, never above the maximum.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        if rank == self.count {
+            return self.max;
+        }
+        let mut seen = 0;
+        for (b, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let (lo, hi) = (Self::low(b), Self::low(b + 1));
+                return ((lo + hi.saturating_sub(1)) / 2).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// `p50 1.20 ms, p99 3.40 ms, max 5.00 ms`.
+    pub fn describe(&self) -> String {
+        let ms = |us: u64| us as f64 / 1000.0;
+        format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", ms(self.quantile(0.5)), ms(self.quantile(0.99)), ms(self.max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Histogram;
+
+    #[test]
+    fn histogram_quantiles_are_within_a_bucket() {
+        let mut h = Histogram::default();
+        for v in 1..=10_000u64 {
+            h.record(v);
+        }
+        for (q, want) in [(0.5, 5000.0), (0.99, 9900.0), (0.01, 100.0)] {
+            let got = h.quantile(q) as f64;
+            assert!((got - want).abs() / want < 0.07, "q{q}: {got} vs {want}");
+        }
+        assert_eq!(h.quantile(1.0), 10_000);
+        for v in [0u64, 1, 15, 16, 17, 1 << 20, u64::MAX >> 2] {
+            let b = Histogram::bucket(v);
+            assert!(Histogram::low(b) <= v && v < Histogram::low(b + 1), "{v}");
+        }
     }
 }

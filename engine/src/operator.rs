@@ -150,6 +150,10 @@ pub enum RejectedInput {
     Record(Record),
 }
 
+/// Output an operator will have later, from work it handed to other threads (see
+/// [`Collector::defer`]).
+pub type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Collector, OperatorError>>>>;
+
 /// Where an operator puts its output.
 #[derive(Default)]
 pub struct Collector {
@@ -159,6 +163,8 @@ pub struct Collector {
     timers: crate::state::Timers,
     /// Watermarks reached while collecting: (records emitted before it, watermark).
     marks: Vec<(usize, Watermark)>,
+    /// Output still being computed: (records emitted before it, watermarks before it, work).
+    deferred: Vec<(usize, usize, Deferred)>,
 }
 
 impl Collector {
@@ -182,6 +188,20 @@ impl Collector {
         &self.records
     }
 
+    /// Emits, in this place of the output, what `work` will produce (its emitted and rejected
+    /// records). For operators that hand work to other threads (model inference): the instance
+    /// takes no further input until every deferred work of the call has finished, the works of
+    /// one call run concurrently, and their output keeps its place relative to everything else
+    /// the operator emits — records, watermarks, barriers. An error fails the job.
+    pub fn defer(&mut self, work: impl std::future::Future<Output = Result<Collector, OperatorError>> + 'static) {
+        self.deferred.push((self.records.len(), self.marks.len(), Box::pin(work)))
+    }
+
+    /// Whether work was deferred (and not yet taken by the runtime).
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
     /// This instance's timers: register event-time or processing-time callbacks per key;
     /// they arrive in [`Operator::on_timer`].
     pub fn timers(&mut self) -> &mut crate::state::Timers {
@@ -203,13 +223,15 @@ impl Collector {
             side: std::mem::take(&mut self.side),
             rejected: std::mem::take(&mut self.rejected),
             marks: std::mem::take(&mut self.marks),
+            deferred: std::mem::take(&mut self.deferred),
         }
     }
 
     /// The instance's watermark became `wm` after the records emitted so far.
     pub(crate) fn mark(&mut self, wm: Watermark) {
+        let deferred_since_last_mark = matches!(self.deferred.last(), Some(d) if d.1 == self.marks.len());
         match self.marks.last_mut() {
-            Some((n, last)) if *n == self.records.len() => *last = wm,
+            Some((n, last)) if *n == self.records.len() && !deferred_since_last_mark => *last = wm,
             _ => self.marks.push((self.records.len(), wm)),
         }
     }
@@ -225,6 +247,37 @@ pub(crate) struct Collected {
     pub(crate) side: Vec<(usize, Record)>,
     pub(crate) rejected: Vec<Rejected>,
     pub(crate) marks: Vec<(usize, Watermark)>,
+    pub(crate) deferred: Vec<(usize, usize, Deferred)>,
+}
+
+impl Collected {
+    /// Splits off the deferred works, to be awaited before [`splice`](Self::splice).
+    pub(crate) fn take_deferred(&mut self) -> Vec<Deferred> {
+        self.deferred.iter_mut().map(|(_, _, w)| std::mem::replace(w, Box::pin(std::future::pending()))).collect()
+    }
+
+    /// Puts the output of the deferred works (in order) in their places.
+    pub(crate) fn splice(&mut self, results: Vec<Result<Collector, OperatorError>>) -> Result<(), OperatorError> {
+        let places: Vec<(usize, usize)> = self.deferred.drain(..).map(|(r, m, _)| (r, m)).collect();
+        let mut main = Vec::with_capacity(self.main.len());
+        let mut ready = std::mem::take(&mut self.main).into_iter();
+        let mut taken = 0;
+        for ((at, marks_before), result) in places.into_iter().zip(results) {
+            let mut c = result?.take();
+            debug_assert!(c.deferred.is_empty(), "deferred work defers again");
+            main.extend(ready.by_ref().take(at - taken));
+            taken = at;
+            for mark in &mut self.marks[marks_before..] {
+                mark.0 += c.main.len();
+            }
+            main.append(&mut c.main);
+            self.side.append(&mut c.side);
+            self.rejected.append(&mut c.rejected);
+        }
+        main.extend(ready);
+        self.main = main;
+        Ok(())
+    }
 }
 
 /// A transform: records in, records out.
@@ -262,6 +315,13 @@ pub trait Operator: 'static {
         Ok(())
     }
 
+    /// Checkpoint `epoch`'s barrier has been aligned and is about to be snapshotted and
+    /// forwarded: emit what is buffered (e.g. a partly gathered batch), so that it goes out
+    /// before the barrier and need not be part of the snapshot.
+    fn before_barrier(&mut self, _epoch: Epoch, _out: &mut Collector) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
     /// Snapshot of the operator's state for checkpoint `epoch`, taken after barrier alignment.
     fn snapshot(&mut self, _epoch: Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
         Ok(None)
@@ -282,6 +342,11 @@ pub trait Operator: 'static {
     /// Checkpoint `epoch` is complete everywhere (sinks publish here).
     fn notify_checkpoint_complete(&mut self, _epoch: Epoch) -> Result<(), OperatorError> {
         Ok(())
+    }
+
+    /// A line about this instance for the end-of-run summary (e.g. batching figures).
+    fn report(&self) -> Option<String> {
+        None
     }
 }
 
@@ -352,5 +417,40 @@ impl Operator for SinkOperator {
     }
     fn notify_checkpoint_complete(&mut self, epoch: Epoch) -> Result<(), OperatorError> {
         self.0.commit(epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    fn rec(i: i64) -> Record {
+        [("i", Value::Int(i))].into_iter().collect()
+    }
+
+    fn later(ids: &[i64]) -> impl std::future::Future<Output = Result<Collector, OperatorError>> {
+        let mut c = Collector::default();
+        ids.iter().for_each(|&i| c.emit(rec(i)));
+        std::future::ready(Ok(c))
+    }
+
+    #[test]
+    fn deferred_output_keeps_its_place_among_records_and_watermarks() {
+        let mut out = Collector::default();
+        out.emit(rec(1));
+        out.defer(later(&[2, 3]));
+        out.mark(Watermark(10));
+        out.defer(later(&[4]));
+        out.mark(Watermark(20)); // not merged into the mark at 10: deferred output lies between
+        out.emit(rec(5));
+        out.defer(later(&[]));
+        out.mark(Watermark(30));
+        let mut c = out.take();
+        let results = c.take_deferred().into_iter().map(|w| futures::executor::block_on(w)).collect();
+        c.splice(results).unwrap();
+        let ids: Vec<i64> = c.main.iter().map(|r| match r.get_str("i") { Some(Value::Int(i)) => *i, _ => -1 }).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        assert_eq!(c.marks, [(3, Watermark(10)), (4, Watermark(20)), (5, Watermark(30))]);
     }
 }

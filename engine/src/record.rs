@@ -20,12 +20,21 @@ pub struct Origin {
 }
 
 /// One event: an ordered list of named fields, plus its timestamp and origin.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Record {
     fields: Vec<(Sym, Value)>,
     /// Event or ingestion time in epoch milliseconds, or [`NO_TIMESTAMP`].
     pub timestamp: i64,
     pub origin: Origin,
+    /// When the record entered the job ([`crate::time::mono_micros`]; 0 when unknown), for the
+    /// source-to-sink latency that sinks measure. Not part of equality.
+    pub born: u64,
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Record) -> bool {
+        self.fields == other.fields && self.timestamp == other.timestamp && self.origin == other.origin
+    }
 }
 
 impl Default for Record {
@@ -36,11 +45,11 @@ impl Default for Record {
 
 impl Record {
     pub fn new() -> Record {
-        Record { fields: Vec::new(), timestamp: NO_TIMESTAMP, origin: Origin::default() }
+        Record { fields: Vec::new(), timestamp: NO_TIMESTAMP, origin: Origin::default(), born: 0 }
     }
 
     pub fn with_capacity(n: usize) -> Record {
-        Record { fields: Vec::with_capacity(n), timestamp: NO_TIMESTAMP, origin: Origin::default() }
+        Record { fields: Vec::with_capacity(n), timestamp: NO_TIMESTAMP, origin: Origin::default(), born: 0 }
     }
 
     /// The value of field `name`, if present.

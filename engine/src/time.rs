@@ -121,6 +121,13 @@ impl TimeMode {
 }
 
 /// Milliseconds since the epoch, now.
+/// Microseconds on a monotonic clock since the first call in this process (never 0): when a
+/// record entered the job ([`crate::record::Record::born`]).
+pub fn mono_micros() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64 + 1
+}
+
 pub fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -2,6 +2,7 @@
 
 mod aggregate;
 mod fault;
+mod infer;
 mod keyed;
 mod filter;
 mod map;
@@ -14,11 +15,12 @@ pub use map::Map;
 pub use rill_engine::config::Ordered;
 use rill_engine::registry::Registry;
 
-/// Registers `filter`, `map` and `aggregate`.
+/// Registers the built-in transforms: `filter`, `map`, `aggregate`, `window`, `fault`, `infer`.
 pub fn register(registry: &mut Registry) {
     registry.register_transform("filter", filter::build);
     registry.register_transform("map", map::build);
     registry.register_transform("aggregate", aggregate::build);
     registry.register_transform("window", window::build);
     registry.register_transform("fault", fault::build);
+    registry.register_transform("infer", infer::build);
 }

@@ -237,9 +237,10 @@ impl Handler<Step> for SourceActor {
         let SourceOutput { mut records, rejected, .. } = out;
         let mut rejected = rejected;
         if !records.is_empty() {
-            let origin = self.ctx.source_index;
+            let (origin, born) = (self.ctx.source_index, crate::time::mono_micros());
             for r in &mut records {
                 r.origin.source = origin;
+                r.born = born;
             }
             Counters::add(&self.counters.records_in, records.len() as u64);
             Counters::add(&self.counters.batches, 1);
@@ -326,6 +327,21 @@ pub(crate) struct OperatorActor {
     pub(crate) restore: Option<Restore>,
     /// When the first input of the current checkpoint was held for alignment.
     pub(crate) aligning_since: Option<std::time::Instant>,
+    /// What to do once the output of the message being handled is routed.
+    pub(crate) then: Vec<Then>,
+    /// Deferred output ([`Collector::defer`]) is being awaited.
+    pub(crate) busy: bool,
+    /// A sink: measures source-to-sink latency.
+    pub(crate) is_sink: bool,
+}
+
+/// Steps that follow the operator's output of one message, in order.
+pub(crate) enum Then {
+    Broadcast(Message),
+    /// Poll every input again (a checkpoint's alignment ended).
+    ReleaseInputs,
+    /// Every input ended: the instance is done once its output is sent.
+    Finish,
 }
 
 /// What an operator instance restores.
@@ -421,9 +437,32 @@ impl OperatorActor {
         ctx.stop();
     }
 
-    /// Routes what the operator emitted, with the watermarks reached meanwhile.
-    fn route_collected(&mut self) {
-        let crate::operator::Collected { main, side, mut rejected, marks } = self.collector.take();
+    /// Routes what the operator emitted, with the watermarks reached meanwhile, then takes the
+    /// steps queued in `then`. Deferred output is awaited first (the actor handles nothing else
+    /// meanwhile), so that everything leaves in the order the operator produced it.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        let mut collected = self.collector.take();
+        let then = std::mem::take(&mut self.then);
+        if collected.deferred.is_empty() {
+            self.route(collected);
+            return self.run_then(then, ctx);
+        }
+        self.busy = true;
+        let works = collected.take_deferred();
+        ctx.wait(futures::future::join_all(works).into_actor(self).map(move |results, act, ctx| {
+            act.busy = false;
+            match collected.splice(results) {
+                Ok(()) => {
+                    act.route(collected);
+                    act.run_then(then, ctx);
+                }
+                Err(e) => act.fail(ctx, e),
+            }
+        }));
+    }
+
+    fn route(&mut self, collected: crate::operator::Collected) {
+        let crate::operator::Collected { main, side, mut rejected, marks, .. } = collected;
         let outs = self.outputs.as_mut().expect("outputs present");
         let mut sent = outs.route(0, main, &marks, &mut rejected);
         if !side.is_empty() {
@@ -442,10 +481,37 @@ impl OperatorActor {
         self.shared.reject(&self.name, rejected, &self.counters);
     }
 
+    fn run_then(&mut self, then: Vec<Then>, ctx: &mut Context<Self>) {
+        let mut finish = false;
+        for step in then {
+            match step {
+                Then::Broadcast(m) => self.outputs.as_mut().expect("outputs present").broadcast(m),
+                Then::ReleaseInputs => self.gate.release_all(),
+                Then::Finish => finish = true,
+            }
+        }
+        if finish {
+            *self.counters.report.lock().expect("report lock") = self.op.report();
+            after_flush(self, ctx, |act, ctx| {
+                let _ = act.shared.events.send(JobEvent::Finished);
+                ctx.stop();
+            });
+        } else {
+            after_flush(self, ctx, |_, _| {});
+        }
+    }
+
     fn handle_message(&mut self, input: usize, msg: Message, ctx: &mut Context<Self>) -> Result<(), OperatorError> {
         match msg {
             Message::Data(batch) => {
                 self.watermarks.activate(input);
+                if self.is_sink {
+                    let now = crate::time::mono_micros();
+                    let mut latency = self.counters.latency.lock().expect("latency lock");
+                    for r in batch.records.iter().filter(|r| r.born != 0) {
+                        latency.record(now.saturating_sub(r.born));
+                    }
+                }
                 Counters::add(&self.counters.records_in, batch.len() as u64);
                 Counters::add(&self.counters.batches, 1);
                 self.collector.reserve(batch.len());
@@ -487,8 +553,7 @@ impl OperatorActor {
                     self.advance_watermark(wm)?;
                 }
                 if self.watermarks.all_idle() {
-                    self.route_collected();
-                    self.outputs.as_mut().expect("outputs present").broadcast(Message::Idle);
+                    self.then.push(Then::Broadcast(Message::Idle));
                 }
             }
             Message::Barrier(b) => match self.aligner.on_barrier(input, b) {
@@ -507,21 +572,14 @@ impl OperatorActor {
                     self.advance_watermark(wm)?;
                 }
                 if self.open_inputs == 0 {
-                    self.route_collected();
                     let (op, out) = (&mut self.op, &mut self.collector);
                     guarded("on_end", || op.on_end(out))?;
-                    self.route_collected();
-                    self.outputs.as_mut().expect("outputs present").broadcast(Message::End);
-                    after_flush(self, ctx, |act, ctx| {
-                        let _ = act.shared.events.send(JobEvent::Finished);
-                        ctx.stop();
-                    });
-                    return Ok(());
+                    self.then.push(Then::Broadcast(Message::End));
+                    self.then.push(Then::Finish);
                 }
             }
         }
-        self.route_collected();
-        after_flush(self, ctx, |_, _| {});
+        self.dispatch(ctx);
         Ok(())
     }
 
@@ -536,7 +594,8 @@ impl OperatorActor {
     }
 
     fn complete_barrier(&mut self, b: crate::message::Barrier) -> Result<(), OperatorError> {
-        let op = &mut self.op;
+        let (op, out) = (&mut self.op, &mut self.collector);
+        guarded("before_barrier", || op.before_barrier(b.epoch, out))?;
         let state = guarded("snapshot", || op.snapshot(b.epoch))?;
         let timers = self.collector.timers().save();
         let _ = self.shared.events.send(JobEvent::Ack {
@@ -546,9 +605,8 @@ impl OperatorActor {
             state: Some(serde_json::json!({ "operator": state_to_json(state), "timers": timers })),
             alignment_ms: self.aligning_since.take().map(|t| t.elapsed().as_millis() as u64).unwrap_or(0),
         });
-        self.route_collected();
-        self.outputs.as_mut().expect("outputs present").broadcast(Message::Barrier(b));
-        self.gate.release_all();
+        self.then.push(Then::Broadcast(Message::Barrier(b)));
+        self.then.push(Then::ReleaseInputs);
         Ok(())
     }
 }
@@ -569,8 +627,8 @@ impl Handler<Commit> for OperatorActor {
 impl OperatorActor {
     /// Fires due processing-time timers, and arranges to be called when the next one is due.
     fn processing_timers(&mut self, ctx: &mut Context<Self>) -> Result<(), OperatorError> {
-        if self.outputs.is_none() {
-            // Output is waiting for channel space; try again shortly.
+        if self.outputs.is_none() || self.busy {
+            // Output is waiting for channel space or for deferred work; try again shortly.
             Self::timers_later(ctx, std::time::Duration::from_millis(1));
             return Ok(());
         }
@@ -581,8 +639,7 @@ impl OperatorActor {
             for t in due {
                 guarded("on_timer", || op.on_timer(t, out))?;
             }
-            self.route_collected();
-            after_flush(self, ctx, |_, _| {});
+            self.dispatch(ctx);
         }
         if let Some(next) = self.collector.timers().next_processing() {
             if self.next_tick.is_none_or(|t| next < t) {

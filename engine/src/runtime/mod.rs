@@ -309,6 +309,9 @@ async fn drive(
                             next_tick: None,
                             restore,
                             aligning_since: None,
+                            then: Vec::new(),
+                            busy: false,
+                            is_sink: matches!(spec, NodeSpec::Sink(_)),
                         }
                     });
                     operator_addrs.push(addr);
