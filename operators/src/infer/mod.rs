@@ -417,6 +417,11 @@ impl Operator for Infer {
                     info.micros as f64 / 1000.0,
                     info.width
                 ),
+                Err(e) if e.starts_with("cannot load") => {
+                    return Err(OperatorError::new(format!(
+                        "infer: {e} (the model must be TorchScript: save it with `torch.jit.script(model).save(path)` or `torch.jit.trace`)"
+                    )))
+                }
                 Err(e) => {
                     let shapes: Vec<String> = s.inputs.iter().map(|i| format!("`{}` {:?}", i.field, i.shape)).collect();
                     return Err(OperatorError::new(format!(

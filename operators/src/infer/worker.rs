@@ -145,9 +145,12 @@ impl Handler<Run> for Worker {
     }
 }
 
+/// The telling line of a LibTorch error: TorchScript errors carry a traceback and end with the
+/// Python-style `RuntimeError: ...` line; others are one line.
 fn first_line(s: &str) -> String {
-    let line = s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim();
-    line.strip_prefix("Torch(\"").unwrap_or(line).to_string()
+    let cause = s.lines().rev().find_map(|l| l.trim().strip_prefix("RuntimeError: "));
+    let line = cause.unwrap_or_else(|| s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim());
+    line.strip_prefix("Internal torch error: ").unwrap_or(line).to_string()
 }
 
 /// Which device `device:` names, checking that it is really there: asking for CUDA where it is
