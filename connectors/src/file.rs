@@ -31,6 +31,9 @@ struct FileSourceConfig {
     /// With `follow`, how often to look for new data.
     #[serde(default, with = "rill_engine::config::de::duration::option")]
     poll_interval: Option<Duration>,
+    /// Replay at this many records per second (over all instances) instead of as fast as
+    /// possible.
+    rate: Option<Spanned<f64>>,
 }
 
 pub(crate) fn build_source(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
@@ -43,6 +46,12 @@ pub(crate) fn build_source(ctx: &BuildContext) -> Result<SourceSpec, ConfigError
     let n = files.len() as u32;
     let follow = cfg.follow;
     let poll = cfg.poll_interval.unwrap_or(Duration::from_millis(100));
+    if let Some(r) = &cfg.rate {
+        if !(r.value > 0.0 && r.value.is_finite()) {
+            return Err(ConfigError::new(Some(&r.span), "`rate` must be a positive number of records per second").into());
+        }
+    }
+    let rate = cfg.rate.as_ref().map(|r| r.value);
     let description = format!(
         "reads {} ({} file{}, {}){}",
         cfg.path.value,
@@ -53,10 +62,12 @@ pub(crate) fn build_source(ctx: &BuildContext) -> Result<SourceSpec, ConfigError
             Format::Csv { .. } => "CSV",
         },
         if follow { ", following new data" } else { "" }
-    );
+    ) + &rate.map(|r| format!(" at {r} records/s")).unwrap_or_default();
     let mut spec = SourceSpec::new(description, move |c: &SourceContext| {
         let mine: Vec<PathBuf> = files.iter().skip(c.subtask as usize).step_by(c.parallelism as usize).cloned().collect();
-        Ok(FileSource::new(mine, format.clone(), follow, poll))
+        let mut source = FileSource::new(mine, format.clone(), follow, poll);
+        source.pace = rate.map(|r| crate::pace::Pace::new(r / c.parallelism as f64));
+        Ok(source)
     });
     spec.max_parallelism = Some(n.max(1));
     Ok(spec)
@@ -94,12 +105,51 @@ pub struct FileSource {
     line_buf: Vec<u8>,
     offset: u64,
     line: u64,
+    pace: Option<crate::pace::Pace>,
 }
 
 impl FileSource {
     pub fn new(files: Vec<PathBuf>, format: Format, follow: bool, poll: Duration) -> FileSource {
         let decoder = Decoder::new(&format);
-        FileSource { files, sizes: Vec::new(), format, follow, poll, current: 0, reader: None, decoder, line_buf: Vec::new(), offset: 0, line: 0 }
+        FileSource { files, sizes: Vec::new(), format, follow, poll, current: 0, reader: None, decoder, line_buf: Vec::new(), offset: 0, line: 0, pace: None }
+    }
+
+    /// Reads up to `budget` records (and at most what fits in `out`).
+    fn read(&mut self, out: &mut SourceOutput, budget: usize) -> Result<SourceStatus, OperatorError> {
+        let limit = out.records().len().saturating_add(budget);
+        while !out.is_full() && out.records().len() < limit {
+            if self.reader.is_none() {
+                let Some(path) = self.files.get(self.current) else { return Ok(SourceStatus::Finished) };
+                let f = File::open(path).map_err(|e| OperatorError::new(format!("cannot open {}: {e}", path.display())))?;
+                self.reader = Some(BufReader::with_capacity(256 * 1024, f));
+                self.decoder = Decoder::new(&self.format);
+                self.offset = 0;
+                self.line = 0;
+            }
+            let reader = self.reader.as_mut().expect("opened above");
+            let n = reader
+                .read_until(b'\n', &mut self.line_buf)
+                .map_err(|e| OperatorError::new(format!("cannot read {}: {e}", self.files[self.current].display())))?;
+            let complete = self.line_buf.last() == Some(&b'\n');
+            if complete {
+                self.consume_line(out);
+                continue;
+            }
+            debug_assert!(n == 0 || !complete);
+            // End of the file for now.
+            if self.following_last() {
+                if let Some(size) = self.sizes.get_mut(self.current) {
+                    *size = (*size).max(self.offset + self.line_buf.len() as u64);
+                }
+                return Ok(if out.records().is_empty() { SourceStatus::Idle(self.poll) } else { SourceStatus::Ready });
+            }
+            if !self.line_buf.is_empty() {
+                self.consume_line(out);
+            }
+            self.reader = None;
+            self.current += 1;
+        }
+        Ok(SourceStatus::Ready)
     }
 
     fn following_last(&self) -> bool {
@@ -137,44 +187,25 @@ impl Source for FileSource {
     }
 
     fn poll(&mut self, out: &mut SourceOutput) -> Result<SourceStatus, OperatorError> {
-        while !out.is_full() {
-            if self.reader.is_none() {
-                let Some(path) = self.files.get(self.current) else { return Ok(SourceStatus::Finished) };
-                let f = File::open(path).map_err(|e| OperatorError::new(format!("cannot open {}: {e}", path.display())))?;
-                self.reader = Some(BufReader::with_capacity(256 * 1024, f));
-                self.decoder = Decoder::new(&self.format);
-                self.offset = 0;
-                self.line = 0;
-            }
-            let reader = self.reader.as_mut().expect("opened above");
-            let n = reader
-                .read_until(b'\n', &mut self.line_buf)
-                .map_err(|e| OperatorError::new(format!("cannot read {}: {e}", self.files[self.current].display())))?;
-            let complete = self.line_buf.last() == Some(&b'\n');
-            if complete {
-                self.consume_line(out);
-                continue;
-            }
-            debug_assert!(n == 0 || !complete);
-            // End of the file for now.
-            if self.following_last() {
-                if let Some(size) = self.sizes.get_mut(self.current) {
-                    *size = (*size).max(self.offset + self.line_buf.len() as u64);
-                }
-                return Ok(if out.records().is_empty() { SourceStatus::Idle(self.poll) } else { SourceStatus::Ready });
-            }
-            if !self.line_buf.is_empty() {
-                self.consume_line(out);
-            }
-            self.reader = None;
-            self.current += 1;
+        let budget = match &mut self.pace {
+            None => usize::MAX,
+            Some(pace) => match pace.allowance(out.remaining() as u64) {
+                Ok(n) => n as usize,
+                Err(wait) => return Ok(SourceStatus::Idle(wait)),
+            },
+        };
+        let before = out.records().len();
+        let status = self.read(out, budget);
+        if let Some(pace) = &mut self.pace {
+            pace.sent((out.records().len() - before) as u64);
         }
-        Ok(SourceStatus::Ready)
+        status
     }
 
     fn position(&self) -> serde_json::Value {
         serde_json::json!({"file": self.current, "offset": self.offset, "line": self.line})
     }
+
 
     fn restore(&mut self, position: &serde_json::Value) -> Result<(), OperatorError> {
         let bad = || OperatorError::new(format!("file source: checkpointed position {position} does not fit these files"));
@@ -198,6 +229,9 @@ impl Source for FileSource {
         }
         self.offset = offset;
         self.line = position["line"].as_u64().unwrap_or(0);
+        if let Some(p) = &mut self.pace {
+            p.restart();
+        }
         Ok(())
     }
 

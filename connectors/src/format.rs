@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rill_engine::config::{ConfigError, Spanned};
 use rill_engine::record::Record;
 use rill_engine::value::{Sym, Value};
-use rill_operators::Ordered;
+use rill_engine::config::Ordered;
 
 /// `format: json`, `format: csv`, or `format: {type: csv, header: false, schema: {...}}`
 /// (absent: JSON Lines).
@@ -197,7 +197,7 @@ fn decode_with_schema(schema: &[(Sym, ColumnType)], cells: Vec<(String, usize)>,
     let expected: usize = schema.iter().map(|(_, t)| t.width()).sum();
     if cells.len() != expected {
         return Err(DecodeError {
-            message: format!("expected {expected} CSV fields (as the schema declares), found {}", cells.len()),
+            message: format!("expected {expected} CSV fields, found {} (by the schema)", cells.len()),
             column: cells.get(expected).map(|(_, c)| *c).unwrap_or(line_len + 1),
         });
     }
@@ -412,7 +412,7 @@ mod tests {
         assert_eq!(r.get_str("px"), Some(&Value::Floats(vec![0.0, 128.0, 255.0].into())));
         assert_eq!(r.to_json(), r#"{"px":[0.0,128.0,255.0],"label":7}"#);
         let e = d.decode(b"0,128,7").err().unwrap();
-        assert!(e.message.contains("expected 4 CSV fields (as the schema declares), found 3"), "{}", e.message);
+        assert!(e.message.contains("expected 4 CSV fields, found 3 (by the schema)"), "{}", e.message);
         let e = d.decode(b"0,x,255,7").err().unwrap();
         assert_eq!((e.message.as_str(), e.column), ("column `px`: element 1: `x` is not an f32", 3));
     }

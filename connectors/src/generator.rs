@@ -5,7 +5,7 @@
 //! pace and the set of events does not depend on parallelism. With `rate`, events are spread
 //! evenly over time (the rate is for the whole source).
 
-use std::time::{Duration, Instant};
+
 
 use rill_engine::config::{ConfigError, ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
@@ -14,7 +14,7 @@ use rill_engine::record::Record;
 use rill_engine::registry::{BuildContext, SourceSpec};
 use rill_engine::source::{Progress, Source, SourceContext, SourceOutput, SourceStatus};
 use rill_engine::value::{Sym, Value};
-use rill_operators::Ordered;
+use rill_engine::config::Ordered;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,14 +64,11 @@ pub struct Generator {
     start: i64,
     count: Option<u64>,
     /// Events per second for this instance.
-    rate: Option<f64>,
+    pace: Option<crate::pace::Pace>,
     /// Next index (0-based, before `start` is added) this instance emits.
     next: u64,
     step: u64,
     emitted: u64,
-    began: Option<Instant>,
-    /// `emitted` when `began` was set (the rate counts from there).
-    rate_base: u64,
     scratch: Record,
     id: Sym,
 }
@@ -81,27 +78,22 @@ impl Generator {
         let id = Sym::new("id");
         let mut scratch = Record::new();
         scratch.push(id, Value::Int(0));
-        Generator { fields, start, count, rate: rate.map(|r| r / parallelism as f64), next: subtask, step: parallelism, emitted: 0, began: None, rate_base: 0, scratch, id }
+        let pace = rate.map(|r| crate::pace::Pace::new(r / parallelism as f64));
+        Generator { fields, start, count, pace, next: subtask, step: parallelism, emitted: 0, scratch, id }
     }
 }
 
 impl Source for Generator {
     fn poll(&mut self, out: &mut SourceOutput) -> Result<SourceStatus, OperatorError> {
         let mut budget = out.remaining() as u64;
-        if let Some(rate) = self.rate {
-            if self.began.is_none() {
-                self.began = Some(Instant::now());
-                self.rate_base = self.emitted;
+        if let Some(pace) = &mut self.pace {
+            match pace.allowance(budget) {
+                Ok(n) => {
+                    budget = n;
+                    pace.sent(n);
+                }
+                Err(wait) => return Ok(SourceStatus::Idle(wait)),
             }
-            let began = self.began.expect("set above");
-            let done = self.emitted - self.rate_base;
-            let due = (began.elapsed().as_secs_f64() * rate) as u64 + 1;
-            let allowed = due.saturating_sub(done);
-            if allowed == 0 {
-                let next_at = Duration::from_secs_f64(done as f64 / rate);
-                return Ok(SourceStatus::Idle(next_at.saturating_sub(began.elapsed()).max(Duration::from_micros(100))));
-            }
-            budget = budget.min(allowed);
         }
         let n = self.fields.len();
         for _ in 0..budget {
@@ -149,7 +141,9 @@ impl Source for Generator {
         }
         self.emitted = (next - first) / self.step;
         self.next = next;
-        self.began = None;
+        if let Some(p) = &mut self.pace {
+            p.restart();
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@ pub mod console;
 pub mod file;
 pub mod format;
 pub mod generator;
+mod pace;
 pub mod socket;
 
 use rill_engine::registry::Registry;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# MNIST inference side by side, in one run, on the same machine, model and batch sizes:
+#   (a) raw tch on pre-made batches (target/release/mnist-raw: the limit),
+#   (b) Rill: file source → infer (2 workers) → discarding sink, as fast as it reads
+#       (throughput) and paced at RATE images/s (latency),
+#   (c) Python + PyTorch, one record at a time, (d) the same in batches.
+# Images/s and latency p50/p99 for max_batch_size 1, 32, 256 and max_delay 1 ms, 10 ms.
+#   benches/mnist.sh          # PASSES=20 (20 000 images), RATE=1000, PACED_N=3000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PASSES="${PASSES:-20}"
+RATE="${RATE:-1000}"
+PACED_N="${PACED_N:-3000}"
+SIZES="${SIZES:-1 32 256}"
+DELAYS="${DELAYS:-1ms 10ms}"
+cargo build --release -q -p rill -p rill-examples
+source benches/common.sh
+print_host
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+for ((i = 0; i < PASSES; i++)); do cat data/mnist_stream.csv; done > "$work/digits.csv"
+head -n "$PACED_N" "$work/digits.csv" > "$work/paced.csv"
+n=$(wc -l < "$work/digits.csv")
+echo "# $n images (the 1000 stream digits x $PASSES); paced runs: $PACED_N images at $RATE/s" >&2
+results="$work/results"
+
+rill_run() { # size delay csv [rate]
+  local extra=()
+  [[ -n "${4:-}" ]] && extra=(--set "sources.digits.rate=$4")
+  target/release/rill run benches/mnist_bench.yaml --progress never --set "sources.digits.path=$3" \
+    --set "transforms.predicted.batch.max_size=$1" --set "transforms.predicted.batch.max_delay=$2" \
+    --set "work_dir=$work/w" "${extra[@]}" 2>&1
+}
+p50() { sed -n "s/.*$1 latency from source: p50 \([0-9.]*\) ms, p99 \([0-9.]*\) ms.*/\1 \2/p"; }
+
+for b in $SIZES; do
+  raw=$(target/release/mnist-raw models/mnist_cnn.pt "$work/digits.csv" "$b")
+  echo "raw-tch batch=$b delay=- $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(f"ips={d["images_per_s"]} p50={d["p50_ms"]} p99={d["p99_ms"]}")' "$raw")" | tee -a "$results"
+  py=$(.venv/bin/python benches/mnist_py.py models/mnist_cnn.pt "$work/digits.csv" --batch "$b")
+  name=python-batched; [[ "$b" == 1 ]] && name=python-per-record
+  echo "$name batch=$b delay=- $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(f"ips={d["images_per_s"]} p50={d["p50_ms"]} p99={d["p99_ms"]}")' "$py")" | tee -a "$results"
+  for d in $DELAYS; do
+    out=$(rill_run "$b" "$d" "$work/digits.csv")
+    secs=$(sed -n 's/.*finished in \([0-9.]*\) s.*/\1/p' <<<"$out")
+    read -r l50 l99 <<<"$(p50 discard <<<"$out")"
+    echo "rill batch=$b delay=$d ips=$(python3 -c "print(round($n / $secs, 1))") p50=$l50 p99=$l99" | tee -a "$results"
+    out=$(rill_run "$b" "$d" "$work/paced.csv" "$RATE")
+    read -r l50 l99 <<<"$(p50 discard <<<"$out")"
+    mean=$(sed -n 's/.*mean size \([0-9.]*\).*/\1/p' <<<"$out")
+    echo "rill-paced batch=$b delay=$d ips=$RATE p50=$l50 p99=$l99 mean_batch=$mean" | tee -a "$results"
+  done
+done
+
+python3 - "$results" <<'PY'
+import sys
+rows = [dict(kv.split("=", 1) for kv in l.split()[1:]) | {"engine": l.split()[0]} for l in open(sys.argv[1])]
+raw = {r["batch"]: float(r["ips"]) for r in rows if r["engine"] == "raw-tch"}
+print("\n| engine | max_batch_size | max_delay | images/s | vs raw tch | latency p50 ms | p99 ms | mean batch |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for r in rows:
+    ips = float(r["ips"])
+    vs = "" if r["engine"] == "rill-paced" else f"{ips / raw[r['batch']]:.2f}"
+    print(f"| {r['engine']} | {r['batch']} | {r['delay']} | {ips:,.0f} | {vs} | {r['p50']} | {r['p99']} | {r.get('mean_batch', '')} |")
+PY
