@@ -6,10 +6,11 @@
 #       (throughput) and paced at RATE images/s (latency),
 #   (c) Python + PyTorch, one record at a time, (d) the same in batches.
 # Images/s and latency p50/p99 for max_batch_size 1, 32, 256 and max_delay 1 ms, 10 ms.
-#   benches/mnist.sh          # PASSES=20 (20 000 images), RATE=1000, PACED_N=3000
+#   benches/mnist.sh          # PASSES=10 (10 000 images), REPEAT=3 (medians), RATE=1000, PACED_N=3000
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PASSES="${PASSES:-20}"
+PASSES="${PASSES:-10}"
+REPEAT="${REPEAT:-3}"
 RATE="${RATE:-1000}"
 PACED_N="${PACED_N:-3000}"
 SIZES="${SIZES:-1 32 256}"
@@ -35,6 +36,7 @@ rill_run() { # size delay csv [rate]
 fields() { python3 -c 'import json, sys; d = json.loads(sys.argv[1]); print("ips=%s p50=%s p99=%s" % (d["images_per_s"], d["p50_ms"], d["p99_ms"]))' "$1"; }
 p50() { sed -n "s/.*$1 latency from source: p50 \([0-9.]*\) ms, p99 \([0-9.]*\) ms.*/\1 \2/p"; }
 
+for ((rep = 1; rep <= REPEAT; rep++)); do
 for b in $SIZES; do
   # Raw tch in both layouts: one loop with every core as intra-op threads, and Rill's own
   # layout (2 workers, cores/2 threads each). "vs raw tch" compares with the faster one.
@@ -56,18 +58,25 @@ for b in $SIZES; do
     echo "rill-paced batch=$b delay=$d ips=$RATE p50=$l50 p99=$l99 mean_batch=$mean" | tee -a "$results"
   done
 done
+done
 
 python3 - "$results" <<'PY'
-import sys
-rows = [dict(kv.split("=", 1) for kv in l.split()[1:]) | {"engine": l.split()[0]} for l in open(sys.argv[1])]
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    kv = dict(x.split("=", 1) for x in f[1:])
+    runs.setdefault((f[0], kv["batch"], kv["delay"]), []).append(kv)
+med = lambda rs, k: statistics.median(float(r[k]) for r in rs) if rs[0].get(k) else None
 raw = {}
-for r in rows:
-    if r["engine"].startswith("raw-tch"):
-        raw[r["batch"]] = max(raw.get(r["batch"], 0), float(r["ips"]))
-print("\n| engine | max_batch_size | max_delay | images/s | vs raw tch | latency p50 ms | p99 ms | mean batch |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-for r in rows:
-    ips = float(r["ips"])
-    vs = "" if r["engine"] == "rill-paced" else f"{ips / raw[r['batch']]:.2f}"
-    print(f"| {r['engine']} | {r['batch']} | {r['delay']} | {ips:,.0f} | {vs} | {r['p50']} | {r['p99']} | {r.get('mean_batch', '')} |")
+for (eng, b, _), rs in runs.items():
+    if eng.startswith("raw-tch"):
+        raw[b] = max(raw.get(b, 0), med(rs, "ips"))
+print("\n| engine | max_batch_size | max_delay | runs | images/s (median) | vs raw tch | latency p50 ms | p99 ms | mean batch |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for (eng, b, d), rs in runs.items():
+    ips = med(rs, "ips")
+    vs = "" if eng == "rill-paced" else f"{ips / raw[b]:.2f}"
+    mb = med(rs, "mean_batch")
+    print(f"| {eng} | {b} | {d} | {len(rs)} | {ips:,.0f} | {vs} | {med(rs, 'p50'):.2f} | {med(rs, 'p99'):.2f} | {'' if mb is None else f'{mb:.1f}'} |")
 PY
