@@ -5,6 +5,11 @@
 //! `chk-<epoch>` or a complete one, and the previous complete checkpoints untouched. The newest
 //! `retain` are kept. `history.jsonl` in the folder records every completed checkpoint's
 //! metrics (for `rill checkpoints list`).
+//!
+//! Small instance states (source positions, sink transactions, small operator states) are kept
+//! inline in `_metadata`; a larger operator state is written by its instance, as the bytes its
+//! snapshot returned, to a file of its own in the staging folder (fsynced before it
+//! acknowledges), and `_metadata` names the file: large state is never parsed or re-encoded.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -37,6 +42,44 @@ pub struct Checkpoint {
     #[serde(default)]
     pub alignment_ms: u64,
     pub instances: Vec<InstanceState>,
+    /// Where it was loaded from (state files are relative to it).
+    #[serde(skip)]
+    pub folder: Option<PathBuf>,
+}
+
+/// Operator states up to this size stay inline in `_metadata`; larger ones get a file.
+pub const INLINE_LIMIT: usize = 64 * 1024;
+
+/// The folder checkpoint `epoch` is staged in until it is complete.
+pub fn staging(dir: &Path, epoch: u64) -> PathBuf {
+    dir.join(format!(".chk-{epoch}.tmp"))
+}
+
+/// Writes one instance's state for checkpoint `epoch` durably into its staging folder; returns
+/// the file's name (what the metadata records).
+pub fn write_state_file(dir: &Path, epoch: u64, component: &str, subtask: u32, bytes: &[u8]) -> std::io::Result<String> {
+    let folder = staging(dir, epoch);
+    fs::create_dir_all(&folder)?;
+    let safe: String = component.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let name = format!("{safe}-{subtask}.state");
+    let mut f = fs::File::create(folder.join(&name))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(name)
+}
+
+/// Removes staging folders of checkpoints that never completed (a crash or an abandoned
+/// checkpoint): all of them at start, or those older than `before`.
+pub fn discard_staging(dir: &Path, before: Option<u64>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name.strip_prefix(".chk-").and_then(|n| n.strip_suffix(".tmp")).and_then(|n| n.parse::<u64>().ok()) {
+            if before.is_none_or(|b| n < b) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 impl Checkpoint {
@@ -62,13 +105,16 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Writes `cp` durably under `dir` and drops old checkpoints beyond `retain`. Returns its size.
+/// Writes `cp` durably under `dir` and drops old checkpoints beyond `retain`. Returns its size
+/// (metadata and state files).
 pub fn write(dir: &Path, cp: &Checkpoint, retain: usize) -> std::io::Result<u64> {
     fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".chk-{}.tmp", cp.epoch));
-    let _ = fs::remove_dir_all(&tmp);
+    // The instances' state files are already there.
+    let tmp = staging(dir, cp.epoch);
     fs::create_dir_all(&tmp)?;
     let bytes = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
+    let files: u64 = cp.instances.iter().filter_map(|i| i.state.as_ref()?.get("bytes")?.as_u64()).sum();
+    let total = bytes.len() as u64 + files;
     let mut f = fs::File::create(tmp.join("_metadata"))?;
     f.write_all(&bytes)?;
     f.sync_all()?;
@@ -84,10 +130,11 @@ pub fn write(dir: &Path, cp: &Checkpoint, retain: usize) -> std::io::Result<u64>
         created_ms: cp.created_ms,
         duration_ms: cp.duration_ms,
         alignment_ms: cp.alignment_ms,
-        bytes: bytes.len() as u64,
+        bytes: total,
         savepoint: cp.savepoint,
     };
     writeln!(h, "{}", serde_json::to_string(&entry).map_err(std::io::Error::other)?)?;
+    discard_staging(dir, Some(cp.epoch));
     // Retention: savepoints stay; the newest `retain` checkpoints stay.
     let mut all = complete(dir)?;
     all.retain(|(_, p)| !p.join("_savepoint").exists());
@@ -98,7 +145,7 @@ pub fn write(dir: &Path, cp: &Checkpoint, retain: usize) -> std::io::Result<u64>
     if cp.savepoint {
         fs::File::create(done.join("_savepoint"))?.sync_all()?;
     }
-    Ok(bytes.len() as u64)
+    Ok(total)
 }
 
 /// Complete checkpoints under `dir`, oldest first.
@@ -121,7 +168,18 @@ pub fn complete(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 pub fn load(path: &Path) -> Result<Checkpoint, String> {
     let meta = if path.is_dir() { path.join("_metadata") } else { path.to_path_buf() };
     let bytes = fs::read(&meta).map_err(|e| format!("cannot read checkpoint {}: {e}", meta.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("checkpoint {} is damaged: {e}", meta.display()))
+    let mut cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| format!("checkpoint {} is damaged: {e}", meta.display()))?;
+    let folder = meta.parent().map(Path::to_path_buf).unwrap_or_default();
+    // State files are named relative to the folder; make them paths.
+    for i in &mut cp.instances {
+        if let Some(f) = i.state.as_mut().and_then(|s| s.get_mut("operator_file")) {
+            if let Some(name) = f.as_str() {
+                *f = serde_json::Value::String(folder.join(name).to_string_lossy().into_owned());
+            }
+        }
+    }
+    cp.folder = Some(folder);
+    Ok(cp)
 }
 
 /// The newest complete checkpoint under `dir`, if any.
@@ -152,6 +210,7 @@ mod tests {
             duration_ms: 1,
             alignment_ms: 0,
             instances: vec![InstanceState { component: "a".into(), subtask: 0, state: Some(serde_json::json!({"n": epoch})) }],
+            folder: None,
         }
     }
 
@@ -167,8 +226,29 @@ mod tests {
         fs::create_dir_all(dir.join("chk-7")).unwrap(); // no metadata: not complete
         let all: Vec<u64> = complete(&dir).unwrap().into_iter().map(|(e, _)| e).collect();
         assert_eq!(all, [3, 4, 5]);
-        assert_eq!(latest(&dir).unwrap().unwrap(), cp(5));
+        let mut last = latest(&dir).unwrap().unwrap();
+        assert_eq!(last.folder.take(), Some(dir.join("chk-5")));
+        assert_eq!(last, cp(5));
         assert_eq!(history(&dir).len(), 5);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn large_states_are_files_beside_the_metadata() {
+        let dir = std::env::temp_dir().join(format!("rill-ckpt-files-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        // An abandoned checkpoint 1 left its staging folder.
+        write_state_file(&dir, 1, "w", 0, b"old").unwrap();
+        let name = write_state_file(&dir, 2, "my window", 1, &[7u8; 100]).unwrap();
+        assert_eq!(name, "my_window-1.state");
+        let mut c = cp(2);
+        c.instances[0].state = Some(serde_json::json!({"operator_file": name, "bytes": 100}));
+        let size = write(&dir, &c, 3).unwrap();
+        assert!(size > 100, "{size}");
+        assert!(!staging(&dir, 1).exists() && !staging(&dir, 2).exists());
+        let back = latest(&dir).unwrap().unwrap();
+        let file = back.instances[0].state.as_ref().unwrap()["operator_file"].as_str().unwrap().to_string();
+        assert_eq!(fs::read(file).unwrap(), [7u8; 100]);
         let _ = fs::remove_dir_all(&dir);
     }
 }

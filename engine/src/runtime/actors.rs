@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) dead_letter: Arc<DeadLetter>,
     /// Source names by `Origin::source`, to say where a rejected record came from.
     pub(crate) source_names: Arc<Vec<Arc<str>>>,
+    /// The checkpoint folder (large operator states are written there as files).
+    pub(crate) checkpoint_dir: Option<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -382,7 +384,10 @@ impl Actor for OperatorActor {
             op.open(octx)?;
             let parse = |saved: &[u8]| -> Result<(Option<Vec<u8>>, Vec<(bool, i64, crate::value::Value, i64)>), OperatorError> {
                 let v: serde_json::Value = serde_json::from_slice(saved).map_err(|e| OperatorError::new(format!("checkpoint state: {e}")))?;
-                let state = v.get("operator").filter(|s| !s.is_null()).map(state_from_json);
+                let state = match v.get("operator_file").and_then(|f| f.as_str()) {
+                    Some(file) => Some(std::fs::read(file).map_err(|e| OperatorError::new(format!("checkpoint state file {file}: {e}")))?),
+                    None => v.get("operator").filter(|s| !s.is_null()).map(state_from_json),
+                };
                 let timers = match v.get("timers") {
                     Some(t) => serde_json::from_value(t.clone()).map_err(|e| OperatorError::new(format!("checkpoint timers: {e}")))?,
                     None => Vec::new(),
@@ -598,11 +603,19 @@ impl OperatorActor {
         guarded("before_barrier", || op.before_barrier(b.epoch, out))?;
         let state = guarded("snapshot", || op.snapshot(b.epoch))?;
         let timers = self.collector.timers().save();
+        let saved = match (state, &self.shared.checkpoint_dir) {
+            (Some(bytes), Some(dir)) if bytes.len() > crate::checkpoint::INLINE_LIMIT => {
+                let file = crate::checkpoint::write_state_file(dir, b.epoch.0, &self.name, self.subtask, &bytes)
+                    .map_err(|e| OperatorError::new(format!("writing checkpoint {} state: {e}", b.epoch.0)))?;
+                serde_json::json!({ "operator_file": file, "bytes": bytes.len(), "timers": timers })
+            }
+            (state, _) => serde_json::json!({ "operator": state_to_json(state), "timers": timers }),
+        };
         let _ = self.shared.events.send(JobEvent::Ack {
             epoch: b.epoch.0,
             component: self.name.to_string(),
             subtask: self.subtask,
-            state: Some(serde_json::json!({ "operator": state_to_json(state), "timers": timers })),
+            state: Some(saved),
             alignment_ms: self.aligning_since.take().map(|t| t.elapsed().as_millis() as u64).unwrap_or(0),
         });
         self.then.push(Then::Broadcast(Message::Barrier(b)));

@@ -180,8 +180,13 @@ async fn drive(
         events: events_tx,
         dead_letter,
         source_names: Arc::new(sources.iter().map(|&i| plan.nodes[i].name.clone()).collect()),
+        checkpoint_dir: plan.config.checkpoint.as_ref().map(|c| c.dir.clone()),
     };
     let cfg = &plan.config;
+    if let Some(ck) = &cfg.checkpoint {
+        // Half-written checkpoints of an earlier run are of no use.
+        crate::checkpoint::discard_staging(&ck.dir, None);
+    }
     let restored: std::collections::BTreeMap<(String, u32), Option<serde_json::Value>> =
         opts.restore.as_ref().map(|c| c.by_instance()).unwrap_or_default();
     let restore_epoch = opts.restore.as_ref().map(|c| c.epoch).unwrap_or(0);
@@ -375,6 +380,7 @@ async fn drive(
                             duration_ms: began.elapsed().as_millis() as u64,
                             alignment_ms: std::mem::take(&mut max_alignment),
                             instances: std::mem::take(states),
+                            folder: None,
                         };
                         in_flight = None;
                         match crate::checkpoint::write(&ck.dir, &cp, ck.retain) {
