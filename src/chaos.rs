@@ -5,6 +5,12 @@
 //! checkpoint — and finally lets it finish. Every file sink's output must then equal the
 //! reference exactly, as a multiset of lines: anything missing is lost, anything extra is
 //! duplicated.
+//!
+//! With `--panics N`, N more runs end by an operator panic instead of a kill: the harness sets
+//! `RILL_FAULTS=panic=COMPONENT@RECORD` for them (a random transform or sink, at a random record
+//! of what it received in the reference run). With `--slow`, every run also slows a random
+//! transform or sink by 1–10 ms per batch (`RILL_FAULTS=slow=…`), which moves barriers, backlogs
+//! and kills to other places. See `engine/src/runtime/faults.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,8 +70,40 @@ fn args(pipeline: &Path, sets: &[String], dir: &Path, sinks: &[String]) -> Vec<S
     a
 }
 
+/// Records received per instance, by component, from the summary table a run prints.
+fn received(summary: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut table = false;
+    for line in summary.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.first() == Some(&"component") {
+            table = true;
+            continue;
+        }
+        match (table, f.as_slice()) {
+            (true, [name, _type, inst, records_in, _out, _rejected, _batches]) => {
+                if let (Ok(i), Ok(n)) = (inst.parse::<u64>(), records_in.parse::<u64>()) {
+                    out.insert(name.to_string(), n / i.max(1));
+                }
+            }
+            _ => table = false,
+        }
+    }
+    out
+}
+
+/// What the harness does to the pipeline.
+pub struct Faults {
+    pub kills: u32,
+    /// Runs ended by an injected operator panic.
+    pub panics: u32,
+    /// Slow a random operator in every run.
+    pub slow: bool,
+}
+
 /// Runs the harness; see the module docs.
-pub fn main(pipeline: &Path, kills: u32, seed: u64, max_delay: Option<Duration>, sets: &[String], registry: &Registry) -> ExitCode {
+pub fn main(pipeline: &Path, faults: Faults, seed: u64, max_delay: Option<Duration>, sets: &[String], registry: &Registry) -> ExitCode {
+    let Faults { kills, panics, slow } = faults;
     let plan = match PipelineConfig::load(pipeline, sets).and_then(|c| JobPlan::build(c, registry)) {
         Ok(p) => p,
         Err(e) => {
@@ -88,51 +126,96 @@ pub fn main(pipeline: &Path, kills: u32, seed: u64, max_delay: Option<Duration>,
     let (reference, chaos) = (root.join("reference"), root.join("chaos"));
 
     let t0 = Instant::now();
-    let status = Command::new(&exe).args(args(pipeline, sets, &reference, &sinks)).arg("--from-scratch").stdout(Stdio::null()).status();
-    if !status.as_ref().is_ok_and(|s| s.success()) {
-        eprintln!("error: the failure-free run failed ({status:?})");
+    // Not quiet: its summary says how many records each component received.
+    let reference_args: Vec<String> = args(pipeline, sets, &reference, &sinks).into_iter().filter(|a| a != "-q").collect();
+    let out = Command::new(&exe).args(reference_args).arg("--from-scratch").stdout(Stdio::null()).output();
+    let Some(out) = out.ok().filter(|o| o.status.success()) else {
+        eprintln!("error: the failure-free run failed");
+        return ExitCode::from(1);
+    };
+    let reference_time = t0.elapsed();
+    // Where faults can go: transforms and sinks that received records, with how many each.
+    let received = received(&String::from_utf8_lossy(&out.stderr));
+    let targets: Vec<(String, u64)> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.role != Role::Source)
+        .filter_map(|n| Some((n.name.to_string(), *received.get(&*n.name).filter(|&&r| r > 0)?)))
+        .collect();
+    if (panics > 0 || slow) && targets.is_empty() {
+        eprintln!("error: no transform or sink received records in the failure-free run; nothing to inject faults into");
         return ExitCode::from(1);
     }
-    let reference_time = t0.elapsed();
     let max = max_delay.unwrap_or(reference_time / 2).max(Duration::from_millis(20));
     eprintln!("failure-free run: {:.2} s; killing up to {kills} times within {} ms of each start", reference_time.as_secs_f64(), max.as_millis());
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut killed = 0;
+    // Which runs end by a panic rather than a kill.
+    let runs = kills + panics;
+    let mut panic_runs = std::collections::BTreeSet::new();
+    while panic_runs.len() < panics as usize {
+        panic_runs.insert(rng.gen_range(0..runs));
+    }
+    let (mut killed, mut panicked) = (0, 0);
     let mut done = false;
+    let mut slowed = Vec::new();
     let chaos_args = args(pipeline, sets, &chaos, &sinks);
-    for i in 0..kills {
+    for i in 0..runs {
         let mut cmd = Command::new(&exe);
         cmd.args(&chaos_args).stdout(Stdio::null()).stderr(Stdio::null());
         if i == 0 {
             cmd.arg("--from-scratch");
         }
+        let mut env = Vec::new();
+        if slow {
+            let (c, _) = &targets[rng.gen_range(0..targets.len())];
+            let ms = rng.gen_range(1..=10);
+            env.push(format!("slow={c}:{ms}ms"));
+            slowed.push(format!("{c} {ms} ms"));
+        }
+        let panic_run = panic_runs.contains(&i);
+        if panic_run {
+            let (c, n) = &targets[rng.gen_range(0..targets.len())];
+            // Early enough to come before the run ends: a restored run has only what is left.
+            env.push(format!("panic={c}@{}", rng.gen_range(1..=(*n / (runs as u64 + 1)).max(1))));
+        }
+        cmd.env("RILL_FAULTS", env.join(";"));
         let mut child = cmd.spawn().expect("rill starts");
         let delay = Duration::from_micros(rng.gen_range(max.as_micros() as u64 / 10..=max.as_micros() as u64));
         let start = Instant::now();
-        while start.elapsed() < delay {
+        // A panic run ends by itself (exit 1) when its operator reaches the record; a run
+        // whose panic comes too late (after a restore there is less to do) is killed instead.
+        let limit = if panic_run { delay.max(reference_time * 2) } else { delay };
+        let mut ended = false;
+        while start.elapsed() < limit {
             if let Ok(Some(st)) = child.try_wait() {
-                if !st.success() {
+                if st.success() {
+                    done = true;
+                } else if panic_run {
+                    panicked += 1;
+                } else {
                     eprintln!("error: run {i} failed by itself ({st})");
                     return ExitCode::from(1);
                 }
-                done = true;
+                ended = true;
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
         if done {
-            eprintln!("run {} finished before its kill; {killed} kills done", i + 1);
+            eprintln!("run {} finished before its fault; {killed} kills and {panicked} panics done", i + 1);
             break;
         }
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        killed += 1;
+        if !ended {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+            killed += 1;
+        }
     }
     if !done {
-        let status = Command::new(&exe).args(&chaos_args).stdout(Stdio::null()).status();
+        let status = Command::new(&exe).args(&chaos_args).stdout(Stdio::null()).stderr(Stdio::null()).env_remove("RILL_FAULTS").status();
         if !status.as_ref().is_ok_and(|s| s.success()) {
-            eprintln!("error: the final run after {killed} kills failed ({status:?})");
+            eprintln!("error: the final run after {killed} kills and {panicked} panics failed ({status:?})");
             return ExitCode::from(1);
         }
     }
@@ -140,7 +223,14 @@ pub fn main(pipeline: &Path, kills: u32, seed: u64, max_delay: Option<Duration>,
         .iter()
         .map(|s| diff(s, &reference.join(format!("{s}.out")), &chaos.join(format!("{s}.out"))))
         .collect();
-    println!("chaos test of {}: {killed} kills (seed {seed})", pipeline.display());
+    let mut what = format!("{killed} kills");
+    if panics > 0 {
+        what += &format!(", {panicked} operator panics");
+    }
+    println!("chaos test of {}: {what} (seed {seed})", pipeline.display());
+    if slow {
+        println!("slowed per batch, run by run: {}", slowed.join(", "));
+    }
     println!("{:<16} {:>10} {:>12} {:>6} {:>10}", "sink", "reference", "after kills", "lost", "duplicated");
     let mut ok = true;
     for d in &diffs {

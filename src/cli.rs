@@ -66,8 +66,9 @@ pub enum Command {
         #[command(subcommand)]
         command: CheckpointsCommand,
     },
-    /// Chaos test: run a pipeline, kill it with SIGKILL at random moments, restart it each
-    /// time, let it finish, and compare its file sinks with a failure-free run. Reports lost and
+    /// Chaos test: run a pipeline, kill it with SIGKILL at random moments (and, with
+    /// `--panics`, make operators panic; with `--slow`, slow one down), restart it each time,
+    /// let it finish, and compare its file sinks with a failure-free run. Reports lost and
     /// duplicated records; exits 1 on any difference.
     ///
     /// The pipeline needs `checkpoint:` and is run with its work directory and file sinks
@@ -78,6 +79,13 @@ pub enum Command {
         /// How many times to kill it.
         #[arg(long, default_value_t = 20)]
         kills: u32,
+        /// How many more runs to end by an operator panic (injected into a random transform or
+        /// sink at a random record) instead of a kill.
+        #[arg(long, default_value_t = 0)]
+        panics: u32,
+        /// Slow a random transform or sink by 1-10 ms per batch in every run.
+        #[arg(long)]
+        slow: bool,
         /// Seed for the kill times.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -228,7 +236,9 @@ pub fn main(registry: Registry) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Savepoint { pipeline, sets } => savepoint(&pipeline, &sets),
-        Command::Chaos { pipeline, kills, seed, max_delay, sets } => crate::chaos::main(&pipeline, kills, seed, max_delay, &sets, &registry),
+        Command::Chaos { pipeline, kills, panics, slow, seed, max_delay, sets } => {
+            crate::chaos::main(&pipeline, crate::chaos::Faults { kills, panics, slow }, seed, max_delay, &sets, &registry)
+        }
         Command::Run { pipeline, sets, threads, progress, quiet, from_scratch, from } => {
             let p = match plan(&pipeline, &sets, &registry) {
                 Ok(p) => p,

@@ -40,6 +40,31 @@ fn file_window_file_survives_twenty_kills() {
 }
 
 #[test]
+fn injected_panics_and_slow_operators_lose_and_duplicate_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(
+        tmp.path(),
+        "in.jsonl",
+        &(0..100_000).map(|i| format!("{{\"ts\":{},\"k\":{},\"v\":{}}}", 1_000_000 + i * 2, i % 37, i % 11)).collect::<Vec<_>>().join("\n"),
+    );
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: chaos-panics\nparallelism: 2\nbatch_size: 256\ncheckpoint: {{interval: 30ms}}\nsources:\n  e:\n    type: file\n    path: {}\n    event_time: {{field: ts, max_out_of_orderness: 50ms}}\ntransforms:\n  w:\n    type: window\n    inputs: [e]\n    key_by: k\n    window: {{type: tumbling, size: 100ms}}\n    aggregates: {{n: count(), s: sum(v)}}\nsinks:\n  out: {{type: file, inputs: [w], path: {}}}\n",
+            input.display(),
+            tmp.path().join("out.jsonl").display()
+        ),
+    );
+    let r = run(&["chaos", p.to_str().unwrap(), "--kills", "6", "--panics", "6", "--slow", "--seed", "5", "--max-delay", "150ms"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("ok: no record lost, none duplicated"), "{}", r.stdout);
+    let panics: u32 = r.stdout.split(" operator panics").next().and_then(|s| s.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(panics >= 3, "most panic runs end by their panic: {}", r.stdout);
+    assert!(r.stdout.contains("slowed per batch, run by run: "), "{}", r.stdout);
+}
+
+#[test]
 fn checkpoints_are_listed_and_a_finished_job_starts_afresh() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ck");

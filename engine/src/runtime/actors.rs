@@ -335,6 +335,8 @@ pub(crate) struct OperatorActor {
     pub(crate) busy: bool,
     /// A sink: measures source-to-sink latency.
     pub(crate) is_sink: bool,
+    /// A fault injected by the chaos harness (`RILL_FAULTS`).
+    pub(crate) fault: Option<super::faults::InjectedFault>,
 }
 
 /// Steps that follow the operator's output of one message, in order.
@@ -519,6 +521,12 @@ impl OperatorActor {
                 }
                 Counters::add(&self.counters.records_in, batch.len() as u64);
                 Counters::add(&self.counters.batches, 1);
+                if let Some(f) = &mut self.fault {
+                    guarded("process", || {
+                        f.before_batch(batch.len());
+                        Ok(())
+                    })?;
+                }
                 self.collector.reserve(batch.len());
                 let Batch { records, watermarks } = batch;
                 if watermarks.is_empty() {

@@ -7,6 +7,7 @@
 //! backpressure from a slow sink back to the sources.
 
 mod actors;
+mod faults;
 pub mod alignment;
 mod input;
 mod output;
@@ -294,6 +295,7 @@ async fn drive(
                             Err(e) => (Box::new(Unmade) as Box<dyn crate::operator::Operator>, Some(e)),
                         };
                         let n_inputs = rxs.len();
+                        let fault = faults::for_instance(&octx.name, s);
                         let (gate, control) = InputGate::new(rxs);
                         ctx.add_stream(gate);
                         OperatorActor {
@@ -317,6 +319,7 @@ async fn drive(
                             then: Vec::new(),
                             busy: false,
                             is_sink: matches!(spec, NodeSpec::Sink(_)),
+                            fault,
                         }
                     });
                     operator_addrs.push(addr);
