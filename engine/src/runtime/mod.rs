@@ -7,6 +7,7 @@
 //! backpressure from a slow sink back to the sources.
 
 mod actors;
+pub mod coordinator;
 mod faults;
 pub mod alignment;
 mod input;
@@ -346,7 +347,7 @@ async fn drive(
     let mut ticker = tokio::time::interval(checkpointing.as_ref().map(|c| c.interval).unwrap_or(Duration::from_secs(3600)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    let mut epoch = restore_epoch;
+    let mut coordinator = coordinator::Coordinator::new(actors, restore_epoch);
     let mut max_alignment = 0u64;
     let mut savepoint_requested: Option<()> = None;
     let mut savepoint_epoch: Option<u64> = None;
@@ -354,25 +355,22 @@ async fn drive(
         .map_err(|e| RunError::Setup(format!("cannot listen for SIGUSR1: {e}")))?;
     let pid_file = cfg.work_dir.join("rill.pid");
     let _ = std::fs::write(&pid_file, std::process::id().to_string());
-    let mut in_flight: Option<(u64, Instant, Vec<crate::checkpoint::InstanceState>)> = None;
     let result = loop {
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(JobEvent::Finished) => {
                     finished += 1;
-                    in_flight = None; // no checkpoint completes once instances start finishing
+                    coordinator.instance_finished(); // no checkpoint completes once instances start finishing
                     if finished == actors {
                         break Ok(if interrupted { Outcome::Interrupted } else { Outcome::Finished });
                     }
                 }
                 Some(JobEvent::Ack { epoch: e, component, subtask, state, alignment_ms }) => {
-                    let Some((current, began, states)) = in_flight.as_mut() else { continue };
-                    if *current != e {
-                        continue;
+                    if coordinator.in_flight() == Some(e) {
+                        max_alignment = max_alignment.max(alignment_ms);
                     }
-                    max_alignment = max_alignment.max(alignment_ms);
-                    states.push(crate::checkpoint::InstanceState { component, subtask, state });
-                    if states.len() == actors {
+                    let done = coordinator.ack(e, crate::checkpoint::InstanceState { component, subtask, state }, Instant::now());
+                    if let Some(done) = done {
                         let ck = checkpointing.as_ref().expect("acks only with checkpoints");
                         let is_savepoint = savepoint_epoch == Some(e);
                         let cp = crate::checkpoint::Checkpoint {
@@ -380,12 +378,11 @@ async fn drive(
                             epoch: e,
                             savepoint: is_savepoint,
                             created_ms: crate::time::now_millis(),
-                            duration_ms: began.elapsed().as_millis() as u64,
+                            duration_ms: done.duration.as_millis() as u64,
                             alignment_ms: std::mem::take(&mut max_alignment),
-                            instances: std::mem::take(states),
+                            instances: done.states,
                             folder: None,
                         };
-                        in_flight = None;
                         match crate::checkpoint::write(&ck.dir, &cp, ck.retain) {
                             Ok(bytes) => {
                                 tracing::info!("checkpoint {e} complete in {} ms (alignment {} ms), {bytes} bytes", cp.duration_ms, cp.alignment_ms);
@@ -433,15 +430,8 @@ async fn drive(
             }
             _ = ticker.tick(), if checkpointing.is_some() && finished == 0 && !interrupted => {
                 let ck = checkpointing.as_ref().expect("checked");
-                if let Some((e, began, _)) = &in_flight {
-                    if began.elapsed() < ck.timeout {
-                        continue;
-                    }
-                    tracing::warn!("checkpoint {e} abandoned after {:?}", ck.timeout);
-                }
-                epoch += 1;
+                let coordinator::Trigger::Start(epoch) = coordinator.trigger(Instant::now(), ck.timeout) else { continue };
                 max_alignment = 0;
-                in_flight = Some((epoch, Instant::now(), Vec::new()));
                 let savepoint = savepoint_requested.is_some() && savepoint_epoch.is_none();
                 if savepoint {
                     savepoint_epoch = Some(epoch);
@@ -450,7 +440,7 @@ async fn drive(
                 for a in &source_addrs {
                     if a.try_send(Inject(barrier)).is_err() {
                         tracing::warn!("a source could not take barrier {epoch}; the checkpoint is abandoned");
-                        in_flight = None;
+                        coordinator.abandon();
                         break;
                     }
                 }
