@@ -224,7 +224,7 @@ fn a_large_operator_state_goes_to_a_file_and_survives_kills() {
     let plain = run(&["run", p.to_str().unwrap(), "--from-scratch"]);
     assert_eq!(plain.code, 0, "{}", plain.stderr);
     let kept = rill_engine_latest(&dir);
-    assert!(kept.contains("operator_file"), "{kept}");
+    assert!(kept.contains("\"chain\"") && kept.contains("shared/a.0."), "{kept}");
 }
 
 /// The newest checkpoint's metadata under `dir`.

@@ -7,9 +7,11 @@
 //! metrics (for `rill checkpoints list`).
 //!
 //! Small instance states (source positions, sink transactions, small operator states) are kept
-//! inline in `_metadata`; a larger operator state is written by its instance, as the bytes its
-//! snapshot returned, to a file of its own in the staging folder (fsynced before it
-//! acknowledges), and `_metadata` names the file: large state is never parsed or re-encoded.
+//! inline in `_metadata`. A larger operator state is written by its instance, as the bytes its
+//! snapshot returned, to a file of its own under `shared/` (fsynced before it acknowledges):
+//! large state is never parsed or re-encoded. `_metadata` lists the instance's chain of such
+//! files — a full snapshot and the deltas taken after it, which later checkpoints share — and
+//! files no retained checkpoint lists are deleted once a newer checkpoint is complete.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -55,17 +57,43 @@ pub fn staging(dir: &Path, epoch: u64) -> PathBuf {
     dir.join(format!(".chk-{epoch}.tmp"))
 }
 
-/// Writes one instance's state for checkpoint `epoch` durably into its staging folder; returns
-/// the file's name (what the metadata records).
+/// Writes one instance's state for checkpoint `epoch` durably under `shared/`; returns the
+/// file's name relative to `dir` (what the metadata records).
 pub fn write_state_file(dir: &Path, epoch: u64, component: &str, subtask: u32, bytes: &[u8]) -> std::io::Result<String> {
-    let folder = staging(dir, epoch);
+    let folder = dir.join("shared");
     fs::create_dir_all(&folder)?;
     let safe: String = component.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    let name = format!("{safe}-{subtask}.state");
-    let mut f = fs::File::create(folder.join(&name))?;
+    let name = format!("shared/{safe}.{subtask}.{epoch}.state");
+    let mut f = fs::File::create(dir.join(&name))?;
     f.write_all(bytes)?;
     f.sync_all()?;
+    sync_dir(&folder)?;
     Ok(name)
+}
+
+/// The state files a checkpoint's metadata lists.
+fn files_of(cp: &Checkpoint) -> impl Iterator<Item = &str> {
+    cp.instances.iter().filter_map(|i| i.state.as_ref()?.get("chain")?.as_array()).flatten().filter_map(|f| f.get("file")?.as_str())
+}
+
+/// Deletes files under `shared/` that no complete checkpoint lists, among those written for
+/// checkpoints up to `upto` (later ones may belong to a checkpoint still in flight).
+fn collect_garbage(dir: &Path, upto: u64) -> std::io::Result<()> {
+    let mut keep = std::collections::HashSet::new();
+    for (_, p) in complete(dir)? {
+        if let Ok(cp) = load(&p) {
+            keep.extend(files_of(&cp).map(String::from));
+        }
+    }
+    let Ok(entries) = fs::read_dir(dir.join("shared")) else { return Ok(()) };
+    for e in entries.flatten() {
+        let name = format!("shared/{}", e.file_name().to_string_lossy());
+        let epoch = name.strip_suffix(".state").and_then(|n| n.rsplit('.').next()).and_then(|n| n.parse::<u64>().ok());
+        if epoch.is_some_and(|ep| ep <= upto) && !keep.contains(&name) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    Ok(())
 }
 
 /// Removes staging folders of checkpoints that never completed (a crash or an abandoned
@@ -145,6 +173,7 @@ pub fn write(dir: &Path, cp: &Checkpoint, retain: usize) -> std::io::Result<u64>
     if cp.savepoint {
         fs::File::create(done.join("_savepoint"))?.sync_all()?;
     }
+    collect_garbage(dir, cp.epoch)?;
     Ok(total)
 }
 
@@ -170,11 +199,12 @@ pub fn load(path: &Path) -> Result<Checkpoint, String> {
     let bytes = fs::read(&meta).map_err(|e| format!("cannot read checkpoint {}: {e}", meta.display()))?;
     let mut cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| format!("checkpoint {} is damaged: {e}", meta.display()))?;
     let folder = meta.parent().map(Path::to_path_buf).unwrap_or_default();
-    // State files are named relative to the folder; make them paths.
+    // State files are named relative to the checkpoint root (the folder's parent): add paths.
+    let root = folder.parent().map(Path::to_path_buf).unwrap_or_default();
     for i in &mut cp.instances {
-        if let Some(f) = i.state.as_mut().and_then(|s| s.get_mut("operator_file")) {
-            if let Some(name) = f.as_str() {
-                *f = serde_json::Value::String(folder.join(name).to_string_lossy().into_owned());
+        for f in i.state.as_mut().and_then(|s| s.get_mut("chain")).and_then(|c| c.as_array_mut()).into_iter().flatten() {
+            if let Some(name) = f.get("file").and_then(|n| n.as_str()).map(String::from) {
+                f["path"] = serde_json::Value::String(root.join(name).to_string_lossy().into_owned());
             }
         }
     }
@@ -234,21 +264,33 @@ mod tests {
     }
 
     #[test]
-    fn large_states_are_files_beside_the_metadata() {
+    fn state_files_are_shared_by_chains_and_collected_when_unlisted() {
         let dir = std::env::temp_dir().join(format!("rill-ckpt-files-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        // An abandoned checkpoint 1 left its staging folder.
-        write_state_file(&dir, 1, "w", 0, b"old").unwrap();
-        let name = write_state_file(&dir, 2, "my window", 1, &[7u8; 100]).unwrap();
-        assert_eq!(name, "my_window-1.state");
-        let mut c = cp(2);
-        c.instances[0].state = Some(serde_json::json!({"operator_file": name, "bytes": 100}));
-        let size = write(&dir, &c, 3).unwrap();
+        let with_chain = |epoch: u64, files: &[&str]| {
+            let mut c = cp(epoch);
+            let chain: Vec<serde_json::Value> = files.iter().map(|f| serde_json::json!({"file": f})).collect();
+            c.instances[0].state = Some(serde_json::json!({"chain": chain, "bytes": 100}));
+            c
+        };
+        let base = write_state_file(&dir, 1, "my window", 1, &[7u8; 100]).unwrap();
+        assert_eq!(base, "shared/my_window.1.1.state");
+        write(&dir, &with_chain(1, &[&base]), 2).unwrap();
+        let d2 = write_state_file(&dir, 2, "my window", 1, b"delta 2").unwrap();
+        write(&dir, &with_chain(2, &[&base, &d2]), 2).unwrap();
+        let orphan = write_state_file(&dir, 3, "my window", 1, b"from an abandoned checkpoint").unwrap();
+        let future = write_state_file(&dir, 5, "my window", 1, b"checkpoint 5, in flight").unwrap();
+        let d4 = write_state_file(&dir, 4, "my window", 1, b"delta 4").unwrap();
+        // Checkpoint 4 drops checkpoint 1 (retain 2): the base stays, listed by 2 and 4.
+        let size = write(&dir, &with_chain(4, &[&base, &d2, &d4]), 2).unwrap();
         assert!(size > 100, "{size}");
-        assert!(!staging(&dir, 1).exists() && !staging(&dir, 2).exists());
+        assert!(dir.join(&base).exists() && dir.join(&d2).exists() && dir.join(&d4).exists());
+        assert!(!dir.join(&orphan).exists(), "listed by no checkpoint");
+        assert!(dir.join(&future).exists(), "may belong to a checkpoint in flight");
         let back = latest(&dir).unwrap().unwrap();
-        let file = back.instances[0].state.as_ref().unwrap()["operator_file"].as_str().unwrap().to_string();
-        assert_eq!(fs::read(file).unwrap(), [7u8; 100]);
+        let paths: Vec<String> = back.instances[0].state.as_ref().unwrap()["chain"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+        assert_eq!(fs::read(&paths[0]).unwrap(), [7u8; 100]);
+        assert_eq!(fs::read(&paths[2]).unwrap(), b"delta 4");
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -40,6 +40,15 @@ use std::sync::Arc;
 use crate::message::{Epoch, Watermark};
 use crate::record::{Batch, Record};
 
+/// What [`Operator::snapshot_incremental`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Snapshot {
+    /// The whole state.
+    Full(Vec<u8>),
+    /// What changed since the instance's previous snapshot.
+    Delta(Vec<u8>),
+}
+
 /// A failure that stops the job (as opposed to a bad record, which is rejected and counted).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -330,6 +339,43 @@ pub trait Operator: 'static {
     /// Restores state written by [`snapshot`](Self::snapshot) (called after `open`).
     fn restore(&mut self, _state: &[u8]) -> Result<(), OperatorError> {
         Ok(())
+    }
+
+    /// Incremental checkpoints, for operators with large state: return [`Snapshot::Delta`] —
+    /// only what changed since this instance's previous snapshot — unless `full` is set (the
+    /// runtime needs a base: the first checkpoint of a run, or after several deltas). The
+    /// runtime stores the chain (a full snapshot and the deltas after it) and hands it to
+    /// [`restore_chain`](Self::restore_chain). The default takes [`snapshot`](Self::snapshot),
+    /// full every time.
+    fn snapshot_incremental(&mut self, epoch: Epoch, _full: bool) -> Result<Option<Snapshot>, OperatorError> {
+        Ok(self.snapshot(epoch)?.map(Snapshot::Full))
+    }
+
+    /// Restores from a chain of snapshots, oldest first: a full one, then deltas. The default
+    /// restores a chain of one full snapshot with [`restore`](Self::restore).
+    fn restore_chain(&mut self, chain: &[Vec<u8>]) -> Result<(), OperatorError> {
+        match chain {
+            [] => Ok(()),
+            [full] => self.restore(full),
+            _ => Err(OperatorError::new("this operator wrote incremental snapshots but does not implement restore_chain")),
+        }
+    }
+
+    /// Restores at another parallelism from every old instance's chain. The default passes
+    /// single full snapshots to [`restore_rescaled`](Self::restore_rescaled).
+    fn restore_rescaled_chains(&mut self, chains: &[Vec<Vec<u8>>]) -> Result<(), OperatorError> {
+        let mut fulls = Vec::with_capacity(chains.len());
+        for c in chains {
+            match c.as_slice() {
+                [] => {}
+                [full] => fulls.push(full.clone()),
+                _ => return Err(OperatorError::new("this operator wrote incremental snapshots but does not implement restore_rescaled_chains")),
+            }
+        }
+        if fulls.is_empty() {
+            return Ok(());
+        }
+        self.restore_rescaled(&fulls)
     }
 
     /// Restores at a different parallelism: `states` are the snapshots of every instance of the

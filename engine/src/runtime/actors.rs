@@ -14,7 +14,7 @@ use super::JobEvent;
 use crate::dead_letter::DeadLetter;
 use crate::message::{Message, Watermark};
 use crate::metrics::Counters;
-use crate::operator::{Collector, Operator, OperatorError, Rejected};
+use crate::operator::{Collector, Operator, OperatorError, Rejected, Snapshot};
 use crate::record::{Batch, Record};
 use crate::source::{Source, SourceContext, SourceOutput, SourceStatus};
 
@@ -337,6 +337,8 @@ pub(crate) struct OperatorActor {
     pub(crate) is_sink: bool,
     /// A fault injected by the chaos harness (`RILL_FAULTS`).
     pub(crate) fault: Option<super::faults::InjectedFault>,
+    /// The snapshot files the next checkpoint builds on.
+    pub(crate) chain: Chain,
 }
 
 /// Steps that follow the operator's output of one message, in order.
@@ -354,6 +356,61 @@ pub(crate) enum Restore {
     Own(Vec<u8>),
     /// Every instance's state (the parallelism changed): keep this instance's key groups.
     Rescaled(Vec<Vec<u8>>),
+}
+
+/// One instance's entry of a checkpoint, read back: its snapshot chain (a full snapshot, then
+/// deltas; one element for a plain snapshot) and its timers.
+struct SavedInstance {
+    chain: Vec<Vec<u8>>,
+    /// The chain's files (relative to the checkpoint folder's parent) and sizes.
+    names: Vec<(String, u64)>,
+    timers: Vec<(bool, i64, crate::value::Value, i64)>,
+}
+
+impl SavedInstance {
+    fn parse(saved: &[u8]) -> Result<SavedInstance, OperatorError> {
+        let v: serde_json::Value = serde_json::from_slice(saved).map_err(|e| OperatorError::new(format!("checkpoint state: {e}")))?;
+        let (mut chain, mut names) = (Vec::new(), Vec::new());
+        if let Some(files) = v.get("chain").and_then(|c| c.as_array()) {
+            for f in files {
+                let (Some(path), Some(name)) = (f.get("path").and_then(|p| p.as_str()), f.get("file").and_then(|p| p.as_str())) else {
+                    return Err(OperatorError::new(format!("checkpoint state: bad chain entry {f}")));
+                };
+                let bytes = std::fs::read(path).map_err(|e| OperatorError::new(format!("checkpoint state file {path}: {e}")))?;
+                names.push((name.to_string(), bytes.len() as u64));
+                chain.push(bytes);
+            }
+        } else if let Some(state) = v.get("operator").filter(|s| !s.is_null()) {
+            chain.push(state_from_json(state));
+        }
+        let timers = match v.get("timers") {
+            Some(t) => serde_json::from_value(t.clone()).map_err(|e| OperatorError::new(format!("checkpoint timers: {e}")))?,
+            None => Vec::new(),
+        };
+        Ok(SavedInstance { chain, names, timers })
+    }
+}
+
+/// An instance's current chain of snapshot files, and when to start a new one.
+#[derive(Default)]
+pub(crate) struct Chain {
+    files: Vec<(String, u64)>,
+}
+
+impl Chain {
+    /// Deltas after a full snapshot before the next full one.
+    const MAX_DELTAS: usize = 8;
+
+    fn from_restored(files: Vec<(String, u64)>) -> Chain {
+        Chain { files }
+    }
+
+    /// Whether the next snapshot must be full: no base yet, too many deltas, or the deltas
+    /// together as large as the base (restoring would read more than a new base costs).
+    fn needs_full(&self) -> bool {
+        let Some(((_, base), deltas)) = self.files.split_first() else { return true };
+        deltas.len() >= Self::MAX_DELTAS || deltas.iter().map(|(_, b)| b).sum::<u64>() >= *base
+    }
 }
 
 /// Stands in for an operator whose factory failed.
@@ -382,44 +439,35 @@ impl Actor for OperatorActor {
         let restore = self.restore.take();
         let restoring_since = restore.as_ref().map(|_| std::time::Instant::now());
         let mut timers: Vec<(bool, i64, crate::value::Value, i64)> = Vec::new();
+        let mut chain_names: Vec<(String, u64)> = Vec::new();
         let r = guarded("open", || {
             op.open(octx)?;
-            let parse = |saved: &[u8]| -> Result<(Option<Vec<u8>>, Vec<(bool, i64, crate::value::Value, i64)>), OperatorError> {
-                let v: serde_json::Value = serde_json::from_slice(saved).map_err(|e| OperatorError::new(format!("checkpoint state: {e}")))?;
-                let state = match v.get("operator_file").and_then(|f| f.as_str()) {
-                    Some(file) => Some(std::fs::read(file).map_err(|e| OperatorError::new(format!("checkpoint state file {file}: {e}")))?),
-                    None => v.get("operator").filter(|s| !s.is_null()).map(state_from_json),
-                };
-                let timers = match v.get("timers") {
-                    Some(t) => serde_json::from_value(t.clone()).map_err(|e| OperatorError::new(format!("checkpoint timers: {e}")))?,
-                    None => Vec::new(),
-                };
-                Ok((state, timers))
-            };
             match &restore {
                 None => {}
                 Some(Restore::Own(saved)) => {
-                    let (state, t) = parse(saved)?;
-                    if let Some(state) = state {
-                        op.restore(&state)?;
-                    }
-                    timers = t;
+                    let s = SavedInstance::parse(saved)?;
+                    op.restore_chain(&s.chain)?;
+                    timers = s.timers;
+                    chain_names = s.names;
                 }
                 Some(Restore::Rescaled(all)) => {
-                    let mut states = Vec::new();
+                    let mut chains = Vec::new();
                     for saved in all {
-                        let (state, t) = parse(saved)?;
-                        states.extend(state);
+                        let s = SavedInstance::parse(saved)?;
+                        chains.push(s.chain);
                         let (max, range) = (octx.max_parallelism, octx.key_groups.clone());
-                        timers.extend(t.into_iter().filter(|(_, _, k, _)| range.contains(&crate::exchange::KeyGroup::of_hash(k.stable_hash(), max).0)));
+                        timers.extend(s.timers.into_iter().filter(|(_, _, k, _)| range.contains(&crate::exchange::KeyGroup::of_hash(k.stable_hash(), max).0)));
                     }
-                    if !states.is_empty() {
-                        op.restore_rescaled(&states)?;
+                    chains.retain(|c| !c.is_empty());
+                    if !chains.is_empty() {
+                        op.restore_rescaled_chains(&chains)?;
                     }
                 }
             }
             Ok(())
         });
+        // Deltas continue the restored chain (a rescaled instance starts a new one).
+        self.chain = Chain::from_restored(chain_names);
         self.collector.timers().load(timers);
         if let Some(t) = restoring_since {
             tracing::info!("restored `{}` instance {} in {} ms", self.name, self.subtask, t.elapsed().as_millis());
@@ -606,18 +654,47 @@ impl OperatorActor {
         Ok(())
     }
 
+    /// The metadata entry of a state kept as a chain of files (`bytes`: written now).
+    fn chain_json(&self, bytes: usize, timers: &[(bool, i64, crate::value::Value, i64)]) -> serde_json::Value {
+        let files: Vec<serde_json::Value> = self.chain.files.iter().map(|(f, _)| serde_json::json!({ "file": f })).collect();
+        serde_json::json!({ "chain": files, "bytes": bytes, "timers": timers })
+    }
+
     fn complete_barrier(&mut self, b: crate::message::Barrier) -> Result<(), OperatorError> {
         let (op, out) = (&mut self.op, &mut self.collector);
         guarded("before_barrier", || op.before_barrier(b.epoch, out))?;
-        let state = guarded("snapshot", || op.snapshot(b.epoch))?;
+        let full = self.chain.needs_full();
+        let snapshot = guarded("snapshot", || op.snapshot_incremental(b.epoch, full))?;
         let timers = self.collector.timers().save();
-        let saved = match (state, &self.shared.checkpoint_dir) {
-            (Some(bytes), Some(dir)) if bytes.len() > crate::checkpoint::INLINE_LIMIT => {
-                let file = crate::checkpoint::write_state_file(dir, b.epoch.0, &self.name, self.subtask, &bytes)
-                    .map_err(|e| OperatorError::new(format!("writing checkpoint {} state: {e}", b.epoch.0)))?;
-                serde_json::json!({ "operator_file": file, "bytes": bytes.len(), "timers": timers })
+        let epoch = b.epoch.0;
+        let write = |bytes: &[u8]| -> Result<(String, u64), OperatorError> {
+            let dir = self.shared.checkpoint_dir.as_ref().expect("snapshots are taken with checkpoints only");
+            let file = crate::checkpoint::write_state_file(dir, epoch, &self.name, self.subtask, bytes)
+                .map_err(|e| OperatorError::new(format!("writing checkpoint {epoch} state: {e}")))?;
+            Ok((file, bytes.len() as u64))
+        };
+        let saved = match snapshot {
+            Some(Snapshot::Full(bytes)) if bytes.len() > crate::checkpoint::INLINE_LIMIT => {
+                self.chain.files = vec![write(&bytes)?];
+                self.chain_json(bytes.len(), &timers)
             }
-            (state, _) => serde_json::json!({ "operator": state_to_json(state), "timers": timers }),
+            Some(Snapshot::Delta(bytes)) => {
+                if self.chain.files.is_empty() {
+                    return Err(OperatorError::new("the operator returned a delta snapshot where a full one was asked for"));
+                }
+                let f = write(&bytes)?;
+                self.chain.files.push(f);
+                self.chain_json(bytes.len(), &timers)
+            }
+            // Small (or no) state: inline in the metadata, whole every time.
+            Some(Snapshot::Full(bytes)) => {
+                self.chain.files.clear();
+                serde_json::json!({ "operator": state_to_json(Some(bytes)), "timers": timers })
+            }
+            None => {
+                self.chain.files.clear();
+                serde_json::json!({ "operator": null, "timers": timers })
+            }
         };
         let _ = self.shared.events.send(JobEvent::Ack {
             epoch: b.epoch.0,

@@ -321,6 +321,7 @@ async fn drive(
                             busy: false,
                             is_sink: matches!(spec, NodeSpec::Sink(_)),
                             fault,
+                            chain: Default::default(),
                         }
                     });
                     operator_addrs.push(addr);
