@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rill_engine::aggregate::{Acc, AggregateCall};
 use rill_engine::config::{ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
-use rill_engine::operator::{Collector, Operator, OperatorError};
+use rill_engine::operator::{Collector, Operator, OperatorError, Snapshot};
 use rill_engine::record::Record;
 use rill_engine::registry::{BuildContext, TransformSpec};
 use rill_engine::value::{Key, KeyHasher, Sym, Value};
@@ -25,10 +25,17 @@ struct AggregateConfig {
 pub struct Aggregate {
     key: Option<(Sym, Expr)>,
     calls: Vec<(Sym, AggregateCall)>,
-    groups: HashMap<Key, Vec<Acc>, KeyHasher>,
+    groups: HashMap<Key, Group, KeyHasher>,
     inputs: Vec<Value>,
     key_groups: std::ops::Range<u32>,
     max_parallelism: u32,
+}
+
+/// One key's aggregates, and whether they changed since the last snapshot (incremental
+/// checkpoints write only those).
+struct Group {
+    accs: Vec<Acc>,
+    changed: bool,
 }
 
 impl Aggregate {
@@ -45,22 +52,47 @@ impl Operator for Aggregate {
     }
 
     fn restore_rescaled(&mut self, states: &[Vec<u8>]) -> Result<(), OperatorError> {
-        for s in states {
-            self.restore_more(s)?;
+        self.restore_rescaled_chains(&states.iter().map(|s| vec![s.clone()]).collect::<Vec<_>>())
+    }
+
+    fn restore_rescaled_chains(&mut self, chains: &[Vec<Vec<u8>>]) -> Result<(), OperatorError> {
+        self.groups.clear();
+        for chain in chains {
+            for s in chain {
+                self.restore_more(s)?;
+            }
         }
         let (range, max) = (self.key_groups.clone(), self.max_parallelism);
         self.groups.retain(|k, _| range.contains(&rill_engine::exchange::KeyGroup::of_hash(k.0.stable_hash(), max).0));
         Ok(())
     }
 
-    fn snapshot(&mut self, _epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
-        let groups: Vec<(&Value, &Vec<Acc>)> = self.groups.iter().map(|(k, v)| (&k.0, v)).collect();
-        serde_json::to_vec(&groups).map(Some).map_err(|e| OperatorError::new(e.to_string()))
+    fn snapshot(&mut self, epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
+        match self.snapshot_incremental(epoch, true)? {
+            Some(Snapshot::Full(b)) | Some(Snapshot::Delta(b)) => Ok(Some(b)),
+            None => Ok(None),
+        }
+    }
+
+    /// Full: every group; delta: the groups updated since the last snapshot (groups are never
+    /// removed, so a delta is only upserts).
+    fn snapshot_incremental(&mut self, _epoch: rill_engine::message::Epoch, full: bool) -> Result<Option<Snapshot>, OperatorError> {
+        let groups: Vec<(&Value, &Vec<Acc>)> = self.groups.iter().filter(|(_, g)| full || g.changed).map(|(k, g)| (&k.0, &g.accs)).collect();
+        let bytes = serde_json::to_vec(&groups).map_err(|e| OperatorError::new(e.to_string()))?;
+        self.groups.values_mut().for_each(|g| g.changed = false);
+        Ok(Some(if full { Snapshot::Full(bytes) } else { Snapshot::Delta(bytes) }))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        self.restore_chain(&[state.to_vec()])
+    }
+
+    fn restore_chain(&mut self, chain: &[Vec<u8>]) -> Result<(), OperatorError> {
         self.groups.clear();
-        self.restore_more(state)
+        for s in chain {
+            self.restore_more(s)?;
+        }
+        Ok(())
     }
 
     fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
@@ -72,7 +104,9 @@ impl Operator for Aggregate {
             }
         };
         let calls = &self.calls;
-        let accs = self.groups.entry(Key(key.clone())).or_insert_with(|| calls.iter().map(|(_, c)| c.function.create()).collect());
+        let group = self.groups.entry(Key(key.clone())).or_insert_with(|| Group { accs: calls.iter().map(|(_, c)| c.function.create()).collect(), changed: true });
+        group.changed = true;
+        let accs = &mut group.accs;
         let mut result = Record::with_capacity(calls.len() + 1);
         if let Some((name, _)) = &self.key {
             result.push(*name, key);
@@ -96,7 +130,7 @@ impl Aggregate {
             for (acc, (_, call)) in accs.iter_mut().zip(&self.calls) {
                 call.rehydrate(acc);
             }
-            self.groups.insert(Key(k), accs);
+            self.groups.insert(Key(k), Group { accs, changed: false });
         }
         Ok(())
     }
@@ -123,4 +157,59 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
         spec.max_parallelism = Some(1);
     }
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rill_engine::aggregate::AggregateRegistry;
+    use rill_engine::message::Epoch;
+
+    fn op() -> Aggregate {
+        let calls = vec![(Sym::new("n"), AggregateRegistry::default().parse("n", "count()").unwrap())];
+        Aggregate::new(Some((Sym::new("k"), Expr::compile("k").unwrap())), calls)
+    }
+
+    fn feed(a: &mut Aggregate, keys: impl IntoIterator<Item = i64>) {
+        let mut out = Collector::default();
+        for k in keys {
+            a.process([("k", Value::Int(k))].into_iter().collect(), &mut out).unwrap();
+        }
+    }
+
+    fn counts(a: &Aggregate) -> Vec<(i64, Value)> {
+        let mut v: Vec<(i64, Value)> = a.groups.iter().map(|(k, g)| (if let Value::Int(i) = k.0 { i } else { -1 }, g.accs[0].result())).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+
+    #[test]
+    fn a_delta_holds_only_changed_groups_and_a_chain_restores_everything() {
+        let mut a = op();
+        feed(&mut a, 0..1000);
+        let Some(Snapshot::Full(base)) = a.snapshot_incremental(Epoch(1), true).unwrap() else { panic!("full asked") };
+        feed(&mut a, [3, 3, 7]);
+        let Some(Snapshot::Delta(d1)) = a.snapshot_incremental(Epoch(2), false).unwrap() else { panic!("delta") };
+        feed(&mut a, [1000, 7]);
+        let Some(Snapshot::Delta(d2)) = a.snapshot_incremental(Epoch(3), false).unwrap() else { panic!("delta") };
+        let groups = |b: &[u8]| serde_json::from_slice::<Vec<serde_json::Value>>(b).unwrap().len();
+        assert_eq!((groups(&base), groups(&d1), groups(&d2)), (1000, 2, 2));
+        assert!(d1.len() * 100 < base.len());
+
+        let mut b = op();
+        b.restore_chain(&[base.clone(), d1.clone(), d2.clone()]).unwrap();
+        assert_eq!(counts(&b), counts(&a));
+
+        // At two instances, each keeps its key groups of the same folded state.
+        let chains = vec![vec![base, d1, d2]];
+        let mut merged = Vec::new();
+        for range in [0..64, 64..128] {
+            let mut c = op();
+            c.key_groups = range;
+            c.restore_rescaled_chains(&chains).unwrap();
+            merged.extend(counts(&c));
+        }
+        merged.sort_by_key(|(k, _)| *k);
+        assert_eq!(merged, counts(&a));
+    }
 }
