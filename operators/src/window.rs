@@ -19,7 +19,7 @@ use rill_engine::aggregate::{Acc, AggregateCall};
 use rill_engine::config::{ConfigError, ConfigErrors, Ordered, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::message::Watermark;
-use rill_engine::operator::{Collector, Operator, OperatorContext, OperatorError};
+use rill_engine::operator::{Collector, Operator, OperatorContext, OperatorError, Snapshot};
 use rill_engine::record::{Record, NO_TIMESTAMP};
 use rill_engine::registry::{BuildContext, TransformSpec};
 use rill_engine::state::{KeyedState, StateKey, StateOptions, TimeDomain, Timer};
@@ -141,6 +141,9 @@ pub struct Window {
     /// This instance's key groups, for restoring at another parallelism.
     key_groups: std::ops::Range<u32>,
     max_parallelism: u32,
+    /// With checkpoints: the index entries added and removed since the last snapshot, in
+    /// order, for incremental snapshots (index code, time, key, window start, added).
+    index_log: Option<Vec<(u8, i64, Value, i64, bool)>>,
 }
 
 /// The fields of a result record.
@@ -191,6 +194,7 @@ impl Window {
             inputs: Vec::new(),
             key_groups: 0..u32::MAX,
             max_parallelism: rill_engine::exchange::DEFAULT_MAX_PARALLELISM,
+            index_log: None,
             shape: Shape {
                 key: key_name,
                 names: call_names,
@@ -219,19 +223,27 @@ impl Window {
         w.last_ts = w.last_ts.max(ts);
     }
 
-    fn index(map: &mut BTreeMap<i64, Vec<(Key, i64)>>, time: i64, key: &Key, start: i64) {
+    fn index(&mut self, which: Due, time: i64, key: &Key, start: i64) {
+        let map = match which {
+            Due::Fire => &mut self.fire,
+            Due::Cleanup => &mut self.cleanup,
+            Due::Processing => &mut self.proc_fire,
+        };
         map.entry(time).or_default().push((key.clone(), start));
+        if let Some(log) = &mut self.index_log {
+            log.push((which as u8, time, key.0.clone(), start, true));
+        }
     }
 
     /// A window was created: schedule its firing (and clean-up).
     fn schedule(&mut self, key: &Key, start: i64, end: i64, proc: bool, out: &mut Collector) {
         if proc {
-            Self::index(&mut self.proc_fire, end - 1, key, start);
+            self.index(Due::Processing, end - 1, key, start);
             out.timers().register(TimeDomain::Processing, &Value::Null, 0, end - 1);
         } else {
-            Self::index(&mut self.fire, end - 1, key, start);
+            self.index(Due::Fire, end - 1, key, start);
             if self.lateness > 0 {
-                Self::index(&mut self.cleanup, end - 1 + self.lateness, key, start);
+                self.index(Due::Cleanup, end - 1 + self.lateness, key, start);
             }
         }
     }
@@ -355,6 +367,9 @@ impl Window {
                 break;
             }
             let (time, windows) = entry.remove_entry();
+            if let Some(log) = &mut self.index_log {
+                log.extend(windows.iter().map(|(k, start)| (which as u8, time, k.0.clone(), *start, false)));
+            }
             for (key, start) in windows {
                 match which {
                     Due::Fire | Due::Processing => {
@@ -452,6 +467,7 @@ impl Window {
 }
 
 #[derive(Clone, Copy, PartialEq)]
+#[repr(u8)]
 enum Due {
     Fire,
     Cleanup,
@@ -461,65 +477,35 @@ enum Due {
 /// What a checkpoint holds of a window operator: its state entries and its indexes.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct WindowSnapshot {
+    /// Window contents: every entry, or (in a delta) those written since the last snapshot.
     wins: Vec<(Vec<u8>, Vec<u8>)>,
     sessions: Vec<(Vec<u8>, Vec<u8>)>,
+    /// In a delta: entries removed since the last snapshot.
+    #[serde(default)]
+    wins_removed: Vec<Vec<u8>>,
+    #[serde(default)]
+    sessions_removed: Vec<Vec<u8>>,
+    /// In a delta: the index changes since the last snapshot, in order (the indexes above are
+    /// then empty).
+    #[serde(default)]
+    index_changes: Vec<(u8, i64, Value, i64, bool)>,
     fire: Vec<(i64, Vec<(Value, i64)>)>,
     cleanup: Vec<(i64, Vec<(Value, i64)>)>,
     proc_fire: Vec<(i64, Vec<(Value, i64)>)>,
     watermark: i64,
 }
 
-fn save_index(m: &BTreeMap<i64, Vec<(Key, i64)>>) -> Vec<(i64, Vec<(Value, i64)>)> {
-    m.iter().map(|(t, v)| (*t, v.iter().map(|(k, s)| (k.0.clone(), *s)).collect())).collect()
-}
-
-fn load_index(v: Vec<(i64, Vec<(Value, i64)>)>) -> BTreeMap<i64, Vec<(Key, i64)>> {
-    v.into_iter().map(|(t, ws)| (t, ws.into_iter().map(|(k, s)| (Key(k), s)).collect())).collect()
-}
-
-impl Operator for Window {
-    fn snapshot(&mut self, _epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
-        let snap = WindowSnapshot {
-            wins: match self.wins.as_mut() {
-                Some(w) => w.snapshot_entries()?,
-                None => Vec::new(),
-            },
-            sessions: match self.sessions.as_mut() {
-                Some(s) => s.snapshot_entries()?,
-                None => Vec::new(),
-            },
-            fire: save_index(&self.fire),
-            cleanup: save_index(&self.cleanup),
-            proc_fire: save_index(&self.proc_fire),
-            watermark: self.watermark,
-        };
-        serde_json::to_vec(&snap).map(Some).map_err(|e| OperatorError::new(e.to_string()))
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
-        let snap: WindowSnapshot = serde_json::from_slice(state).map_err(|e| OperatorError::new(format!("window checkpoint: {e}")))?;
-        if let Some(w) = self.wins.as_mut() {
-            w.restore_entries(&snap.wins)?;
-        }
-        if let Some(s) = self.sessions.as_mut() {
-            s.restore_entries(&snap.sessions)?;
-        }
-        self.fire = load_index(snap.fire);
-        self.cleanup = load_index(snap.cleanup);
-        self.proc_fire = load_index(snap.proc_fire);
-        self.watermark = snap.watermark;
-        Ok(())
-    }
-
-    fn restore_rescaled(&mut self, states: &[Vec<u8>]) -> Result<(), OperatorError> {
+impl Window {
+    /// Keeps this instance's key groups of the old instances' states (rescaling).
+    fn restore_rescaled_snapshots(&mut self, states: Vec<WindowSnapshot>) -> Result<(), OperatorError> {
         let mine = |e: &(Vec<u8>, Vec<u8>)| self.key_groups.contains(&KeyedState::<Win>::entry_key_group(e));
-        let mut merged = WindowSnapshot { wins: vec![], sessions: vec![], fire: vec![], cleanup: vec![], proc_fire: vec![], watermark: i64::MIN };
+        let mut merged = WindowSnapshot { wins: vec![], sessions: vec![], wins_removed: vec![], sessions_removed: vec![], index_changes: vec![], fire: vec![], cleanup: vec![], proc_fire: vec![], watermark: i64::MIN };
+
         let owns = |k: &Value| self.key_groups.contains(&rill_engine::exchange::KeyGroup::of_hash(k.stable_hash(), self.max_parallelism).0);
         let keep = |idx: Vec<(i64, Vec<(Value, i64)>)>| -> Vec<(i64, Vec<(Value, i64)>)> {
             idx.into_iter().map(|(t, ws)| (t, ws.into_iter().filter(|(k, _)| owns(k)).collect::<Vec<_>>())).filter(|(_, ws)| !ws.is_empty()).collect()
         };
-        for s in states {
-            let snap: WindowSnapshot = serde_json::from_slice(s).map_err(|e| OperatorError::new(format!("window checkpoint: {e}")))?;
+        for snap in states {
             merged.wins.extend(snap.wins.into_iter().filter(|e| mine(e)));
             merged.sessions.extend(snap.sessions.into_iter().filter(|e| mine(e)));
             merged.fire.extend(keep(snap.fire));
@@ -548,10 +534,136 @@ impl Operator for Window {
         self.watermark = merged.watermark;
         Ok(())
     }
+}
+
+/// A chain of window snapshots (a full one, then deltas) folded into one full snapshot.
+fn fold(chain: &[Vec<u8>]) -> Result<Option<WindowSnapshot>, OperatorError> {
+    let parse = |b: &[u8]| serde_json::from_slice::<WindowSnapshot>(b).map_err(|e| OperatorError::new(format!("window checkpoint: {e}")));
+    let Some((first, deltas)) = chain.split_first() else { return Ok(None) };
+    let mut snap = parse(first)?;
+    if deltas.is_empty() {
+        return Ok(Some(snap));
+    }
+    let mut wins: BTreeMap<Vec<u8>, Vec<u8>> = std::mem::take(&mut snap.wins).into_iter().collect();
+    let mut sessions: BTreeMap<Vec<u8>, Vec<u8>> = std::mem::take(&mut snap.sessions).into_iter().collect();
+    let as_map = |v: Vec<(i64, Vec<(Value, i64)>)>| v.into_iter().collect::<BTreeMap<i64, Vec<(Value, i64)>>>();
+    let mut indexes = [as_map(std::mem::take(&mut snap.fire)), as_map(std::mem::take(&mut snap.cleanup)), as_map(std::mem::take(&mut snap.proc_fire))];
+    for d in deltas {
+        let d = parse(d)?;
+        wins.extend(d.wins);
+        d.wins_removed.iter().for_each(|k| drop(wins.remove(k)));
+        sessions.extend(d.sessions);
+        d.sessions_removed.iter().for_each(|k| drop(sessions.remove(k)));
+        for (which, time, key, start, added) in d.index_changes {
+            let index = indexes.get_mut(which as usize).ok_or_else(|| OperatorError::new(format!("window checkpoint: unknown index {which}")))?;
+            let at = index.entry(time).or_default();
+            if added {
+                at.push((key, start));
+            } else if let Some(i) = at.iter().position(|(k, s)| *s == start && Key(k.clone()) == Key(key.clone())) {
+                at.remove(i);
+            }
+            if at.is_empty() {
+                index.remove(&time);
+            }
+        }
+        snap.watermark = d.watermark;
+    }
+    snap.wins = wins.into_iter().collect();
+    snap.sessions = sessions.into_iter().collect();
+    let [fire, cleanup, proc_fire] = indexes.map(|m| m.into_iter().collect::<Vec<_>>());
+    (snap.fire, snap.cleanup, snap.proc_fire) = (fire, cleanup, proc_fire);
+    Ok(Some(snap))
+}
+
+fn save_index(m: &BTreeMap<i64, Vec<(Key, i64)>>) -> Vec<(i64, Vec<(Value, i64)>)> {
+    m.iter().map(|(t, v)| (*t, v.iter().map(|(k, s)| (k.0.clone(), *s)).collect())).collect()
+}
+
+fn load_index(v: Vec<(i64, Vec<(Value, i64)>)>) -> BTreeMap<i64, Vec<(Key, i64)>> {
+    v.into_iter().map(|(t, ws)| (t, ws.into_iter().map(|(k, s)| (Key(k), s)).collect())).collect()
+}
+
+impl Operator for Window {
+    fn snapshot(&mut self, epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
+        match self.snapshot_incremental(epoch, true)? {
+            Some(Snapshot::Full(b)) | Some(Snapshot::Delta(b)) => Ok(Some(b)),
+            None => Ok(None),
+        }
+    }
+
+    /// Full: every window's contents and the fire and clean-up indexes; delta: the contents
+    /// written or removed since the last snapshot and the index entries added and removed.
+    fn snapshot_incremental(&mut self, _epoch: rill_engine::message::Epoch, full: bool) -> Result<Option<Snapshot>, OperatorError> {
+        let log = self.index_log.as_mut().map(std::mem::take).unwrap_or_default();
+        let (fire, cleanup, proc_fire, index_changes) = if full {
+            (save_index(&self.fire), save_index(&self.cleanup), save_index(&self.proc_fire), vec![])
+        } else {
+            (vec![], vec![], vec![], log)
+        };
+        let mut snap = WindowSnapshot {
+            wins: vec![],
+            sessions: vec![],
+            wins_removed: vec![],
+            sessions_removed: vec![],
+            index_changes,
+            fire,
+            cleanup,
+            proc_fire,
+            watermark: self.watermark,
+        };
+        if let Some(w) = self.wins.as_mut() {
+            if full {
+                snap.wins = w.snapshot_entries()?;
+            } else {
+                (snap.wins, snap.wins_removed) = w.snapshot_changes()?;
+            }
+        }
+        if let Some(s) = self.sessions.as_mut() {
+            if full {
+                snap.sessions = s.snapshot_entries()?;
+            } else {
+                (snap.sessions, snap.sessions_removed) = s.snapshot_changes()?;
+            }
+        }
+        let bytes = serde_json::to_vec(&snap).map_err(|e| OperatorError::new(e.to_string()))?;
+        Ok(Some(if full { Snapshot::Full(bytes) } else { Snapshot::Delta(bytes) }))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        self.restore_chain(&[state.to_vec()])
+    }
+
+    fn restore_chain(&mut self, chain: &[Vec<u8>]) -> Result<(), OperatorError> {
+        let Some(snap) = fold(chain)? else { return Ok(()) };
+        if let Some(w) = self.wins.as_mut() {
+            w.restore_entries(&snap.wins)?;
+        }
+        if let Some(s) = self.sessions.as_mut() {
+            s.restore_entries(&snap.sessions)?;
+        }
+        self.fire = load_index(snap.fire);
+        self.cleanup = load_index(snap.cleanup);
+        self.proc_fire = load_index(snap.proc_fire);
+        self.watermark = snap.watermark;
+        Ok(())
+    }
+
+    fn restore_rescaled_chains(&mut self, chains: &[Vec<Vec<u8>>]) -> Result<(), OperatorError> {
+        let mut states = Vec::new();
+        for c in chains {
+            states.extend(fold(c)?);
+        }
+        self.restore_rescaled_snapshots(states)
+    }
+
+    fn restore_rescaled(&mut self, states: &[Vec<u8>]) -> Result<(), OperatorError> {
+        self.restore_rescaled_chains(&states.iter().map(|s| vec![s.clone()]).collect::<Vec<_>>())
+    }
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
         self.key_groups = ctx.key_groups.clone();
         self.max_parallelism = ctx.max_parallelism;
+        self.index_log = ctx.checkpointing.then(Vec::new);
         if let Kind::Session { .. } = self.kind {
             self.sessions = Some(ctx.keyed_state("sessions", StateOptions::default())?);
         } else {

@@ -95,6 +95,7 @@ impl StateBackend {
             in_store: false,
             ttl: options.ttl.map(|d| d.as_millis() as i64),
             max_parallelism: self.max_parallelism,
+            changed_out: Default::default(),
             _t: PhantomData,
         })
     }
@@ -125,7 +126,10 @@ pub struct StateKey {
 struct Slot<T> {
     /// `None`: deleted (a tombstone until written to sled).
     value: Option<T>,
+    /// Changed since it was last written to sled.
     dirty: bool,
+    /// Changed since the last snapshot (incremental checkpoints).
+    changed: bool,
     used: bool,
     expires: i64,
 }
@@ -140,6 +144,8 @@ pub struct KeyedState<T> {
     in_store: bool,
     ttl: Option<i64>,
     max_parallelism: u32,
+    /// Keys changed since the last snapshot whose entry left the cache (evicted or removed).
+    changed_out: std::collections::HashSet<StateKey, KeyHasher>,
     _t: PhantomData<T>,
 }
 
@@ -155,6 +161,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
             in_store: false,
             ttl: None,
             max_parallelism: crate::exchange::DEFAULT_MAX_PARALLELISM,
+            changed_out: Default::default(),
             _t: PhantomData,
         }
     }
@@ -181,7 +188,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         if let Some(b) = bytes {
             let (expires, value): (i64, T) = serde_json::from_slice(&b).map_err(|e| self.err(format!("stored value does not decode: {e}")))?;
             self.make_room()?;
-            self.cache.insert(k.clone(), Slot { value: Some(value), dirty: false, used: true, expires });
+            self.cache.insert(k.clone(), Slot { value: Some(value), dirty: false, changed: false, used: true, expires });
         }
         Ok(())
     }
@@ -211,6 +218,9 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         let tree = self.tree.clone().expect("checked above");
         for k in victims {
             let slot = self.cache.remove(&k).expect("victim is cached");
+            if slot.changed {
+                self.changed_out.insert(k.clone());
+            }
             if slot.dirty {
                 self.store(&tree, &k, slot.value.as_ref(), slot.expires)?;
             }
@@ -263,6 +273,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
             Some(slot) if slot.value.is_some() && (!ttl || slot.expires > now) => {
                 slot.used = true;
                 slot.dirty = true;
+                slot.changed = true;
                 slot.expires = expires;
                 slot.value.as_mut()
             }
@@ -280,12 +291,13 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
             Some(t) => (Some(t), Self::now()),
             None => (None, 0),
         };
-        let slot = self.cache.entry(k.clone()).or_insert_with(|| Slot { value: None, dirty: true, used: true, expires: i64::MAX });
+        let slot = self.cache.entry(k.clone()).or_insert_with(|| Slot { value: None, dirty: true, changed: true, used: true, expires: i64::MAX });
         if slot.value.is_none() || ttl.is_some_and(|_| slot.expires <= now) {
             slot.value = Some(make());
         }
         slot.used = true;
         slot.dirty = true;
+        slot.changed = true;
         if let Some(t) = ttl {
             slot.expires = now + t;
         }
@@ -298,7 +310,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
             self.make_room()?;
         }
         let expires = self.ttl.map(|t| Self::now() + t).unwrap_or(i64::MAX);
-        self.cache.insert(k.clone(), Slot { value: Some(value), dirty: true, used: true, expires });
+        self.cache.insert(k.clone(), Slot { value: Some(value), dirty: true, changed: true, used: true, expires });
         Ok(())
     }
 
@@ -308,10 +320,12 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         let live = self.cache.get(k).map(|s| self.live(s)).unwrap_or(false);
         let Some(slot) = self.cache.get_mut(k) else { return Ok(None) };
         let v = slot.value.take();
+        slot.changed = true;
         if self.in_store {
             slot.dirty = true;
         } else {
             self.cache.remove(k);
+            self.changed_out.insert(k.clone());
         }
         Ok(if live { v } else { None })
     }
@@ -338,7 +352,9 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
             slot.dirty = false;
         }
         for k in deleted {
-            self.cache.remove(&k);
+            if self.cache.remove(&k).is_some_and(|s| s.changed) {
+                self.changed_out.insert(k);
+            }
         }
         self.in_store |= wrote;
         Ok(())
@@ -366,7 +382,42 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
                 }
             }
         }
+        self.cache.values_mut().for_each(|s| s.changed = false);
+        self.changed_out.clear();
         Ok(all.into_iter().collect())
+    }
+
+    /// What changed since the last snapshot (full or incremental), for an incremental one:
+    /// entries written (serialized as in [`snapshot_entries`](Self::snapshot_entries)) and keys
+    /// removed. Costs a pass over the cache and a sled read per changed entry that was evicted;
+    /// unchanged entries are not serialized.
+    pub fn snapshot_changes(&mut self) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<u8>>), StateError> {
+        let (mut upserts, mut removed) = (Vec::new(), Vec::new());
+        for (k, slot) in self.cache.iter_mut().filter(|(_, s)| s.changed) {
+            let key = encode(k, self.max_parallelism);
+            match &slot.value {
+                Some(v) => upserts.push((key, serde_json::to_vec(&(slot.expires, v)).map_err(|e| StateError { state: self.name.clone(), message: e.to_string() })?)),
+                None => removed.push(key),
+            }
+            slot.changed = false;
+        }
+        for k in std::mem::take(&mut self.changed_out) {
+            if self.cache.contains_key(&k) {
+                continue; // changed again since it left: its slot said so above
+            }
+            let key = encode(&k, self.max_parallelism);
+            let stored = match (&self.tree, self.in_store) {
+                (Some(tree), true) => tree.get(&key).map_err(|e| self.err(e))?,
+                _ => None,
+            };
+            match stored {
+                Some(v) => upserts.push((key, v.to_vec())),
+                None => removed.push(key),
+            }
+        }
+        upserts.sort();
+        removed.sort();
+        Ok((upserts, removed))
     }
 
     /// The key group an entry of [`snapshot_entries`](Self::snapshot_entries) belongs to.
@@ -378,6 +429,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
     /// returning the keys restored.
     pub fn restore_entries(&mut self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<StateKey>, StateError> {
         self.cache.clear();
+        self.changed_out.clear();
         let mut keys = Vec::with_capacity(entries.len());
         if let Some(tree) = self.tree.clone() {
             tree.clear().map_err(|e| self.err(e))?;
@@ -392,7 +444,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
                     self.in_store = true;
                 }
                 None => {
-                    self.cache.insert(key, Slot { value: Some(value), dirty: true, used: false, expires });
+                    self.cache.insert(key, Slot { value: Some(value), dirty: true, changed: false, used: false, expires });
                 }
             }
         }

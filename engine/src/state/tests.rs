@@ -46,6 +46,8 @@ enum Op {
     Delete(i64),
     Flush,
     Checkpoint,
+    /// An incremental checkpoint: only the changes since the last one, folded onto it.
+    Delta,
     CrashAndRestore,
 }
 
@@ -56,6 +58,8 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
             (0i64..40).prop_map(Op::Delete),
             Just(Op::Flush),
             Just(Op::Checkpoint),
+            Just(Op::Delta),
+            Just(Op::Delta),
             Just(Op::CrashAndRestore),
         ],
         0..200,
@@ -66,19 +70,28 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     /// The sled-backed state agrees with a plain map under any sequence of puts, deletes,
-    /// flushes, checkpoints, and crashes followed by a restore of the last checkpoint into a
-    /// reopened database — whatever the cache size makes it spill.
+    /// flushes, full and incremental checkpoints, and crashes followed by a restore of the last
+    /// checkpoint (a full one with the deltas after it folded on) into a reopened database —
+    /// whatever the cache size makes it spill.
     #[test]
     fn agrees_with_a_btreemap(ops in ops(), cache in 16usize..64) {
         let dir = std::env::temp_dir().join(format!("rill-state-{}-model-{cache}-{}", std::process::id(), ops.len()));
         let mut b = backend(&dir, cache);
         let mut s: KeyedState<i64> = b.keyed("op", "m", StateOptions::default()).unwrap();
         let mut model = std::collections::BTreeMap::new();
-        let mut saved = (Vec::new(), std::collections::BTreeMap::new());
+        let mut saved: (std::collections::BTreeMap<Vec<u8>, Vec<u8>>, _) = Default::default();
         let mut generation = 0;
         for op in &ops {
             match op {
-                Op::Checkpoint => saved = (s.snapshot_entries().unwrap(), model.clone()),
+                Op::Checkpoint => saved = (s.snapshot_entries().unwrap().into_iter().collect(), model.clone()),
+                Op::Delta => {
+                    let (upserts, removed) = s.snapshot_changes().unwrap();
+                    saved.0.extend(upserts);
+                    for key in removed {
+                        saved.0.remove(&key);
+                    }
+                    saved.1 = model.clone();
+                }
                 Op::CrashAndRestore => {
                     drop(s);
                     drop(b);
@@ -87,7 +100,7 @@ proptest! {
                     // may hold the old one's lock for a moment after a drop).
                     b = backend(&dir.join(generation.to_string()), cache);
                     s = b.keyed("op", "m", StateOptions::default()).unwrap();
-                    s.restore_entries(&saved.0).unwrap();
+                    s.restore_entries(&saved.0.clone().into_iter().collect::<Vec<_>>()).unwrap();
                     model = saved.1.clone();
                 }
                 Op::Put(key, v) => {
