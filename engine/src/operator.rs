@@ -94,10 +94,12 @@ impl OperatorContext {
         name: &str,
         options: crate::state::StateOptions,
     ) -> Result<crate::state::KeyedState<T>, OperatorError> {
-        match &self.state {
-            Some(b) => b.keyed(&format!("{}#{}", self.name, self.subtask), name, options).map_err(|e| OperatorError::new(e.to_string())),
-            None => Ok(crate::state::KeyedState::in_memory(name)),
-        }
+        let mut state = match &self.state {
+            Some(b) => b.keyed(&format!("{}#{}", self.name, self.subtask), name, options).map_err(|e| OperatorError::new(e.to_string()))?,
+            None => crate::state::KeyedState::in_memory(name),
+        };
+        state.track_changes(self.checkpointing);
+        Ok(state)
     }
 
     /// Keyed value state `name` of this operator instance.

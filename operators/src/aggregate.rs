@@ -77,6 +77,8 @@ impl Operator for Aggregate {
     /// Full: every group; delta: the groups updated since the last snapshot (groups are never
     /// removed, so a delta is only upserts).
     fn snapshot_incremental(&mut self, _epoch: rill_engine::message::Epoch, full: bool) -> Result<Option<Snapshot>, OperatorError> {
+        // A delta of more than half the groups costs about what a full snapshot does.
+        let full = full || self.groups.values().filter(|g| g.changed).count() * 2 > self.groups.len();
         let groups: Vec<(&Value, &Vec<Acc>)> = self.groups.iter().filter(|(_, g)| full || g.changed).map(|(k, g)| (&k.0, &g.accs)).collect();
         let bytes = serde_json::to_vec(&groups).map_err(|e| OperatorError::new(e.to_string()))?;
         self.groups.values_mut().for_each(|g| g.changed = false);

@@ -129,22 +129,29 @@ pub struct Window {
     interval: Option<i64>,
     wins: Option<KeyedState<Win>>,
     sessions: Option<KeyedState<Vec<Session>>>,
-    /// Event-time windows by the time they fire (end - 1): (key, window start).
-    fire: BTreeMap<i64, Vec<(Key, i64)>>,
+    /// Event-time windows by the time they fire (end - 1): (key, window start, generation).
+    fire: Index,
     /// Event-time windows by the time their state is dropped (end - 1 + allowed lateness).
-    cleanup: BTreeMap<i64, Vec<(Key, i64)>>,
+    cleanup: Index,
     /// Processing-time windows by the time they fire.
-    proc_fire: BTreeMap<i64, Vec<(Key, i64)>>,
+    proc_fire: Index,
+    /// Snapshots taken so far, plus one: index entries made since the last snapshot carry the
+    /// current value (an incremental snapshot lists them as added; removing one before the next
+    /// snapshot needs no record at all).
+    generation: u64,
     watermark: i64,
     inputs: Vec<Value>,
     shape: Shape,
     /// This instance's key groups, for restoring at another parallelism.
     key_groups: std::ops::Range<u32>,
     max_parallelism: u32,
-    /// With checkpoints: the index entries added and removed since the last snapshot, in
-    /// order, for incremental snapshots (index code, time, key, window start, added).
+    /// With checkpoints: index entries of earlier snapshots removed since the last one, for
+    /// incremental snapshots (index code, time, key, window start, `false`).
     index_log: Option<Vec<(u8, i64, Value, i64, bool)>>,
 }
+
+/// Windows by a time: (key, window start, generation it was indexed in).
+type Index = BTreeMap<i64, Vec<(Key, i64, u64)>>;
 
 /// The fields of a result record.
 struct Shape {
@@ -195,6 +202,7 @@ impl Window {
             key_groups: 0..u32::MAX,
             max_parallelism: rill_engine::exchange::DEFAULT_MAX_PARALLELISM,
             index_log: None,
+            generation: 1,
             shape: Shape {
                 key: key_name,
                 names: call_names,
@@ -229,10 +237,7 @@ impl Window {
             Due::Cleanup => &mut self.cleanup,
             Due::Processing => &mut self.proc_fire,
         };
-        map.entry(time).or_default().push((key.clone(), start));
-        if let Some(log) = &mut self.index_log {
-            log.push((which as u8, time, key.0.clone(), start, true));
-        }
+        map.entry(time).or_default().push((key.clone(), start, self.generation));
     }
 
     /// A window was created: schedule its firing (and clean-up).
@@ -368,9 +373,10 @@ impl Window {
             }
             let (time, windows) = entry.remove_entry();
             if let Some(log) = &mut self.index_log {
-                log.extend(windows.iter().map(|(k, start)| (which as u8, time, k.0.clone(), *start, false)));
+                let generation = self.generation;
+                log.extend(windows.iter().filter(|w| w.2 < generation).map(|(k, start, _)| (which as u8, time, k.0.clone(), *start, false)));
             }
-            for (key, start) in windows {
+            for (key, start, _) in windows {
                 match which {
                     Due::Fire | Due::Processing => {
                         let purge = self.lateness == 0 || which == Due::Processing;
@@ -442,7 +448,7 @@ impl Window {
             .fire
             .iter()
             .chain(self.proc_fire.iter())
-            .flat_map(|(t, ws)| ws.iter().map(move |(k, s)| (k.clone(), *s, *t)))
+            .flat_map(|(t, ws)| ws.iter().map(move |(k, s, _)| (k.clone(), *s, *t)))
             .collect();
         for (key, start, time) in open {
             if let Kind::Session { .. } = self.kind {
@@ -515,9 +521,9 @@ impl Window {
             merged.watermark = if merged.watermark == i64::MIN { snap.watermark } else { merged.watermark.min(snap.watermark) };
         }
         let index = |v: Vec<(i64, Vec<(Value, i64)>)>| {
-            let mut m: BTreeMap<i64, Vec<(Key, i64)>> = BTreeMap::new();
+            let mut m: Index = BTreeMap::new();
             for (t, ws) in v {
-                m.entry(t).or_default().extend(ws.into_iter().map(|(k, s)| (Key(k), s)));
+                m.entry(t).or_default().extend(ws.into_iter().map(|(k, s)| (Key(k), s, 0)));
             }
             m
         };
@@ -575,12 +581,13 @@ fn fold(chain: &[Vec<u8>]) -> Result<Option<WindowSnapshot>, OperatorError> {
     Ok(Some(snap))
 }
 
-fn save_index(m: &BTreeMap<i64, Vec<(Key, i64)>>) -> Vec<(i64, Vec<(Value, i64)>)> {
-    m.iter().map(|(t, v)| (*t, v.iter().map(|(k, s)| (k.0.clone(), *s)).collect())).collect()
+fn save_index(m: &Index) -> Vec<(i64, Vec<(Value, i64)>)> {
+    m.iter().map(|(t, v)| (*t, v.iter().map(|(k, s, _)| (k.0.clone(), *s)).collect())).collect()
 }
 
-fn load_index(v: Vec<(i64, Vec<(Value, i64)>)>) -> BTreeMap<i64, Vec<(Key, i64)>> {
-    v.into_iter().map(|(t, ws)| (t, ws.into_iter().map(|(k, s)| (Key(k), s)).collect())).collect()
+/// Restored entries belong to a snapshot: generation 0.
+fn load_index(v: Vec<(i64, Vec<(Value, i64)>)>) -> Index {
+    v.into_iter().map(|(t, ws)| (t, ws.into_iter().map(|(k, s)| (Key(k), s, 0)).collect())).collect()
 }
 
 impl Operator for Window {
@@ -592,9 +599,24 @@ impl Operator for Window {
     }
 
     /// Full: every window's contents and the fire and clean-up indexes; delta: the contents
-    /// written or removed since the last snapshot and the index entries added and removed.
+    /// written or removed since the last snapshot and the index entries removed and added (a
+    /// window opened and fired between two snapshots appears in neither).
     fn snapshot_incremental(&mut self, _epoch: rill_engine::message::Epoch, full: bool) -> Result<Option<Snapshot>, OperatorError> {
-        let log = self.index_log.as_mut().map(std::mem::take).unwrap_or_default();
+        // Index changes: removals of earlier snapshots' entries, then entries made since.
+        let mut log = self.index_log.as_mut().map(std::mem::take).unwrap_or_default();
+        let generation = self.generation;
+        self.generation += 1;
+        let mut open = 0;
+        for (which, index) in [(Due::Fire, &self.fire), (Due::Cleanup, &self.cleanup), (Due::Processing, &self.proc_fire)] {
+            for (time, ws) in index {
+                open += ws.len();
+                log.extend(ws.iter().filter(|w| w.2 == generation).map(|(k, start, _)| (which as u8, *time, k.0.clone(), *start, true)));
+            }
+        }
+        // When most of the state turned over since the last snapshot, a delta would be about
+        // as large as the state: take a full one instead.
+        let changes = log.len() + self.wins.as_ref().map_or(0, |w| w.changes()) + self.sessions.as_ref().map_or(0, |s| s.changes());
+        let full = full || changes > open;
         let (fire, cleanup, proc_fire, index_changes) = if full {
             (save_index(&self.fire), save_index(&self.cleanup), save_index(&self.proc_fire), vec![])
         } else {

@@ -96,6 +96,7 @@ impl StateBackend {
             ttl: options.ttl.map(|d| d.as_millis() as i64),
             max_parallelism: self.max_parallelism,
             changed_out: Default::default(),
+            tracking: true,
             _t: PhantomData,
         })
     }
@@ -130,6 +131,9 @@ struct Slot<T> {
     dirty: bool,
     /// Changed since the last snapshot (incremental checkpoints).
     changed: bool,
+    /// The key may be in the last snapshot: removing it must be recorded (an entry made and
+    /// removed between two snapshots needs no record).
+    persisted: bool,
     used: bool,
     expires: i64,
 }
@@ -146,6 +150,8 @@ pub struct KeyedState<T> {
     max_parallelism: u32,
     /// Keys changed since the last snapshot whose entry left the cache (evicted or removed).
     changed_out: std::collections::HashSet<StateKey, KeyHasher>,
+    /// Whether changes are tracked (a job with checkpoints; on by default).
+    tracking: bool,
     _t: PhantomData<T>,
 }
 
@@ -162,8 +168,24 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
             ttl: None,
             max_parallelism: crate::exchange::DEFAULT_MAX_PARALLELISM,
             changed_out: Default::default(),
+            tracking: true,
             _t: PhantomData,
         }
+    }
+
+    /// Turns tracking of changes for incremental snapshots on or off (off: nothing is recorded
+    /// about removed or evicted entries; a job without checkpoints needs none of it).
+    pub fn track_changes(&mut self, on: bool) {
+        self.tracking = on;
+        if !on {
+            self.changed_out.clear();
+        }
+    }
+
+    /// Entries changed since the last snapshot, roughly (changed entries in memory, and keys
+    /// changed and then evicted or removed): to choose between a delta and a full snapshot.
+    pub fn changes(&self) -> usize {
+        self.cache.values().filter(|s| s.changed).count() + self.changed_out.len()
     }
 
     fn err(&self, message: impl ToString) -> StateError {
@@ -188,7 +210,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         if let Some(b) = bytes {
             let (expires, value): (i64, T) = serde_json::from_slice(&b).map_err(|e| self.err(format!("stored value does not decode: {e}")))?;
             self.make_room()?;
-            self.cache.insert(k.clone(), Slot { value: Some(value), dirty: false, changed: false, used: true, expires });
+            self.cache.insert(k.clone(), Slot { value: Some(value), dirty: false, changed: false, persisted: true, used: true, expires });
         }
         Ok(())
     }
@@ -218,7 +240,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         let tree = self.tree.clone().expect("checked above");
         for k in victims {
             let slot = self.cache.remove(&k).expect("victim is cached");
-            if slot.changed {
+            if slot.changed && self.tracking {
                 self.changed_out.insert(k.clone());
             }
             if slot.dirty {
@@ -291,7 +313,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
             Some(t) => (Some(t), Self::now()),
             None => (None, 0),
         };
-        let slot = self.cache.entry(k.clone()).or_insert_with(|| Slot { value: None, dirty: true, changed: true, used: true, expires: i64::MAX });
+        let slot = self.cache.entry(k.clone()).or_insert_with(|| Slot { value: None, dirty: true, changed: true, persisted: false, used: true, expires: i64::MAX });
         if slot.value.is_none() || ttl.is_some_and(|_| slot.expires <= now) {
             slot.value = Some(make());
         }
@@ -310,7 +332,8 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
             self.make_room()?;
         }
         let expires = self.ttl.map(|t| Self::now() + t).unwrap_or(i64::MAX);
-        self.cache.insert(k.clone(), Slot { value: Some(value), dirty: true, changed: true, used: true, expires });
+        let persisted = self.cache.get(k).is_some_and(|s| s.persisted);
+        self.cache.insert(k.clone(), Slot { value: Some(value), dirty: true, changed: true, persisted, used: true, expires });
         Ok(())
     }
 
@@ -321,11 +344,14 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         let Some(slot) = self.cache.get_mut(k) else { return Ok(None) };
         let v = slot.value.take();
         slot.changed = true;
+        let persisted = slot.persisted;
         if self.in_store {
             slot.dirty = true;
         } else {
             self.cache.remove(k);
-            self.changed_out.insert(k.clone());
+            if self.tracking && persisted {
+                self.changed_out.insert(k.clone());
+            }
         }
         Ok(if live { v } else { None })
     }
@@ -352,7 +378,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
             slot.dirty = false;
         }
         for k in deleted {
-            if self.cache.remove(&k).is_some_and(|s| s.changed) {
+            if self.cache.remove(&k).is_some_and(|s| s.changed) && self.tracking {
                 self.changed_out.insert(k);
             }
         }
@@ -382,7 +408,10 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
                 }
             }
         }
-        self.cache.values_mut().for_each(|s| s.changed = false);
+        self.cache.values_mut().for_each(|s| {
+            s.changed = false;
+            s.persisted = s.value.is_some();
+        });
         self.changed_out.clear();
         Ok(all.into_iter().collect())
     }
@@ -397,9 +426,11 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
             let key = encode(k, self.max_parallelism);
             match &slot.value {
                 Some(v) => upserts.push((key, serde_json::to_vec(&(slot.expires, v)).map_err(|e| StateError { state: self.name.clone(), message: e.to_string() })?)),
-                None => removed.push(key),
+                None if slot.persisted => removed.push(key),
+                None => {}
             }
             slot.changed = false;
+            slot.persisted = slot.value.is_some();
         }
         for k in std::mem::take(&mut self.changed_out) {
             if self.cache.contains_key(&k) {
@@ -444,7 +475,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
                     self.in_store = true;
                 }
                 None => {
-                    self.cache.insert(key, Slot { value: Some(value), dirty: true, changed: false, used: false, expires });
+                    self.cache.insert(key, Slot { value: Some(value), dirty: true, changed: false, persisted: true, used: false, expires });
                 }
             }
         }
