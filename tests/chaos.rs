@@ -6,6 +6,29 @@ mod common;
 
 use common::*;
 
+/// Writes pipeline `name` under `tmp`: work folder `w`, checkpoints every 30 ms in `ck`, its
+/// `body` (sources and transforms), and a file sink `out` of `sink_input` to `out.jsonl`.
+fn checkpointed(tmp: &std::path::Path, name: &str, parallelism: u32, body: &str, sink_input: &str) -> std::path::PathBuf {
+    write(
+        tmp,
+        "p.yaml",
+        &format!(
+            "name: {name}\nwork_dir: {w}\nparallelism: {parallelism}\ncheckpoint: {{interval: 30ms, dir: {d}}}\n{body}sinks:\n  out: {{type: file, inputs: [{sink_input}], path: {o}}}\n",
+            w = tmp.join("w").display(),
+            d = tmp.join("ck").display(),
+            o = tmp.join("out.jsonl").display()
+        ),
+    )
+}
+
+/// Runs the chaos harness on `p` with `args`; asserts nothing was lost or duplicated.
+fn chaos_ok(p: &std::path::Path, args: &[&str]) -> String {
+    let r = run(&[&["chaos", p.to_str().unwrap()], args].concat());
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("ok: no record lost, none duplicated"), "{}", r.stdout);
+    r.stdout
+}
+
 #[test]
 fn file_window_file_survives_twenty_kills() {
     let tmp = tempfile::tempdir().unwrap();
@@ -47,21 +70,15 @@ fn injected_panics_and_slow_operators_lose_and_duplicate_nothing() {
         "in.jsonl",
         &(0..100_000).map(|i| format!("{{\"ts\":{},\"k\":{},\"v\":{}}}", 1_000_000 + i * 2, i % 37, i % 11)).collect::<Vec<_>>().join("\n"),
     );
-    let p = write(
-        tmp.path(),
-        "p.yaml",
-        &format!(
-            "name: chaos-panics\nparallelism: 2\nbatch_size: 256\ncheckpoint: {{interval: 30ms}}\nsources:\n  e:\n    type: file\n    path: {}\n    event_time: {{field: ts, max_out_of_orderness: 50ms}}\ntransforms:\n  w:\n    type: window\n    inputs: [e]\n    key_by: k\n    window: {{type: tumbling, size: 100ms}}\n    aggregates: {{n: count(), s: sum(v)}}\nsinks:\n  out: {{type: file, inputs: [w], path: {}}}\n",
-            input.display(),
-            tmp.path().join("out.jsonl").display()
-        ),
+    let body = format!(
+        "batch_size: 256\nsources:\n  e:\n    type: file\n    path: {}\n    event_time: {{field: ts, max_out_of_orderness: 50ms}}\ntransforms:\n  w: {{type: window, inputs: [e], key_by: k, window: {{type: tumbling, size: 100ms}}, aggregates: {{n: count(), s: sum(v)}}}}\n",
+        input.display()
     );
-    let r = run(&["chaos", p.to_str().unwrap(), "--kills", "6", "--panics", "6", "--slow", "--seed", "5", "--max-delay", "150ms"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("ok: no record lost, none duplicated"), "{}", r.stdout);
-    let panics: u32 = r.stdout.split(" operator panics").next().and_then(|s| s.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
-    assert!(panics >= 3, "most panic runs end by their panic: {}", r.stdout);
-    assert!(r.stdout.contains("slowed per batch, run by run: "), "{}", r.stdout);
+    let p = checkpointed(tmp.path(), "chaos-panics", 2, &body, "w");
+    let out = chaos_ok(&p, &["--kills", "6", "--panics", "6", "--slow", "--seed", "5", "--max-delay", "150ms"]);
+    let panics: u32 = out.split(" operator panics").next().and_then(|s| s.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(panics >= 3, "most panic runs end by their panic: {out}");
+    assert!(out.contains("slowed per batch, run by run: "), "{out}");
 }
 
 #[test]
@@ -205,21 +222,11 @@ fn keyed_state_moves_between_instances_when_parallelism_changes() {
 fn a_large_operator_state_goes_to_a_file_and_survives_kills() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ck");
-    // 20,000 running groups: a snapshot of several hundred KB, stored as a file beside the
-    // checkpoint's metadata rather than inline.
-    let p = write(
-        tmp.path(),
-        "p.yaml",
-        &format!(
-            "name: big-state\nwork_dir: {w}\ncheckpoint: {{interval: 30ms, dir: {d}}}\nsources:\n  g: {{type: generator, count: 120000, rate: 200000, fields: {{k: \"id % 20000\", v: \"id % 7\"}}}}\ntransforms:\n  a: {{type: aggregate, inputs: [g], key_by: k, aggregates: {{n: count(), s: sum(v)}}}}\nsinks:\n  out: {{type: file, inputs: [a], path: {o}}}\n",
-            w = tmp.path().join("w").display(),
-            d = dir.display(),
-            o = tmp.path().join("out.jsonl").display()
-        ),
-    );
-    let r = run(&["chaos", p.to_str().unwrap(), "--kills", "5", "--seed", "3", "--max-delay", "150ms"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("ok: no record lost, none duplicated"), "{}", r.stdout);
+    // 20,000 running groups: a snapshot of several hundred KB, stored as files (a full one and
+    // deltas) beside the checkpoints rather than inline.
+    let body = "sources:\n  g: {type: generator, count: 120000, rate: 200000, fields: {k: \"id % 20000\", v: \"id % 7\"}}\ntransforms:\n  a: {type: aggregate, inputs: [g], key_by: k, aggregates: {n: count(), s: sum(v)}}\n";
+    let p = checkpointed(tmp.path(), "big-state", 1, body, "a");
+    chaos_ok(&p, &["--kills", "5", "--seed", "3", "--max-delay", "150ms"]);
     // The harness keeps its checkpoints to itself; one plain run shows where the state went.
     let plain = run(&["run", p.to_str().unwrap(), "--from-scratch"]);
     assert_eq!(plain.code, 0, "{}", plain.stderr);
@@ -233,19 +240,9 @@ fn incremental_window_checkpoints_survive_kills() {
     let dir = tmp.path().join("ck");
     // 6,000 keys with open windows: state beyond the inline limit, so checkpoints are chains of
     // a full snapshot and deltas.
-    let p = write(
-        tmp.path(),
-        "p.yaml",
-        &format!(
-            "name: incremental-windows\nwork_dir: {w}\nparallelism: 2\ncheckpoint: {{interval: 30ms, dir: {d}}}\nsources:\n  g: {{type: generator, count: 150000, rate: 150000, fields: {{k: \"id % 6000\", v: \"id % 7\", ts: \"id / 50\"}}, event_time: {{field: ts}}}}\ntransforms:\n  w: {{type: window, inputs: [g], key_by: k, window: {{type: tumbling, size: 1s}}, aggregates: {{n: count(), s: sum(v)}}}}\nsinks:\n  out: {{type: file, inputs: [w], path: {o}}}\n",
-            w = tmp.path().join("w").display(),
-            d = dir.display(),
-            o = tmp.path().join("out.jsonl").display()
-        ),
-    );
-    let r = run(&["chaos", p.to_str().unwrap(), "--kills", "8", "--seed", "9", "--max-delay", "300ms"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("ok: no record lost, none duplicated"), "{}", r.stdout);
+    let body = "sources:\n  g: {type: generator, count: 150000, rate: 150000, fields: {k: \"id % 6000\", v: \"id % 7\", ts: \"id / 50\"}, event_time: {field: ts}}\ntransforms:\n  w: {type: window, inputs: [g], key_by: k, window: {type: tumbling, size: 1s}, aggregates: {n: count(), s: sum(v)}}\n";
+    let p = checkpointed(tmp.path(), "incremental-windows", 2, body, "w");
+    chaos_ok(&p, &["--kills", "8", "--seed", "9", "--max-delay", "300ms"]);
     // Deterministically: resume from a checkpoint whose state is a full snapshot plus deltas.
     let text = std::fs::read_to_string(&p).unwrap().replace("checkpoint: {", "checkpoint: {retain: 1000, ");
     std::fs::write(&p, text).unwrap();
