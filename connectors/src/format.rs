@@ -193,8 +193,11 @@ impl Decoder {
     }
 }
 
+/// The fields of a CSV line with their 1-based columns (slices of the line unless unquoted).
+pub type Cells<'a> = Vec<(Cow<'a, str>, usize)>;
+
 /// One CSV line typed by a schema (whose array types take several columns).
-fn decode_with_schema(schema: &[(Sym, ColumnType)], cells: Vec<(Cow<'_, str>, usize)>, line_len: usize) -> Result<Record, DecodeError> {
+fn decode_with_schema(schema: &[(Sym, ColumnType)], cells: Cells<'_>, line_len: usize) -> Result<Record, DecodeError> {
     let expected: usize = schema.iter().map(|(_, t)| t.width()).sum();
     if cells.len() != expected {
         return Err(DecodeError {
@@ -282,7 +285,7 @@ fn typed(cell: &str, t: ColumnType) -> Result<Value, String> {
 
 /// Splits one CSV line (RFC 4180 quoting; a quoted field cannot span lines). Returns each field
 /// with its 1-based start column.
-pub fn split_csv(line: &str, delim: char) -> Result<Vec<(Cow<'_, str>, usize)>, (String, usize)> {
+pub fn split_csv(line: &str, delim: char) -> Result<Cells<'_>, (String, usize)> {
     if !line.contains('"') {
         // No quoting: every field is a slice of the line (array columns make hundreds a line).
         let mut col = 1;

@@ -495,7 +495,7 @@ mod tests {
         out.defer(later(&[]));
         out.mark(Watermark(30));
         let mut c = out.take();
-        let results = c.take_deferred().into_iter().map(|w| futures::executor::block_on(w)).collect();
+        let results = c.take_deferred().into_iter().map(futures::executor::block_on).collect();
         c.splice(results).unwrap();
         let ids: Vec<i64> = c.main.iter().map(|r| match r.get_str("i") { Some(Value::Int(i)) => *i, _ => -1 }).collect();
         assert_eq!(ids, [1, 2, 3, 4, 5]);

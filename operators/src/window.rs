@@ -147,11 +147,14 @@ pub struct Window {
     max_parallelism: u32,
     /// With checkpoints: index entries of earlier snapshots removed since the last one, for
     /// incremental snapshots (index code, time, key, window start, `false`).
-    index_log: Option<Vec<(u8, i64, Value, i64, bool)>>,
+    index_log: Option<Vec<IndexChange>>,
 }
 
 /// Windows by a time: (key, window start, generation it was indexed in).
 type Index = BTreeMap<i64, Vec<(Key, i64, u64)>>;
+
+/// One change to an index in a delta snapshot: (index code, time, key, window start, added).
+type IndexChange = (u8, i64, Value, i64, bool);
 
 /// The fields of a result record.
 struct Shape {
@@ -494,7 +497,7 @@ struct WindowSnapshot {
     /// In a delta: the index changes since the last snapshot, in order (the indexes above are
     /// then empty).
     #[serde(default)]
-    index_changes: Vec<(u8, i64, Value, i64, bool)>,
+    index_changes: Vec<IndexChange>,
     fire: Vec<(i64, Vec<(Value, i64)>)>,
     cleanup: Vec<(i64, Vec<(Value, i64)>)>,
     proc_fire: Vec<(i64, Vec<(Value, i64)>)>,

@@ -138,6 +138,9 @@ struct Slot<T> {
     expires: i64,
 }
 
+/// Serialized entries of a keyed state, (sled key, value), as snapshots hold them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One keyed state of one operator instance.
 pub struct KeyedState<T> {
     name: String,
@@ -389,7 +392,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
     /// Every live entry, serialized: for a full snapshot of this state. Reads the cache and
     /// whatever was spilled to sled, and writes nothing: taking a snapshot does not change where
     /// entries live (so access stays in memory afterwards).
-    pub fn snapshot_entries(&mut self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn snapshot_entries(&mut self) -> Result<Entries, StateError> {
         let mut all: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::collections::BTreeMap::new();
         if let (Some(tree), true) = (&self.tree, self.in_store) {
             for item in tree.iter() {
@@ -420,7 +423,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
     /// entries written (serialized as in [`snapshot_entries`](Self::snapshot_entries)) and keys
     /// removed. Costs a pass over the cache and a sled read per changed entry that was evicted;
     /// unchanged entries are not serialized.
-    pub fn snapshot_changes(&mut self) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<u8>>), StateError> {
+    pub fn snapshot_changes(&mut self) -> Result<(Entries, Vec<Vec<u8>>), StateError> {
         let (mut upserts, mut removed) = (Vec::new(), Vec::new());
         for (k, slot) in self.cache.iter_mut().filter(|(_, s)| s.changed) {
             let key = encode(k, self.max_parallelism);
