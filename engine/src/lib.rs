@@ -8,6 +8,7 @@ pub mod record;
 pub mod value;
 pub mod config;
 pub mod dead_letter;
+pub mod faults;
 pub mod metrics;
 pub mod operator;
 pub mod plan;

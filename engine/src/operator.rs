@@ -343,6 +343,11 @@ pub trait Operator: 'static {
         Ok(())
     }
 
+    /// The runtime calls this (not [`snapshot`](Self::snapshot)) at every checkpoint, and
+    /// [`restore_chain`](Self::restore_chain) / [`restore_rescaled_chains`](Self::restore_rescaled_chains)
+    /// on recovery: an operator implements either the plain pair (`snapshot`, `restore`,
+    /// `restore_rescaled`) or this one.
+    ///
     /// Incremental checkpoints, for operators with large state: return [`Snapshot::Delta`] —
     /// only what changed since this instance's previous snapshot — unless `full` is set (the
     /// runtime needs a base: the first checkpoint of a run, or after several deltas). The

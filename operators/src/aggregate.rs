@@ -51,10 +51,6 @@ impl Operator for Aggregate {
         Ok(())
     }
 
-    fn restore_rescaled(&mut self, states: &[Vec<u8>]) -> Result<(), OperatorError> {
-        self.restore_rescaled_chains(&states.iter().map(|s| vec![s.clone()]).collect::<Vec<_>>())
-    }
-
     fn restore_rescaled_chains(&mut self, chains: &[Vec<Vec<u8>>]) -> Result<(), OperatorError> {
         self.groups.clear();
         for chain in chains {
@@ -67,13 +63,6 @@ impl Operator for Aggregate {
         Ok(())
     }
 
-    fn snapshot(&mut self, epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
-        match self.snapshot_incremental(epoch, true)? {
-            Some(Snapshot::Full(b)) | Some(Snapshot::Delta(b)) => Ok(Some(b)),
-            None => Ok(None),
-        }
-    }
-
     /// Full: every group; delta: the groups updated since the last snapshot (groups are never
     /// removed, so a delta is only upserts).
     fn snapshot_incremental(&mut self, _epoch: rill_engine::message::Epoch, full: bool) -> Result<Option<Snapshot>, OperatorError> {
@@ -83,10 +72,6 @@ impl Operator for Aggregate {
         let bytes = serde_json::to_vec(&groups).map_err(|e| OperatorError::new(e.to_string()))?;
         self.groups.values_mut().for_each(|g| g.changed = false);
         Ok(Some(if full { Snapshot::Full(bytes) } else { Snapshot::Delta(bytes) }))
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
-        self.restore_chain(&[state.to_vec()])
     }
 
     fn restore_chain(&mut self, chain: &[Vec<u8>]) -> Result<(), OperatorError> {

@@ -484,7 +484,7 @@ enum Due {
 }
 
 /// What a checkpoint holds of a window operator: its state entries and its indexes.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 struct WindowSnapshot {
     /// Window contents: every entry, or (in a delta) those written since the last snapshot.
     wins: Vec<(Vec<u8>, Vec<u8>)>,
@@ -508,8 +508,7 @@ impl Window {
     /// Keeps this instance's key groups of the old instances' states (rescaling).
     fn restore_rescaled_snapshots(&mut self, states: Vec<WindowSnapshot>) -> Result<(), OperatorError> {
         let mine = |e: &(Vec<u8>, Vec<u8>)| self.key_groups.contains(&KeyedState::<Win>::entry_key_group(e));
-        let mut merged = WindowSnapshot { wins: vec![], sessions: vec![], wins_removed: vec![], sessions_removed: vec![], index_changes: vec![], fire: vec![], cleanup: vec![], proc_fire: vec![], watermark: i64::MIN };
-
+        let mut merged = WindowSnapshot { watermark: i64::MIN, ..Default::default() };
         let owns = |k: &Value| self.key_groups.contains(&rill_engine::exchange::KeyGroup::of_hash(k.stable_hash(), self.max_parallelism).0);
         let keep = |idx: Vec<(i64, Vec<(Value, i64)>)>| -> Vec<(i64, Vec<(Value, i64)>)> {
             idx.into_iter().map(|(t, ws)| (t, ws.into_iter().filter(|(k, _)| owns(k)).collect::<Vec<_>>())).filter(|(_, ws)| !ws.is_empty()).collect()
@@ -523,24 +522,21 @@ impl Window {
             // The slowest old instance's watermark: nothing it had not yet seen counts as late.
             merged.watermark = if merged.watermark == i64::MIN { snap.watermark } else { merged.watermark.min(snap.watermark) };
         }
-        let index = |v: Vec<(i64, Vec<(Value, i64)>)>| {
-            let mut m: Index = BTreeMap::new();
-            for (t, ws) in v {
-                m.entry(t).or_default().extend(ws.into_iter().map(|(k, s)| (Key(k), s, 0)));
-            }
-            m
-        };
-        let (fire, cleanup, proc_fire) = (index(merged.fire), index(merged.cleanup), index(merged.proc_fire));
+        self.install(merged)
+    }
+
+    /// Takes a whole snapshot's state as this instance's.
+    fn install(&mut self, snap: WindowSnapshot) -> Result<(), OperatorError> {
         if let Some(w) = self.wins.as_mut() {
-            w.restore_entries(&merged.wins)?;
+            w.restore_entries(&snap.wins)?;
         }
         if let Some(s) = self.sessions.as_mut() {
-            s.restore_entries(&merged.sessions)?;
+            s.restore_entries(&snap.sessions)?;
         }
-        self.fire = fire;
-        self.cleanup = cleanup;
-        self.proc_fire = proc_fire;
-        self.watermark = merged.watermark;
+        self.fire = load_index(snap.fire);
+        self.cleanup = load_index(snap.cleanup);
+        self.proc_fire = load_index(snap.proc_fire);
+        self.watermark = snap.watermark;
         Ok(())
     }
 }
@@ -588,19 +584,17 @@ fn save_index(m: &Index) -> Vec<(i64, Vec<(Value, i64)>)> {
     m.iter().map(|(t, v)| (*t, v.iter().map(|(k, s, _)| (k.0.clone(), *s)).collect())).collect()
 }
 
-/// Restored entries belong to a snapshot: generation 0.
+/// Restored entries belong to a snapshot: generation 0. Entries of one time from several
+/// snapshots (rescaling) are merged.
 fn load_index(v: Vec<(i64, Vec<(Value, i64)>)>) -> Index {
-    v.into_iter().map(|(t, ws)| (t, ws.into_iter().map(|(k, s)| (Key(k), s, 0)).collect())).collect()
+    let mut m: Index = BTreeMap::new();
+    for (t, ws) in v {
+        m.entry(t).or_default().extend(ws.into_iter().map(|(k, s)| (Key(k), s, 0)));
+    }
+    m
 }
 
 impl Operator for Window {
-    fn snapshot(&mut self, epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
-        match self.snapshot_incremental(epoch, true)? {
-            Some(Snapshot::Full(b)) | Some(Snapshot::Delta(b)) => Ok(Some(b)),
-            None => Ok(None),
-        }
-    }
-
     /// Full: every window's contents and the fire and clean-up indexes; delta: the contents
     /// written or removed since the last snapshot and the index entries removed and added (a
     /// window opened and fired between two snapshots appears in neither).
@@ -625,17 +619,7 @@ impl Operator for Window {
         } else {
             (vec![], vec![], vec![], log)
         };
-        let mut snap = WindowSnapshot {
-            wins: vec![],
-            sessions: vec![],
-            wins_removed: vec![],
-            sessions_removed: vec![],
-            index_changes,
-            fire,
-            cleanup,
-            proc_fire,
-            watermark: self.watermark,
-        };
+        let mut snap = WindowSnapshot { index_changes, fire, cleanup, proc_fire, watermark: self.watermark, ..Default::default() };
         if let Some(w) = self.wins.as_mut() {
             if full {
                 snap.wins = w.snapshot_entries()?;
@@ -654,23 +638,11 @@ impl Operator for Window {
         Ok(Some(if full { Snapshot::Full(bytes) } else { Snapshot::Delta(bytes) }))
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
-        self.restore_chain(&[state.to_vec()])
-    }
-
     fn restore_chain(&mut self, chain: &[Vec<u8>]) -> Result<(), OperatorError> {
-        let Some(snap) = fold(chain)? else { return Ok(()) };
-        if let Some(w) = self.wins.as_mut() {
-            w.restore_entries(&snap.wins)?;
+        match fold(chain)? {
+            Some(snap) => self.install(snap),
+            None => Ok(()),
         }
-        if let Some(s) = self.sessions.as_mut() {
-            s.restore_entries(&snap.sessions)?;
-        }
-        self.fire = load_index(snap.fire);
-        self.cleanup = load_index(snap.cleanup);
-        self.proc_fire = load_index(snap.proc_fire);
-        self.watermark = snap.watermark;
-        Ok(())
     }
 
     fn restore_rescaled_chains(&mut self, chains: &[Vec<Vec<u8>>]) -> Result<(), OperatorError> {
@@ -679,10 +651,6 @@ impl Operator for Window {
             states.extend(fold(c)?);
         }
         self.restore_rescaled_snapshots(states)
-    }
-
-    fn restore_rescaled(&mut self, states: &[Vec<u8>]) -> Result<(), OperatorError> {
-        self.restore_rescaled_chains(&states.iter().map(|s| vec![s.clone()]).collect::<Vec<_>>())
     }
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {

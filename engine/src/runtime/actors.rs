@@ -336,7 +336,7 @@ pub(crate) struct OperatorActor {
     /// A sink: measures source-to-sink latency.
     pub(crate) is_sink: bool,
     /// A fault injected by the chaos harness (`RILL_FAULTS`).
-    pub(crate) fault: Option<super::faults::InjectedFault>,
+    pub(crate) fault: Option<crate::faults::InjectedFault>,
     /// The snapshot files the next checkpoint builds on.
     pub(crate) chain: Chain,
 }

@@ -8,7 +8,6 @@
 
 mod actors;
 pub mod coordinator;
-mod faults;
 pub mod alignment;
 mod input;
 mod output;
@@ -296,7 +295,7 @@ async fn drive(
                             Err(e) => (Box::new(Unmade) as Box<dyn crate::operator::Operator>, Some(e)),
                         };
                         let n_inputs = rxs.len();
-                        let fault = faults::for_instance(&octx.name, s);
+                        let fault = crate::faults::for_instance(&octx.name, s);
                         let (gate, control) = InputGate::new(rxs);
                         ctx.add_stream(gate);
                         OperatorActor {

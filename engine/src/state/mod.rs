@@ -335,8 +335,17 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
             self.make_room()?;
         }
         let expires = self.ttl.map(|t| Self::now() + t).unwrap_or(i64::MAX);
-        let persisted = self.cache.get(k).is_some_and(|s| s.persisted);
-        self.cache.insert(k.clone(), Slot { value: Some(value), dirty: true, changed: true, persisted, used: true, expires });
+        let slot = Slot { value: Some(value), dirty: true, changed: true, persisted: false, used: true, expires };
+        match self.cache.entry(k.clone()) {
+            // Replacing keeps whether the key may be in the last snapshot.
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let persisted = e.get().persisted;
+                *e.get_mut() = Slot { persisted, ..slot };
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(slot);
+            }
+        }
         Ok(())
     }
 

@@ -1,5 +1,8 @@
-//! Faults injected from outside a pipeline, for the chaos harness (`rill chaos --panics N
-//! --slow`): the environment variable `RILL_FAULTS` holds `;`-separated entries
+//! Injected faults, for testing recovery: a panic at the N-th record (once per process, so a
+//! job restarted in the same process runs through) and a slow operator (a sleep per batch).
+//! The `fault` transform sets them in a pipeline; the chaos harness (`rill chaos --panics N
+//! --slow`) sets them from outside through the environment variable `RILL_FAULTS`, which holds
+//! `;`-separated entries
 //!
 //! - `panic=COMPONENT@N`: instance 0 of `COMPONENT` panics when it has received N records —
 //!   once per process, so a job restarted in the same process (`restart:`) runs through;
@@ -12,20 +15,19 @@ use std::time::Duration;
 
 static PANICKED: AtomicBool = AtomicBool::new(false);
 
-pub(crate) struct InjectedFault {
-    component: String,
+pub struct InjectedFault {
     panic_at: Option<u64>,
     slow: Option<Duration>,
     seen: u64,
 }
 
 /// The fault `RILL_FAULTS` sets for instance `subtask` of `component`, if any.
-pub(crate) fn for_instance(component: &str, subtask: u32) -> Option<InjectedFault> {
+pub fn for_instance(component: &str, subtask: u32) -> Option<InjectedFault> {
     parse(&std::env::var("RILL_FAULTS").ok()?, component, subtask)
 }
 
 fn parse(spec: &str, component: &str, subtask: u32) -> Option<InjectedFault> {
-    let mut f = InjectedFault { component: component.into(), panic_at: None, slow: None, seen: 0 };
+    let mut f = InjectedFault::new(None, None);
     for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
         let parsed = match entry.split_once('=') {
             Some(("panic", rest)) => rest.rsplit_once('@').and_then(|(c, n)| Some((c, n.parse::<u64>().ok()?))).map(|(c, n)| {
@@ -48,15 +50,21 @@ fn parse(spec: &str, component: &str, subtask: u32) -> Option<InjectedFault> {
 }
 
 impl InjectedFault {
+    /// Panics (once per process) when the instance has received `panic_at` records; sleeps
+    /// `slow` per batch.
+    pub fn new(panic_at: Option<u64>, slow: Option<Duration>) -> InjectedFault {
+        InjectedFault { panic_at, slow, seen: 0 }
+    }
+
     /// Called before the instance processes a batch of `n` records.
-    pub(crate) fn before_batch(&mut self, n: usize) {
+    pub fn before_batch(&mut self, n: usize) {
         if let Some(d) = self.slow {
             std::thread::sleep(d);
         }
         self.seen += n as u64;
         if let Some(at) = self.panic_at {
             if self.seen >= at && !PANICKED.swap(true, Ordering::SeqCst) {
-                panic!("fault injected by RILL_FAULTS: `{}` panics at record {at}", self.component);
+                panic!("injected fault after {at} records");
             }
         }
     }
