@@ -244,6 +244,14 @@ pub fn main(registry: Registry) -> ExitCode {
                 Ok(p) => p,
                 Err(code) => return code,
             };
+            // Before looking at (or deleting) checkpoints: they may be a running job's.
+            let lock = match rill_engine::lock::JobLock::acquire(&p.config.work_dir, p.config.checkpoint.as_ref().map(|c| c.dir.as_path())) {
+                Ok(l) => std::sync::Arc::new(l),
+                Err(e) => {
+                    eprintln!("error: cannot run job `{}`: {e}", p.config.name);
+                    return ExitCode::from(1);
+                }
+            };
             let restore = match restore_point(&p, from_scratch, from.as_deref()) {
                 Ok(r) => r,
                 Err(msg) => {
@@ -263,6 +271,7 @@ pub fn main(registry: Registry) -> ExitCode {
                     Progress::Auto => std::io::stderr().is_terminal() && !quiet,
                 },
                 restore,
+                lock: Some(lock),
                 ..RunOptions::default()
             };
             match crate::run(p, opts) {
@@ -296,9 +305,9 @@ fn savepoint(pipeline: &std::path::Path, sets: &[String]) -> ExitCode {
         eprintln!("error: {} has no `checkpoint:`; savepoints need it", pipeline.display());
         return ExitCode::from(2);
     };
-    let pid_file = cfg.work_dir.join("rill.pid");
-    let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) else {
-        eprintln!("error: no running job `{}` ({} not found)", cfg.name, pid_file.display());
+    // Only the process holding the job's lock is the job: a pid from a file alone may be stale.
+    let rill_engine::lock::Holder::Pid(pid) = rill_engine::lock::JobLock::holder(&cfg.work_dir) else {
+        eprintln!("error: no running job `{}` holds {}", cfg.name, cfg.work_dir.join(rill_engine::lock::WORK_LOCK).display());
         return ExitCode::from(1);
     };
     let sent = std::process::Command::new("kill").args(["-USR1", &pid.to_string()]).status().is_ok_and(|s| s.success());
@@ -341,7 +350,7 @@ fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>
     let cp = match from {
         Some(path) => Some(rill_engine::checkpoint::load(path)?),
         None if from_scratch || ck.dir.join("_finished").exists() => {
-            let _ = std::fs::remove_dir_all(&ck.dir);
+            rill_engine::checkpoint::clear(&ck.dir).map_err(|e| e.to_string())?;
             None
         }
         None => rill_engine::checkpoint::latest(&ck.dir)?,

@@ -177,6 +177,21 @@ pub fn write(dir: &Path, cp: &Checkpoint, retain: usize) -> std::io::Result<u64>
     Ok(total)
 }
 
+/// Deletes every checkpoint (and history) under `dir`, keeping the folder and the running
+/// job's lock on it.
+pub fn clear(dir: &Path) -> std::io::Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
+    for e in entries.flatten() {
+        if e.file_name() == crate::lock::CHECKPOINT_LOCK {
+            continue;
+        }
+        let path = e.path();
+        if e.file_type()?.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) }
+            .map_err(|err| std::io::Error::new(err.kind(), format!("cannot delete {}: {err}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// Complete checkpoints under `dir`, oldest first.
 pub fn complete(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();

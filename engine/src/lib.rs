@@ -19,3 +19,4 @@ pub mod runtime;
 pub mod aggregate;
 pub mod time;
 pub mod checkpoint;
+pub mod lock;

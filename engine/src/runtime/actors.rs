@@ -74,25 +74,35 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, OperatorError>) -> Resul
     }
 }
 
-/// Continues after every pending output was sent.
+/// Continues after every pending output was sent, or stops the actor if a receiver has stopped
+/// (the job is failing or being torn down: whoever failed reported it, and nothing more this
+/// actor makes can be delivered).
 fn after_flush<A>(act: &mut A, ctx: &mut Context<A>, then: impl FnOnce(&mut A, &mut Context<A>) + 'static)
 where
     A: Actor<Context = Context<A>> + HasOutputs,
 {
     let outs = act.outputs().take().expect("outputs present between flushes");
     if !outs.has_pending() {
+        let closed = outs.closed();
         *act.outputs() = Some(outs);
-        then(act, ctx);
-        return;
+        return if closed { act.downstream_gone(ctx) } else { then(act, ctx) };
     }
     ctx.wait(outs.flush().into_actor(act).map(move |outs, act, ctx| {
+        let closed = outs.closed();
         *act.outputs() = Some(outs);
-        then(act, ctx);
+        if closed {
+            act.downstream_gone(ctx)
+        } else {
+            then(act, ctx)
+        }
     }));
 }
 
-pub(crate) trait HasOutputs {
+pub(crate) trait HasOutputs: Actor<Context = Context<Self>> {
     fn outputs(&mut self) -> &mut Option<Outputs>;
+
+    /// A receiver stopped before the end of the stream: stop without finishing.
+    fn downstream_gone(&mut self, ctx: &mut Context<Self>);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -153,6 +163,13 @@ pub(crate) struct Stop;
 impl HasOutputs for SourceActor {
     fn outputs(&mut self) -> &mut Option<Outputs> {
         &mut self.outputs
+    }
+
+    fn downstream_gone(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!("source `{}` instance {}: a receiver stopped; stopping", self.ctx.name, self.ctx.subtask);
+        self.done = true;
+        self.publish_watermark(i64::MAX);
+        ctx.stop();
     }
 }
 
@@ -319,6 +336,7 @@ pub(crate) struct OperatorActor {
     pub(crate) collector: Collector,
     pub(crate) counters: Arc<Counters>,
     pub(crate) shared: Shared,
+    /// Failed (and reported it) or stopping because the job is failing: handles nothing more.
     pub(crate) failed: bool,
     pub(crate) octx: crate::operator::OperatorContext,
     /// The instance could not be made; reported once the actor runs.
@@ -425,6 +443,12 @@ impl Operator for Unmade {
 impl HasOutputs for OperatorActor {
     fn outputs(&mut self) -> &mut Option<Outputs> {
         &mut self.outputs
+    }
+
+    fn downstream_gone(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!("`{}` instance {}: a receiver stopped; stopping", self.name, self.subtask);
+        self.failed = true;
+        ctx.stop();
     }
 }
 
@@ -777,7 +801,14 @@ impl StreamHandler<(usize, Message)> for OperatorActor {
         }
     }
 
-    fn finished(&mut self, _ctx: &mut Context<Self>) {
-        // Every input ended; `End` handling already finished the actor.
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        if self.gate.aborted() {
+            // An upstream instance stopped without ending its stream: the job is failing. Stop
+            // without `on_end`, so that nothing is finished or published on partial input.
+            tracing::debug!("`{}` instance {}: an input stopped before its end; stopping", self.name, self.subtask);
+            self.failed = true;
+            ctx.stop();
+        }
+        // Otherwise every input ended; `End` handling already finished the actor.
     }
 }

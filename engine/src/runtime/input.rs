@@ -6,6 +6,10 @@
 //! input that is ahead in event time is read only when the ones behind it have nothing ready,
 //! so parallel sources stay close in event time and windows waiting for the slowest input do
 //! not pile up (the effect of Flink's watermark alignment, without pausing sources).
+//!
+//! An input whose sender goes away without `End` ends the whole stream at once, marked
+//! [`GateControl::aborted`]: the upstream failed, and the operator must not finish as if its
+//! input were complete.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -23,6 +27,8 @@ struct HoldState {
     waker: Option<Waker>,
     /// Input watermarks, for the polling order.
     marks: Vec<i64>,
+    /// An input's sender went away without `End` (it failed): the gate ended its stream early.
+    aborted: bool,
 }
 
 /// Holds and releases inputs of a gate from the actor that consumes it.
@@ -37,6 +43,11 @@ impl GateControl {
     /// Input `input` reached watermark `wm`.
     pub(crate) fn set_watermark(&self, input: usize, wm: i64) {
         self.0.borrow_mut().marks[input] = wm;
+    }
+
+    /// Whether the gate ended because an input's sender stopped before the end of its stream.
+    pub(crate) fn aborted(&self) -> bool {
+        self.0.borrow().aborted
     }
 
     pub(crate) fn release_all(&self) {
@@ -58,7 +69,7 @@ pub(crate) struct InputGate {
 
 impl InputGate {
     pub(crate) fn new(inputs: Vec<Receiver<Message>>) -> (InputGate, GateControl) {
-        let state = Rc::new(RefCell::new(HoldState { held: vec![false; inputs.len()], waker: None, marks: vec![i64::MIN; inputs.len()] }));
+        let state = Rc::new(RefCell::new(HoldState { held: vec![false; inputs.len()], waker: None, marks: vec![i64::MIN; inputs.len()], aborted: false }));
         (InputGate { inputs: inputs.into_iter().map(Some).collect(), state: state.clone(), next: 0, order: Vec::new() }, GateControl(state))
     }
 }
@@ -93,8 +104,11 @@ impl Stream for InputGate {
                 }
                 Poll::Ready(None) => {
                     // The sender is gone without `End` (it failed): the job is being torn down.
-                    this.inputs[i] = None;
-                    return Poll::Ready(Some((i, Message::End)));
+                    // Ending the stream here, not delivering an `End`, keeps the operator from
+                    // finishing (and sinks from publishing) on partial input.
+                    this.inputs.iter_mut().for_each(|i| *i = None);
+                    this.state.borrow_mut().aborted = true;
+                    return Poll::Ready(None);
                 }
                 Poll::Pending => {}
             }

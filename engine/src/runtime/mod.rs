@@ -44,11 +44,14 @@ pub struct RunOptions {
     pub handle_ctrl_c: bool,
     /// Resume from this checkpoint.
     pub restore: Option<crate::checkpoint::Checkpoint>,
+    /// The job's folders, already locked by the caller (who had to look at its checkpoints
+    /// before the run); [`run`] takes the lock itself if this is `None`.
+    pub lock: Option<Arc<crate::lock::JobLock>>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { threads: None, channel_capacity: 4, progress: false, handle_ctrl_c: true, restore: None }
+        RunOptions { threads: None, channel_capacity: 4, progress: false, handle_ctrl_c: true, restore: None, lock: None }
     }
 }
 
@@ -107,7 +110,15 @@ pub(crate) enum JobEvent {
 /// restarts the job from its latest complete checkpoint (from the beginning without
 /// checkpoints), waiting `backoff`, then twice as long each time, up to `max_attempts`
 /// restarts; then the job fails with the last cause.
+///
+/// The job holds its work and checkpoint folders ([`crate::lock`]) until it returns: a second
+/// run on the same folders fails with [`RunError::Setup`].
 pub fn run(plan: JobPlan, mut opts: RunOptions) -> Result<JobReport, RunError> {
+    if opts.lock.is_none() {
+        let ck = plan.config.checkpoint.as_ref().map(|c| c.dir.as_path());
+        let lock = crate::lock::JobLock::acquire(&plan.config.work_dir, ck).map_err(|e| RunError::Setup(e.to_string()))?;
+        opts.lock = Some(Arc::new(lock));
+    }
     let policy = plan.config.restart.clone();
     let mut attempt = 0u32;
     loop {
@@ -353,8 +364,6 @@ async fn drive(
     let mut savepoint_epoch: Option<u64> = None;
     let mut savepoint_signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         .map_err(|e| RunError::Setup(format!("cannot listen for SIGUSR1: {e}")))?;
-    let pid_file = cfg.work_dir.join("rill.pid");
-    let _ = std::fs::write(&pid_file, std::process::id().to_string());
     let result = loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -447,7 +456,6 @@ async fn drive(
             }
         }
     };
-    let _ = std::fs::remove_file(&pid_file);
     if let (Ok(Outcome::Finished), Some(ck)) = (&result, &checkpointing) {
         // Finished normally: the next run starts afresh rather than resuming.
         let _ = std::fs::create_dir_all(&ck.dir).and_then(|_| std::fs::File::create(ck.dir.join("_finished")));
@@ -455,13 +463,37 @@ async fn drive(
     if opts.progress {
         eprintln!();
     }
+    stop_arbiters(arbiters, result.is_err()).await;
+    result
+}
+
+/// How long a job's event loops get to stop once it is over. Every actor of a failed job
+/// stops as soon as it notices a stopped neighbour; a loop still busy after this (an operator
+/// stuck in a blocking call) is left behind, since the process exits anyway.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stops the job's event loops and waits for them (up to [`STOP_TIMEOUT`] after a failure),
+/// still listening for Ctrl-C: one aborts the wait at once (exit 130).
+async fn stop_arbiters(arbiters: Vec<Arbiter>, failed: bool) {
     for a in &arbiters {
         a.stop();
     }
-    for a in arbiters {
-        a.join().ok();
+    let joined = tokio::task::spawn_blocking(move || arbiters.into_iter().for_each(|a| drop(a.join())));
+    let limit = async {
+        if failed {
+            tokio::time::sleep(STOP_TIMEOUT).await
+        } else {
+            futures::future::pending::<()>().await
+        }
+    };
+    tokio::select! {
+        _ = joined => {}
+        _ = limit => tracing::warn!("the job's event loops did not stop within {STOP_TIMEOUT:?}; leaving them"),
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("aborted");
+            std::process::exit(130);
+        }
     }
-    result
 }
 
 /// The arbiter of instance `s` of component `i`. A component with at least one instance per

@@ -4,6 +4,11 @@
 //! later one queue in order in `pending`, and the actor awaits [`Outputs::flush`] (in `ctx.wait`,
 //! so it takes no new input meanwhile). That is the backpressure path: a full channel stops the
 //! sender, all the way back to the sources.
+//!
+//! A channel found closed means its receiver stopped before the end of the stream: the job is
+//! failing (whoever failed has reported it) or being torn down. Nothing more can be delivered
+//! there, so [`Outputs::closed`] tells the sending actor to stop too, rather than go on producing
+//! into nothing.
 
 use std::collections::VecDeque;
 
@@ -33,11 +38,22 @@ pub(crate) struct OutEdge {
 pub(crate) struct Outputs {
     edges: Vec<OutEdge>,
     pending: VecDeque<(usize, usize, Message)>,
+    closed: bool,
 }
 
 impl Outputs {
     pub(crate) fn new(edges: Vec<OutEdge>) -> Outputs {
-        Outputs { edges, pending: VecDeque::new() }
+        Outputs { edges, pending: VecDeque::new(), closed: false }
+    }
+
+    /// Whether some receiver has stopped before the end of the stream (see the module docs).
+    pub(crate) fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether any edge reads `port`.
+    pub(crate) fn reads(&self, port: usize) -> bool {
+        self.edges.iter().any(|e| e.port == port)
     }
 
     /// Routes records emitted on `port` to every edge reading it, with the watermarks reached
@@ -147,7 +163,7 @@ impl Outputs {
         match self.edges[e].senders[t].try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => self.pending.push_back((e, t, msg)),
-            Err(TrySendError::Closed(_)) => tracing::debug!("downstream channel closed; dropping a message"),
+            Err(TrySendError::Closed(_)) => self.closed = true,
         }
     }
 
@@ -159,7 +175,7 @@ impl Outputs {
     pub(crate) async fn flush(mut self) -> Outputs {
         while let Some((e, t, msg)) = self.pending.pop_front() {
             if self.edges[e].senders[t].send(msg).await.is_err() {
-                tracing::debug!("downstream channel closed; dropping a message");
+                self.closed = true;
             }
         }
         self
