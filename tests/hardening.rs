@@ -185,3 +185,21 @@ fn savepoint_never_signals_a_process_that_does_not_hold_the_job() {
     interrupt(&again.0);
     assert_eq!(exit_code(&mut again.0), Some(0));
 }
+
+#[test]
+fn a_job_whose_checkpoints_keep_failing_fails_and_publishes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = checkpointed_unbounded(tmp.path());
+    let r = rill()
+        .args(["run", p.to_str().unwrap(), "--set", "checkpoint.tolerable_failed_checkpoints=2"])
+        .env("RILL_FAULTS", "checkpoint=fail")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("checkpoints are failing: 3 checkpoints in a row failed (checkpoint.tolerable_failed_checkpoints is 2)"), "{err}");
+    assert!(err.contains("Read-only file system") && err.contains(&tmp.path().join("work/checkpoints").display().to_string()), "{err}");
+    // No checkpoint completed, so nothing may have been committed to the exactly-once sink.
+    let out = std::fs::read_to_string(tmp.path().join("out.jsonl")).unwrap_or_default();
+    assert_eq!(out, "");
+}

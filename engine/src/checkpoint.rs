@@ -136,6 +136,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Writes `cp` durably under `dir` and drops old checkpoints beyond `retain`. Returns its size
 /// (metadata and state files).
 pub fn write(dir: &Path, cp: &Checkpoint, retain: usize) -> std::io::Result<u64> {
+    if crate::faults::checkpoints_fail() {
+        return Err(std::io::Error::from_raw_os_error(libc::EROFS));
+    }
     fs::create_dir_all(dir)?;
     // The instances' state files are already there.
     let tmp = staging(dir, cp.epoch);

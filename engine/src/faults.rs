@@ -6,7 +6,9 @@
 //!
 //! - `panic=COMPONENT@N`: instance 0 of `COMPONENT` panics when it has received N records —
 //!   once per process, so a job restarted in the same process (`restart:`) runs through;
-//! - `slow=COMPONENT:DURATION`: every instance of `COMPONENT` sleeps that long per batch.
+//! - `slow=COMPONENT:DURATION`: every instance of `COMPONENT` sleeps that long per batch;
+//! - `checkpoint=fail`: writing a checkpoint's metadata fails as on a read-only file system
+//!   (as root, a test cannot make a folder read-only).
 //!
 //! Unknown entries are ignored with a warning (the variable is for tests, not for users).
 
@@ -40,6 +42,7 @@ fn parse(spec: &str, component: &str, subtask: u32) -> Option<InjectedFault> {
                     f.slow = Some(d);
                 }
             }),
+            Some(("checkpoint", "fail")) => Some(()),
             _ => None,
         };
         if parsed.is_none() {
@@ -47,6 +50,11 @@ fn parse(spec: &str, component: &str, subtask: u32) -> Option<InjectedFault> {
         }
     }
     (f.panic_at.is_some() || f.slow.is_some()).then_some(f)
+}
+
+/// Whether `RILL_FAULTS` makes checkpoint writes fail (`checkpoint=fail`).
+pub fn checkpoints_fail() -> bool {
+    std::env::var("RILL_FAULTS").is_ok_and(|v| v.split(';').any(|e| e.trim() == "checkpoint=fail"))
 }
 
 impl InjectedFault {

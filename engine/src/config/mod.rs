@@ -219,7 +219,12 @@ pub struct CheckpointConfig {
     pub retain: usize,
     /// A checkpoint not complete after this long is abandoned.
     pub timeout: std::time::Duration,
+    /// Consecutive failed checkpoints tolerated before the job fails.
+    pub tolerable_failed_checkpoints: u32,
 }
+
+/// Consecutive checkpoint failures tolerated unless `checkpoint.tolerable_failed_checkpoints` says otherwise.
+pub const DEFAULT_TOLERABLE_FAILED_CHECKPOINTS: u32 = 3;
 
 /// `restart:` at the top level: how often, and how patiently, a failed job is restarted from its
 /// latest checkpoint before it fails for good.
@@ -247,6 +252,7 @@ struct CheckpointRaw {
     retain: Option<usize>,
     #[serde(default, with = "de::duration::option")]
     timeout: Option<std::time::Duration>,
+    tolerable_failed_checkpoints: Option<u32>,
 }
 
 #[derive(serde::Deserialize)]
@@ -403,6 +409,7 @@ impl PipelineConfig {
             dir: c.dir.as_ref().map(PathBuf::from).unwrap_or_else(|| work_dir.join("checkpoints")),
             retain: c.retain.unwrap_or(3).max(1),
             timeout: c.timeout.unwrap_or(std::time::Duration::from_secs(60)),
+            tolerable_failed_checkpoints: c.tolerable_failed_checkpoints.unwrap_or(DEFAULT_TOLERABLE_FAILED_CHECKPOINTS),
         });
         Ok(PipelineConfig {
             file: PathBuf::from(file),

@@ -18,6 +18,8 @@ pub struct Coordinator {
     in_flight: Option<InFlight>,
     /// Instances started finishing: no checkpoint can complete any more.
     finishing: bool,
+    /// A checkpoint abandoned past its timeout, not yet reported by [`Coordinator::take_expired`].
+    expired: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -48,7 +50,7 @@ pub struct Completed {
 
 impl Coordinator {
     pub fn new(instances: usize, last_epoch: u64) -> Coordinator {
-        Coordinator { instances, epoch: last_epoch, in_flight: None, finishing: false }
+        Coordinator { instances, epoch: last_epoch, in_flight: None, finishing: false, expired: None }
     }
 
     /// Time for a checkpoint. One still in flight within `timeout` is waited for; one past it
@@ -62,6 +64,7 @@ impl Coordinator {
                 return Trigger::Wait;
             }
             tracing::warn!("checkpoint {} abandoned after {timeout:?}", f.epoch);
+            self.expired = Some(f.epoch);
         }
         self.epoch += 1;
         self.in_flight = Some(InFlight { epoch: self.epoch, began: now, states: Vec::new() });
@@ -95,9 +98,47 @@ impl Coordinator {
         Some(Completed { epoch: f.epoch, duration: now.saturating_duration_since(f.began), states: f.states })
     }
 
+    /// The checkpoint the last [`trigger`](Self::trigger) abandoned past its timeout, once.
+    pub fn take_expired(&mut self) -> Option<u64> {
+        self.expired.take()
+    }
+
     /// The epoch of the checkpoint in flight, if any.
     pub fn in_flight(&self) -> Option<u64> {
         self.in_flight.as_ref().map(|f| f.epoch)
+    }
+}
+
+/// Consecutive checkpoint failures (a metadata write that failed, a checkpoint past its
+/// timeout), as Flink's `tolerable-failed-checkpoints`: the job fails once more than
+/// `tolerable` checkpoints in a row have failed; a completed checkpoint resets the count.
+#[derive(Debug)]
+pub struct FailureCounter {
+    tolerable: u32,
+    in_a_row: u32,
+}
+
+impl FailureCounter {
+    pub fn new(tolerable: u32) -> FailureCounter {
+        FailureCounter { tolerable, in_a_row: 0 }
+    }
+
+    pub fn completed(&mut self) {
+        self.in_a_row = 0;
+    }
+
+    /// Checkpoint `epoch` failed with `cause`: `Err` with the job's failure message once that
+    /// is one failure too many.
+    pub fn failed(&mut self, epoch: u64, cause: &str) -> Result<(), String> {
+        self.in_a_row += 1;
+        tracing::error!("checkpoint {epoch} failed ({} in a row, {} tolerated): {cause}", self.in_a_row, self.tolerable);
+        if self.in_a_row > self.tolerable {
+            return Err(format!(
+                "{} checkpoints in a row failed (checkpoint.tolerable_failed_checkpoints is {}); the last, {epoch}: {cause}",
+                self.in_a_row, self.tolerable
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -129,6 +170,25 @@ mod tests {
         c.instance_finished();
         assert_eq!(c.trigger(t, Duration::ZERO), Trigger::Finishing);
         assert!(c.ack(7, state(0, 7), t).is_none());
+    }
+
+    #[test]
+    fn the_job_fails_after_one_failure_more_than_tolerated_in_a_row() {
+        let t = Instant::now();
+        let mut c = Coordinator::new(1, 0);
+        assert_eq!(c.trigger(t, Duration::ZERO), Trigger::Start(1));
+        assert_eq!(c.take_expired(), None);
+        assert_eq!(c.trigger(t, Duration::ZERO), Trigger::Start(2));
+        assert_eq!(c.take_expired(), Some(1));
+        assert_eq!(c.take_expired(), None, "reported once");
+        let mut f = FailureCounter::new(2);
+        assert!(f.failed(1, "disk").is_ok());
+        assert!(f.failed(2, "disk").is_ok());
+        f.completed();
+        assert!(f.failed(4, "disk").is_ok());
+        assert!(f.failed(5, "disk").is_ok());
+        let err = f.failed(6, "read-only file system").unwrap_err();
+        assert!(err.starts_with("3 checkpoints in a row failed") && err.ends_with("6: read-only file system"), "{err}");
     }
 
     /// Two instances acknowledge while the clock triggers the next checkpoint (abandoning the

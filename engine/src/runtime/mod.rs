@@ -90,6 +90,8 @@ pub enum RunError {
     Setup(String),
     #[error("component `{component}` (instance {subtask}) failed: {message}")]
     Failed { component: String, subtask: u32, message: String },
+    #[error("checkpoints are failing: {0}")]
+    Checkpoints(String),
 }
 
 /// How a run ended (when it did not fail).
@@ -123,7 +125,7 @@ pub fn run(plan: JobPlan, mut opts: RunOptions) -> Result<JobReport, RunError> {
     let mut attempt = 0u32;
     loop {
         match run_once(plan.clone(), opts.clone()) {
-            Err(e @ RunError::Failed { .. }) if policy.as_ref().is_some_and(|p| attempt < p.max_attempts) => {
+            Err(e @ (RunError::Failed { .. } | RunError::Checkpoints(_))) if policy.as_ref().is_some_and(|p| attempt < p.max_attempts) => {
                 let p = policy.as_ref().expect("checked");
                 let wait = p.backoff.saturating_mul(1 << attempt.min(20));
                 attempt += 1;
@@ -359,6 +361,7 @@ async fn drive(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut coordinator = coordinator::Coordinator::new(actors, restore_epoch);
+    let mut failures = coordinator::FailureCounter::new(checkpointing.as_ref().map(|c| c.tolerable_failed_checkpoints).unwrap_or(0));
     let mut max_alignment = 0u64;
     let mut savepoint_requested: Option<()> = None;
     let mut savepoint_epoch: Option<u64> = None;
@@ -394,6 +397,7 @@ async fn drive(
                         };
                         match crate::checkpoint::write(&ck.dir, &cp, ck.retain) {
                             Ok(bytes) => {
+                                failures.completed();
                                 tracing::info!("checkpoint {e} complete in {} ms (alignment {} ms), {bytes} bytes", cp.duration_ms, cp.alignment_ms);
                                 stats.completed += 1;
                                 stats.last_duration_ms = cp.duration_ms;
@@ -413,7 +417,12 @@ async fn drive(
                                     }
                                 }
                             }
-                            Err(err) => tracing::error!("checkpoint {e} could not be written: {err}"),
+                            Err(err) => {
+                                let cause = format!("cannot write it under {}: {err}", ck.dir.display());
+                                if let Err(msg) = failures.failed(e, &cause) {
+                                    break Err(RunError::Checkpoints(msg));
+                                }
+                            }
                         }
                     }
                 }
@@ -439,7 +448,13 @@ async fn drive(
             }
             _ = ticker.tick(), if checkpointing.is_some() && finished == 0 && !interrupted => {
                 let ck = checkpointing.as_ref().expect("checked");
-                let coordinator::Trigger::Start(epoch) = coordinator.trigger(Instant::now(), ck.timeout) else { continue };
+                let trigger = coordinator.trigger(Instant::now(), ck.timeout);
+                if let Some(expired) = coordinator.take_expired() {
+                    if let Err(msg) = failures.failed(expired, &format!("not complete within checkpoint.timeout ({:?})", ck.timeout)) {
+                        break Err(RunError::Checkpoints(msg));
+                    }
+                }
+                let coordinator::Trigger::Start(epoch) = trigger else { continue };
                 max_alignment = 0;
                 let savepoint = savepoint_requested.is_some() && savepoint_epoch.is_none();
                 if savepoint {
