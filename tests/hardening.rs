@@ -203,3 +203,96 @@ fn a_job_whose_checkpoints_keep_failing_fails_and_publishes_nothing() {
     let out = std::fs::read_to_string(tmp.path().join("out.jsonl")).unwrap_or_default();
     assert_eq!(out, "");
 }
+
+/// A pipeline over `input` (JSON lines, event time `ts`): a tumbling window of 1 s per `k`
+/// with no `late` output wired, into `out.jsonl`; dead letters to `dead.jsonl`.
+fn windowed(tmp: &std::path::Path, input: &str) -> std::path::PathBuf {
+    let data = write(tmp, "in.jsonl", input);
+    write(
+        tmp,
+        "p.yaml",
+        &format!(
+            "name: w\nwork_dir: {t}/work\ndead_letter: {{type: file, path: {t}/dead.jsonl}}\nsources:\n  in: {{type: file, path: {d}, event_time: {{field: ts}}}}\ntransforms:\n  w: {{type: window, inputs: [in], key_by: k, window: {{type: tumbling, size: 1s}}, aggregates: {{n: count()}}}}\nsinks:\n  out: {{type: file, inputs: [w], path: {t}/out.jsonl}}\n",
+            t = tmp.display(),
+            d = data.display()
+        ),
+    )
+}
+
+#[test]
+fn late_records_without_a_late_output_are_dead_lettered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = windowed(
+        tmp.path(),
+        "{\"k\":\"a\",\"ts\":100}\n{\"k\":\"a\",\"ts\":2500}\n{\"k\":\"a\",\"ts\":300}\n{\"k\":\"b\",\"ts\":400}\n{\"k\":\"a\",\"ts\":2600}\n",
+    );
+    let r = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("dead letters: 2"), "{}", r.stderr);
+    let dead = lines(&tmp.path().join("dead.jsonl"));
+    let late: Vec<i64> = dead.iter().map(|d| d["input"]["ts"].as_i64().unwrap()).collect();
+    assert_eq!(late, [300, 400]);
+    assert!(dead.iter().all(|d| d["component"] == "w" && d["error"].as_str().unwrap().contains("`w.late`, which no component reads")), "{dead:?}");
+    let out = lines(&tmp.path().join("out.jsonl"));
+    assert_eq!(out.iter().map(|o| o["n"].as_i64().unwrap()).sum::<i64>(), 3, "{out:?}");
+}
+
+#[test]
+fn a_timestamp_at_the_end_of_time_is_a_bad_record_not_the_watermark() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Were 1.5e300 taken, the watermark would jump past every window and 2100 would be late.
+    let p = windowed(tmp.path(), "{\"k\":\"a\",\"ts\":100}\n{\"k\":\"a\",\"ts\":1.5e300}\n{\"k\":\"a\",\"ts\":2100}\n");
+    let r = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dead = lines(&tmp.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0]["error"].as_str().unwrap().contains("outside the years 1 to 9999"), "{dead:?}");
+    let out = lines(&tmp.path().join("out.jsonl"));
+    assert_eq!(out.iter().map(|o| o["n"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 1], "{out:?}");
+}
+
+fn socket_client(tmp: &std::path::Path, addr: std::net::SocketAddr) -> std::path::PathBuf {
+    write(
+        tmp,
+        "p.yaml",
+        &format!(
+            "name: s\nwork_dir: {t}/work\ndead_letter: {{type: file, path: {t}/dead.jsonl}}\nsources:\n  in: {{type: socket, mode: client, address: '{addr}', connect_timeout: 300ms}}\nsinks:\n  o: {{type: file, inputs: [in], path: {t}/out.jsonl}}\n",
+            t = tmp.display()
+        ),
+    )
+}
+
+#[test]
+fn a_bad_line_on_a_socket_is_dead_lettered_and_reading_goes_on() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = socket_client(tmp.path(), server.local_addr().unwrap());
+    let child = rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap();
+    let (mut conn, _) = server.accept().unwrap();
+    conn.write_all(b"{\"n\": 1}\n{\"n\": \"\xff\xfe\"}\n").unwrap();
+    conn.write_all(&vec![b'x'; 3 << 20]).unwrap(); // a 3 MiB line
+    conn.write_all(b"\n{\"n\": 4}\r\n{\"n\": 5}").unwrap();
+    drop(conn);
+    let done = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(0), "{err}");
+    let ns: Vec<i64> = lines(&tmp.path().join("out.jsonl")).iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, [1, 4, 5], "every good line, also after the bad ones");
+    let dead = lines(&tmp.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(dead[0]["error"].as_str().unwrap().contains("not valid UTF-8 (byte 8) at 127.0.0.1:"), "{dead:?}");
+    assert_eq!((dead[0]["position"]["line"].as_i64(), dead[0]["position"]["offset"].as_i64()), (Some(2), Some(9)));
+    assert!(dead[1]["error"].as_str().unwrap().contains("line longer than"), "{dead:?}");
+    assert_eq!(dead[1]["position"]["line"], 3);
+}
+
+#[test]
+fn a_socket_client_that_cannot_connect_fails_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed again: nothing listens
+    let p = socket_client(tmp.path(), addr);
+    let r = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("cannot connect to {addr} within 300ms")), "{}", r.stderr);
+}

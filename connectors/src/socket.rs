@@ -1,10 +1,11 @@
 //! `socket` source and sink: TCP, one record per line.
 //!
 //! The source listens (`mode: server`, the default: every client's lines are read until the job
-//! is stopped) or connects (`mode: client`: reads until the peer closes, then ends). Lines are
-//! framed by tokio-util's `LinesCodec` on the instance's own event loop and handed to the source
-//! through a bounded channel, so a slow pipeline slows the reader and TCP pushes back on the
-//! sender. The sink connects to a server and writes lines; it is at-least-once.
+//! is stopped) or connects (`mode: client`: reads until the peer closes, then ends; a connection
+//! that cannot be made or breaks fails the job). Lines are framed as bytes on the instance's own
+//! event loop; a line that is not UTF-8 or too long is dead-lettered and reading goes on. They
+//! reach the source through a bounded channel, so a slow pipeline slows the reader and TCP
+//! pushes back on the sender. The sink connects to a server and writes lines; it is at-least-once.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -17,7 +18,8 @@ use rill_engine::record::Batch;
 use rill_engine::registry::{BuildContext, SinkSpec, SourceSpec};
 use rill_engine::source::{Source, SourceContext, SourceOutput, SourceStatus};
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use bytes::BytesMut;
+use tokio_util::codec::FramedRead;
 
 use crate::format::{Decoder, Encoder, FormatConfig};
 
@@ -39,6 +41,9 @@ struct SocketSourceConfig {
     mode: Mode,
     #[serde(default)]
     format: FormatConfig,
+    /// Client mode: how long to keep trying to connect at start (default 10s).
+    #[serde(default, with = "rill_engine::config::de::duration::option")]
+    connect_timeout: Option<Duration>,
 }
 
 fn server() -> Mode {
@@ -56,51 +61,121 @@ pub(crate) fn build_source(ctx: &BuildContext) -> Result<SourceSpec, ConfigError
     let addr = parse_addr(&cfg.address)?;
     let format = cfg.format.build()?;
     let mode = cfg.mode;
+    let connect_timeout = cfg.connect_timeout.unwrap_or(Duration::from_secs(10));
     let description = match mode {
         Mode::Server => format!("listens on {addr} for lines"),
         Mode::Client => format!("reads lines from {addr}"),
     };
     let mut spec = SourceSpec::new(description, move |_: &SourceContext| {
-        Ok(SocketSource { addr, mode, decoder: Decoder::new(&format), lines: None, listener: None, line: 0 })
+        Ok(SocketSource { addr, mode, connect_timeout, decoder: Decoder::new(&format), lines: None, listener: None, line: 0 })
     });
     spec.max_parallelism = Some(1);
     Ok(spec)
 }
 
 enum Line {
-    Text(String, u64),
+    /// A line's bytes (without the newline) and its byte offset in the connection.
+    Bytes(Vec<u8>, u64),
+    /// A line longer than [`MAX_LINE`] (skipped up to its newline), at this offset.
     TooLong(u64),
+    /// The source cannot go on (client mode: no connection, or it broke).
+    Failed(String),
+}
+
+/// Frames lines as bytes. Unlike tokio-util's `LinesCodec`, whose first error (a line that is
+/// not UTF-8, or too long) ends the stream and with it every later line of the connection, a
+/// bad line here is an item of its own, which the source dead-letters before reading on.
+#[derive(Default)]
+struct LineFramer {
+    /// Bytes of the buffer already searched for a newline.
+    scanned: usize,
+    /// Skipping the rest of a line that is too long.
+    discarding: bool,
+}
+
+enum Frame {
+    /// A line (without `\n` or `\r\n`) and the bytes it took, newline included.
+    Line(Vec<u8>, u64),
+    TooLong(u64),
+}
+
+impl tokio_util::codec::Decoder for LineFramer {
+    type Item = Frame;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
+        loop {
+            if let Some(i) = buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let end = self.scanned + i;
+                let line = buf.split_to(end + 1);
+                self.scanned = 0;
+                if std::mem::take(&mut self.discarding) {
+                    continue; // the end of a line already reported as too long
+                }
+                let text = line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]);
+                return Ok(Some(Frame::Line(text.to_vec(), line.len() as u64)));
+            }
+            if buf.len() > MAX_LINE {
+                let n = buf.len() as u64;
+                buf.clear();
+                self.scanned = 0;
+                let first = !std::mem::replace(&mut self.discarding, true);
+                // Reported once, when first seen too long; the rest is skipped.
+                return Ok(first.then_some(Frame::TooLong(n)));
+            }
+            self.scanned = buf.len();
+            return Ok(None);
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, std::io::Error> {
+        match self.decode(buf)? {
+            Some(f) => Ok(Some(f)),
+            // A last line without a newline.
+            None if !buf.is_empty() && !self.discarding => {
+                let line = buf.split();
+                self.scanned = 0;
+                Ok(Some(Frame::Line(line.to_vec(), line.len() as u64)))
+            }
+            None => {
+                buf.clear();
+                Ok(None)
+            }
+        }
+    }
 }
 
 pub struct SocketSource {
     addr: SocketAddr,
     mode: Mode,
+    connect_timeout: Duration,
     decoder: Decoder,
     lines: Option<mpsc::Receiver<Line>>,
     listener: Option<std::net::TcpListener>,
     line: u64,
 }
 
-async fn read_lines(stream: tokio::net::TcpStream, tx: &mpsc::Sender<Line>, offset: &mut u64) {
-    let mut framed = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
+/// Reads the lines of one connection into `tx`; `Err` if reading broke (not a clean close).
+async fn read_lines(stream: tokio::net::TcpStream, tx: &mpsc::Sender<Line>, offset: &mut u64) -> Result<(), std::io::Error> {
+    let mut framed = FramedRead::new(stream, LineFramer::default());
     while let Some(item) = framed.next().await {
-        let msg = match item {
-            Ok(text) => {
-                let len = text.len() as u64 + 1;
-                let m = Line::Text(text, *offset);
+        let msg = match item? {
+            Frame::Line(bytes, len) => {
+                let m = Line::Bytes(bytes, *offset);
                 *offset += len;
                 m
             }
-            Err(LinesCodecError::MaxLineLengthExceeded) => Line::TooLong(*offset),
-            Err(LinesCodecError::Io(e)) => {
-                tracing::warn!("socket read error: {e}");
-                break;
+            Frame::TooLong(len) => {
+                let m = Line::TooLong(*offset);
+                *offset += len;
+                m
             }
         };
         if tx.send(msg).await.is_err() {
             break;
         }
     }
+    Ok(())
 }
 
 impl Source for SocketSource {
@@ -119,7 +194,10 @@ impl Source for SocketSource {
                     let mut offset = 0u64;
                     while let Ok((stream, peer)) = listener.accept().await {
                         tracing::info!("socket source: client {peer} connected");
-                        read_lines(stream, &tx, &mut offset).await;
+                        if let Err(e) = read_lines(stream, &tx, &mut offset).await {
+                            // Another client may connect: the source listens on.
+                            tracing::warn!("socket source: reading from client {peer} failed: {e}");
+                        }
                         if tx.is_closed() {
                             break;
                         }
@@ -127,18 +205,21 @@ impl Source for SocketSource {
                 });
             }
             Mode::Client => {
-                let addr = self.addr;
+                let (addr, timeout) = (self.addr, self.connect_timeout);
                 actix::spawn(async move {
-                    let deadline = Instant::now() + Duration::from_secs(10);
+                    let deadline = Instant::now() + timeout;
                     loop {
                         match tokio::net::TcpStream::connect(addr).await {
                             Ok(s) => {
                                 let mut offset = 0;
-                                read_lines(s, &tx, &mut offset).await;
+                                if let Err(e) = read_lines(s, &tx, &mut offset).await {
+                                    let _ = tx.send(Line::Failed(format!("reading from {addr} failed after {offset} bytes: {e}"))).await;
+                                }
                                 return;
                             }
                             Err(e) if Instant::now() > deadline => {
-                                tracing::error!("socket source: cannot connect to {addr}: {e}");
+                                let msg = format!("cannot connect to {addr} within {timeout:?}: {e} (is a server listening there?)");
+                                let _ = tx.send(Line::Failed(msg)).await;
                                 return;
                             }
                             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -154,8 +235,20 @@ impl Source for SocketSource {
         let rx = self.lines.as_mut().expect("opened");
         while !out.is_full() {
             match rx.try_recv() {
-                Ok(Line::Text(text, offset)) => {
+                Ok(Line::Bytes(bytes, offset)) => {
                     self.line += 1;
+                    let text = match std::str::from_utf8(&bytes) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            let column = e.valid_up_to() + 1;
+                            out.reject_raw(
+                                String::from_utf8_lossy(&bytes),
+                                format!("the line is not valid UTF-8 (byte {column}) at {}:{}:{column}", self.addr, self.line),
+                                serde_json::json!({"address": self.addr.to_string(), "line": self.line, "column": column, "offset": offset}),
+                            );
+                            continue;
+                        }
+                    };
                     match self.decoder.decode(text.as_bytes()) {
                         Ok(Some(mut r)) => {
                             r.origin.offset = offset;
@@ -171,8 +264,13 @@ impl Source for SocketSource {
                 }
                 Ok(Line::TooLong(offset)) => {
                     self.line += 1;
-                    out.reject_raw("", format!("line longer than {MAX_LINE} bytes"), serde_json::json!({"line": self.line, "offset": offset}))
+                    out.reject_raw(
+                        "",
+                        format!("line longer than {MAX_LINE} bytes at {}:{} (skipped up to its newline)", self.addr, self.line),
+                        serde_json::json!({"address": self.addr.to_string(), "line": self.line, "offset": offset}),
+                    )
                 }
+                Ok(Line::Failed(msg)) => return Err(OperatorError::new(msg)),
                 Err(mpsc::error::TryRecvError::Empty) => {
                     return Ok(if out.records().is_empty() && out.rejected().is_empty() {
                         SourceStatus::Idle(Duration::from_millis(2))

@@ -132,11 +132,26 @@ pub fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// The earliest event time accepted: 0001-01-01T00:00:00Z, in epoch milliseconds.
+pub const MIN_TIMESTAMP_MS: i64 = -62_135_596_800_000;
+/// The latest event time accepted: 9999-12-31T23:59:59.999Z. A timestamp outside the years
+/// 1–9999 is a bad record (a unit mix-up, a corrupt value), not a reason to move the watermark
+/// to the end of time.
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
+fn in_range(ms: f64, shown: &dyn std::fmt::Display) -> Result<i64, String> {
+    if (MIN_TIMESTAMP_MS as f64..=MAX_TIMESTAMP_MS as f64).contains(&ms) {
+        Ok(ms as i64)
+    } else {
+        Err(format!("event time {shown} is outside the years 1 to 9999 (epoch milliseconds expected)"))
+    }
+}
+
 /// Reads a timestamp: epoch milliseconds as a number, or an RFC 3339 string.
 pub fn parse_timestamp(v: &Value) -> Result<i64, String> {
     match v {
-        Value::Int(i) => Ok(*i),
-        Value::Float(f) if f.is_finite() => Ok(*f as i64),
+        Value::Int(i) => in_range(*i as f64, i),
+        Value::Float(f) => in_range(*f, f),
         Value::Str(s) => humantime::parse_rfc3339_weak(s.trim())
             .map(|t| t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
             .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e})")),
@@ -258,6 +273,16 @@ mod tests {
         assert_eq!(parse_timestamp(&Value::str("2023-11-14T22:13:20.250Z")), Ok(1700000000250));
         assert!(parse_timestamp(&Value::str("yesterday")).is_err());
         assert!(parse_timestamp(&Value::Null).is_err());
+    }
+
+    #[test]
+    fn timestamps_outside_the_years_1_to_9999_are_errors() {
+        assert_eq!(parse_timestamp(&Value::Float(1700000000000.5)), Ok(1700000000000));
+        assert_eq!(parse_timestamp(&Value::Int(MAX_TIMESTAMP_MS)), Ok(MAX_TIMESTAMP_MS));
+        for bad in [Value::Float(1.5e300), Value::Float(f64::NAN), Value::Float(f64::NEG_INFINITY), Value::Int(i64::MAX), Value::Int(MIN_TIMESTAMP_MS - 1)] {
+            let e = parse_timestamp(&bad).unwrap_err();
+            assert!(e.contains("outside the years 1 to 9999"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::JobEvent;
 use crate::dead_letter::DeadLetter;
 use crate::message::{Message, Watermark};
 use crate::metrics::Counters;
-use crate::operator::{Collector, Operator, OperatorError, Rejected, Snapshot};
+use crate::operator::{Collector, Operator, OperatorError, Rejected, RejectedInput, Snapshot};
 use crate::record::{Batch, Record};
 use crate::source::{Source, SourceContext, SourceOutput, SourceStatus};
 
@@ -353,6 +353,8 @@ pub(crate) struct OperatorActor {
     pub(crate) busy: bool,
     /// A sink: measures source-to-sink latency.
     pub(crate) is_sink: bool,
+    /// Names of the operator's side outputs (port 1, 2, ...).
+    pub(crate) side_outputs: Vec<String>,
     /// A fault injected by the chaos harness (`RILL_FAULTS`).
     pub(crate) fault: Option<crate::faults::InjectedFault>,
     /// The snapshot files the next checkpoint builds on.
@@ -550,7 +552,15 @@ impl OperatorActor {
                 by_port.entry(port + 1).or_default().push(r);
             }
             for (port, recs) in by_port {
-                sent += outs.route(port, recs, &[], &mut rejected);
+                if outs.reads(port) {
+                    sent += outs.route(port, recs, &[], &mut rejected);
+                } else {
+                    // Nothing reads this side output (`late`, say): its records are not lost
+                    // but dead-lettered, and counted.
+                    let side = self.side_outputs.get(port - 1).map(String::as_str).unwrap_or("?");
+                    let error = format!("sent to `{}.{side}`, which no component reads (add `inputs: [{}.{side}]` to a sink to keep these)", self.name, self.name);
+                    rejected.extend(recs.into_iter().map(|r| Rejected { input: RejectedInput::Record(r), error: error.clone(), position: None }));
+                }
             }
         }
         if let Some(&(_, wm)) = marks.last() {

@@ -332,6 +332,10 @@ async fn drive(
                             then: Vec::new(),
                             busy: false,
                             is_sink: matches!(spec, NodeSpec::Sink(_)),
+                            side_outputs: match &spec {
+                                NodeSpec::Transform(t) => t.side_outputs.clone(),
+                                _ => Vec::new(),
+                            },
                             fault,
                             chain: Default::default(),
                         }
