@@ -296,3 +296,27 @@ fn a_socket_client_that_cannot_connect_fails_the_job() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains(&format!("cannot connect to {addr} within 300ms")), "{}", r.stderr);
 }
+
+#[test]
+fn dead_letters_that_cannot_be_written_fail_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(tmp.path(), "in.jsonl", "{\"n\": 1}\nnot json\n{\"n\": 3}\n");
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: dl\nwork_dir: {t}/work\ndead_letter: {{type: file, path: /dev/full}}\nsources:\n  in: {{type: file, path: {d}}}\nsinks:\n  out: {{type: file, inputs: [in], path: {t}/out.jsonl}}\n",
+            t = tmp.path().display(),
+            d = data.display()
+        ),
+    );
+    let r = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot write to the dead-letter output /dev/full: No space left on device")
+            && r.stderr.contains("1 rejected records of `in` could not be recorded"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("dead letters:"), "no summary claims them: {}", r.stderr);
+}

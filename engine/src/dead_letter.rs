@@ -32,13 +32,19 @@ impl DeadLetter {
     }
 
     /// Writes rejected records of `component`. `origin` describes a record's source position.
-    pub fn write(&self, component: &str, rejected: Vec<Rejected>, origin: impl Fn(&crate::record::Record) -> serde_json::Value) {
+    /// Counts only what was written: when the output fails (a full disk), the error says how
+    /// many records were not recorded, and the job must fail with it (nothing vanishes).
+    pub fn write(&self, component: &str, rejected: Vec<Rejected>, origin: impl Fn(&crate::record::Record) -> serde_json::Value) -> Result<(), String> {
         if rejected.is_empty() {
-            return;
+            return Ok(());
         }
-        self.count.fetch_add(rejected.len() as u64, Relaxed);
+        let n = rejected.len() as u64;
         let mut guard = self.out.lock().expect("dead-letter lock");
-        let Some(out) = guard.as_mut() else { return };
+        let Some(out) = guard.as_mut() else {
+            self.count.fetch_add(n, Relaxed);
+            return Ok(());
+        };
+        let mut lines = Vec::new();
         for r in rejected {
             let (input, position) = match &r.input {
                 RejectedInput::Raw(s) => (serde_json::Value::String(s.clone()), r.position.clone().unwrap_or_default()),
@@ -53,13 +59,14 @@ impl DeadLetter {
                 "position": position,
                 "input": input,
             });
-            let mut line = serde_json::to_vec(&entry).expect("JSON of JSON");
-            line.push(b'\n');
-            if let Err(e) = out.write_all(&line) {
-                tracing::error!("cannot write to the dead-letter output: {e}");
-            }
+            serde_json::to_writer(&mut lines, &entry).expect("JSON of JSON");
+            lines.push(b'\n');
         }
-        let _ = out.flush();
+        out.write_all(&lines).and_then(|_| out.flush()).map_err(|e| {
+            format!("cannot write to the dead-letter output {}: {e} ({n} rejected records of `{component}` could not be recorded)", self.description)
+        })?;
+        self.count.fetch_add(n, Relaxed);
+        Ok(())
     }
 
     pub fn count(&self) -> u64 {

@@ -168,6 +168,18 @@ pub enum DeadLetterConfig {
     Discard,
 }
 
+impl DeadLetterConfig {
+    /// Where dead letters go, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            DeadLetterConfig::File(p) => p.display().to_string(),
+            DeadLetterConfig::Stdout => "stdout".into(),
+            DeadLetterConfig::Stderr => "stderr".into(),
+            DeadLetterConfig::Discard => "discard".into(),
+        }
+    }
+}
+
 /// A whole pipeline file, structurally checked.
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {

@@ -30,16 +30,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn reject(&self, component: &str, rejected: Vec<Rejected>, counters: &Counters) {
+    /// Counts and dead-letters `rejected`; `Err` (the instance must fail) if they could not be
+    /// written.
+    fn reject(&self, component: &str, rejected: Vec<Rejected>, counters: &Counters) -> Result<(), OperatorError> {
         if rejected.is_empty() {
-            return;
+            return Ok(());
         }
         Counters::add(&counters.rejected, rejected.len() as u64);
         let names = &self.source_names;
-        self.dead_letter.write(component, rejected, |r: &Record| {
-            let source = names.get(r.origin.source as usize).map(|s| s.to_string()).unwrap_or_default();
-            serde_json::json!({"source": source, "offset": r.origin.offset})
-        });
+        self.dead_letter
+            .write(component, rejected, |r: &Record| {
+                let source = names.get(r.origin.source as usize).map(|s| s.to_string()).unwrap_or_default();
+                serde_json::json!({"source": source, "offset": r.origin.offset})
+            })
+            .map_err(OperatorError::new)
     }
 }
 
@@ -270,7 +274,9 @@ impl Handler<Step> for SourceActor {
             let sent = self.outputs.as_mut().expect("outputs present").route(0, records, &marks, &mut rejected);
             Counters::add(&self.counters.records_out, sent);
         }
-        self.shared.reject(&self.ctx.name, rejected, &self.counters);
+        if let Err(e) = self.shared.reject(&self.ctx.name, rejected, &self.counters) {
+            return self.fail(ctx, e);
+        }
         let outs = self.outputs.as_mut().expect("outputs present");
         if let Some(wm) = self.time.watermark() {
             outs.broadcast(Message::Watermark(wm));
@@ -525,24 +531,23 @@ impl OperatorActor {
         let mut collected = self.collector.take();
         let then = std::mem::take(&mut self.then);
         if collected.deferred.is_empty() {
-            self.route(collected);
-            return self.run_then(then, ctx);
+            return match self.route(collected) {
+                Ok(()) => self.run_then(then, ctx),
+                Err(e) => self.fail(ctx, e),
+            };
         }
         self.busy = true;
         let works = collected.take_deferred();
         ctx.wait(futures::future::join_all(works).into_actor(self).map(move |results, act, ctx| {
             act.busy = false;
-            match collected.splice(results) {
-                Ok(()) => {
-                    act.route(collected);
-                    act.run_then(then, ctx);
-                }
+            match collected.splice(results).and_then(|()| act.route(collected)) {
+                Ok(()) => act.run_then(then, ctx),
                 Err(e) => act.fail(ctx, e),
             }
         }));
     }
 
-    fn route(&mut self, collected: crate::operator::Collected) {
+    fn route(&mut self, collected: crate::operator::Collected) -> Result<(), OperatorError> {
         let crate::operator::Collected { main, side, mut rejected, marks, .. } = collected;
         let outs = self.outputs.as_mut().expect("outputs present");
         let mut sent = outs.route(0, main, &marks, &mut rejected);
@@ -567,7 +572,7 @@ impl OperatorActor {
             outs.watermark_side_ports(wm);
         }
         Counters::add(&self.counters.records_out, sent);
-        self.shared.reject(&self.name, rejected, &self.counters);
+        self.shared.reject(&self.name, rejected, &self.counters)
     }
 
     fn run_then(&mut self, then: Vec<Then>, ctx: &mut Context<Self>) {
