@@ -320,3 +320,62 @@ fn dead_letters_that_cannot_be_written_fail_the_job() {
     );
     assert!(!r.stderr.contains("dead letters:"), "no summary claims them: {}", r.stderr);
 }
+
+/// Runs file `name` (holding `data`) → map `fields` → `out.jsonl`; returns the run, the output
+/// and the dead letters.
+fn through_map(tmp: &std::path::Path, name: &str, data: &[u8], format: &str, fields: &str) -> (Run, Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let input = tmp.join(name);
+    std::fs::write(&input, data).unwrap();
+    let p = write(
+        tmp,
+        "p.yaml",
+        &format!(
+            "name: v\nwork_dir: {t}/work\ndead_letter: {{type: file, path: {t}/dead.jsonl}}\nsources:\n  in: {{type: file, path: {i}, format: {format}}}\ntransforms:\n  m: {{type: map, inputs: [in], fields: {fields}}}\nsinks:\n  out: {{type: file, inputs: [m], path: {t}/out.jsonl}}\n",
+            t = tmp.display(),
+            i = input.display()
+        ),
+    );
+    let r = run(&["run", p.to_str().unwrap()]);
+    let read = |f: &str| if tmp.join(f).exists() { lines(&tmp.join(f)) } else { Vec::new() };
+    (r, read("out.jsonl"), read("dead.jsonl"))
+}
+
+#[test]
+fn non_finite_doubles_and_huge_integers_are_rejected_not_nulled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = b"\xEF\xBB\xBF{\"x\": 1.5}\n{\"x\": 0}\n{\"x\": 18446744073709551615}\n{\"x\": 1e308}\n";
+    let (r, out, dead) = through_map(tmp.path(), "in.jsonl", json, "json", "{q: \"10.0 / x\", big: \"x * 1e10\"}");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(out, [serde_json::json!({"x": 1.5, "q": 10.0 / 1.5, "big": 1.5e10})], "the byte-order mark is skipped");
+    let errors: Vec<&str> = dead.iter().map(|d| d["error"].as_str().unwrap()).collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    // Rejected at the source first, then by the map.
+    assert!(errors[0].contains("integer 18446744073709551615 is beyond the 64-bit signed range") && errors[0].contains("in.jsonl:3:"), "{errors:?}");
+    assert!(errors[1].contains("division by zero in 10.0 / 0.0"), "{errors:?}");
+    assert!(errors[2].contains("1e308 * 10000000000.0 is not a finite number"), "{errors:?}");
+}
+
+#[test]
+fn csv_cells_that_are_not_finite_or_too_big_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = b"\xEF\xBB\xBFid,x\n1,2.5\n2,99999999999999999999\n3,1e999\n4,Nan\n";
+    let (r, out, dead) = through_map(tmp.path(), "in.csv", csv, "csv", "{y: \"id * 2\"}");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ids: Vec<i64> = out.iter().map(|o| o["id"].as_i64().unwrap()).collect();
+    // `Nan` is a word here (a header CSV infers types); 1e999 overflows to infinity.
+    assert_eq!(ids, [1, 4], "the byte-order mark is not part of the first column's name: {out:?}");
+    assert_eq!(out[1]["x"], "Nan");
+    let errors: Vec<&str> = dead.iter().map(|d| d["error"].as_str().unwrap()).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("column `x`: integer `99999999999999999999` is beyond the 64-bit signed range") && errors[0].contains("in.csv:3:3"), "{errors:?}");
+    assert!(errors[1].contains("column `x`: `1e999` is not a finite number"), "{errors:?}");
+}
+
+#[test]
+fn a_csv_header_naming_a_column_twice_fails_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (r, out, _) = through_map(tmp.path(), "in.csv", b"id,x,id\n1,2,3\n", "csv", "{y: \"x\"}");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("the CSV header names column `id` twice (fields 1 and 3); rename one at") && r.stderr.contains("in.csv:1:6"), "{}", r.stderr);
+    assert!(out.is_empty());
+}

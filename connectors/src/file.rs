@@ -132,7 +132,7 @@ impl FileSource {
                 .map_err(|e| OperatorError::new(format!("cannot read {}: {e}", self.files[self.current].display())))?;
             let complete = self.line_buf.last() == Some(&b'\n');
             if complete {
-                self.consume_line(out);
+                self.consume_line(out)?;
                 continue;
             }
             debug_assert!(n == 0 || !complete);
@@ -144,7 +144,7 @@ impl FileSource {
                 return Ok(if out.records().is_empty() { SourceStatus::Idle(self.poll) } else { SourceStatus::Ready });
             }
             if !self.line_buf.is_empty() {
-                self.consume_line(out);
+                self.consume_line(out)?;
             }
             self.reader = None;
             self.current += 1;
@@ -156,7 +156,8 @@ impl FileSource {
         self.follow && self.current + 1 == self.files.len()
     }
 
-    fn consume_line(&mut self, out: &mut SourceOutput) {
+    /// Decodes the line in `line_buf`; `Err` when the whole file is unusable.
+    fn consume_line(&mut self, out: &mut SourceOutput) -> Result<(), OperatorError> {
         let start = self.offset;
         self.offset += self.line_buf.len() as u64;
         self.line += 1;
@@ -167,6 +168,10 @@ impl FileSource {
                 out.emit(r);
             }
             Ok(None) => {}
+            Err(e) if e.fatal => {
+                let file = self.files[self.current].display();
+                return Err(OperatorError::new(format!("{} at {file}:{}:{}", e.message, self.line, e.column)));
+            }
             Err(e) => {
                 let file = self.files[self.current].display().to_string();
                 out.reject_raw(
@@ -177,6 +182,7 @@ impl FileSource {
             }
         }
         self.line_buf.clear();
+        Ok(())
     }
 }
 

@@ -137,6 +137,8 @@ pub struct Decoder {
     columns: Option<Vec<Sym>>,
     /// CSV with a schema and a header line: the header is still to be skipped.
     skip_header: bool,
+    /// No line decoded yet (a byte-order mark may start the first).
+    at_start: bool,
 }
 
 /// Why a line is not a record: message and 1-based column.
@@ -144,29 +146,38 @@ pub struct Decoder {
 pub struct DecodeError {
     pub message: String,
     pub column: usize,
+    /// The whole input is unusable (a CSV header naming a column twice): the source fails
+    /// rather than reject every line.
+    pub fatal: bool,
 }
+
+impl DecodeError {
+    fn new(message: impl Into<String>, column: usize) -> DecodeError {
+        DecodeError { message: message.into(), column, fatal: false }
+    }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl Decoder {
     pub fn new(format: &Format) -> Decoder {
         let skip_header = matches!(format, Format::Csv { header: true, schema: Some(_), .. });
-        Decoder { format: format.clone(), columns: None, skip_header }
+        Decoder { format: format.clone(), columns: None, skip_header, at_start: true }
     }
 
     /// Decodes one line (without its newline). `Ok(None)` for lines that carry no record
-    /// (blank lines, the CSV header).
+    /// (blank lines, the CSV header). A UTF-8 byte-order mark before the first line is skipped.
     pub fn decode(&mut self, line: &[u8]) -> Result<Option<Record>, DecodeError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = if std::mem::take(&mut self.at_start) { line.strip_prefix(BOM).unwrap_or(line) } else { line };
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
         match &self.format {
-            Format::Json => Record::from_json(line).map(Some).map_err(|e| DecodeError {
-                message: format!("invalid JSON: {e}"),
-                column: e.column(),
-            }),
+            Format::Json => Record::from_json(line).map(Some).map_err(|e| DecodeError::new(format!("invalid JSON: {e}"), e.column())),
             Format::Csv { delimiter, schema, .. } => {
-                let text = std::str::from_utf8(line).map_err(|e| DecodeError { message: format!("not UTF-8: {e}"), column: e.valid_up_to() + 1 })?;
-                let cells = split_csv(text, *delimiter as char).map_err(|(message, column)| DecodeError { message, column })?;
+                let text = std::str::from_utf8(line).map_err(|e| DecodeError::new(format!("not UTF-8: {e}"), e.valid_up_to() + 1))?;
+                let cells = split_csv(text, *delimiter as char).map_err(|(message, column)| DecodeError::new(message, column))?;
                 if let Some(schema) = schema {
                     if std::mem::take(&mut self.skip_header) {
                         return Ok(None);
@@ -174,18 +185,28 @@ impl Decoder {
                     return decode_with_schema(schema, cells, text.len()).map(Some);
                 }
                 let Some(columns) = &self.columns else {
-                    self.columns = Some(cells.iter().map(|(c, _)| Sym::new(c.trim())).collect());
+                    let names: Vec<Sym> = cells.iter().map(|(c, _)| Sym::new(c.trim())).collect();
+                    for (i, name) in names.iter().enumerate() {
+                        if let Some(j) = names[..i].iter().position(|n| n == name) {
+                            return Err(DecodeError {
+                                message: format!("the CSV header names column `{name}` twice (fields {} and {}); rename one", j + 1, i + 1),
+                                column: cells[i].1,
+                                fatal: true,
+                            });
+                        }
+                    }
+                    self.columns = Some(names);
                     return Ok(None);
                 };
                 if cells.len() != columns.len() {
-                    return Err(DecodeError {
-                        message: format!("expected {} CSV fields, found {}", columns.len(), cells.len()),
-                        column: cells.get(columns.len()).map(|(_, c)| *c).unwrap_or(text.len() + 1),
-                    });
+                    return Err(DecodeError::new(
+                        format!("expected {} CSV fields, found {}", columns.len(), cells.len()),
+                        cells.get(columns.len()).map(|(_, c)| *c).unwrap_or(text.len() + 1),
+                    ));
                 }
                 let mut r = Record::with_capacity(columns.len());
-                for ((cell, _), name) in cells.into_iter().zip(columns) {
-                    r.push(*name, infer(&cell));
+                for ((cell, col), name) in cells.into_iter().zip(columns) {
+                    r.push(*name, infer(&cell).map_err(|m| DecodeError::new(format!("column `{name}`: {m}"), col))?);
                 }
                 Ok(Some(r))
             }
@@ -200,22 +221,26 @@ pub type Cells<'a> = Vec<(Cow<'a, str>, usize)>;
 fn decode_with_schema(schema: &[(Sym, ColumnType)], cells: Cells<'_>, line_len: usize) -> Result<Record, DecodeError> {
     let expected: usize = schema.iter().map(|(_, t)| t.width()).sum();
     if cells.len() != expected {
-        return Err(DecodeError {
-            message: format!("expected {expected} CSV fields, found {} (by the schema)", cells.len()),
-            column: cells.get(expected).map(|(_, c)| *c).unwrap_or(line_len + 1),
-        });
+        return Err(DecodeError::new(
+            format!("expected {expected} CSV fields, found {} (by the schema)", cells.len()),
+            cells.get(expected).map(|(_, c)| *c).unwrap_or(line_len + 1),
+        ));
     }
     let mut r = Record::with_capacity(schema.len());
     let mut cells = cells.into_iter();
     for (name, t) in schema {
-        let bad = |m: String, col: usize| DecodeError { message: format!("column `{name}`: {m}"), column: col };
+        let bad = |m: String, col: usize| DecodeError::new(format!("column `{name}`: {m}"), col);
         let value = match *t {
             ColumnType::F32s(n) => {
                 let mut v = Vec::with_capacity(n);
                 for (i, (cell, col)) in cells.by_ref().take(n).enumerate() {
                     let x = match small_uint(&cell) {
                         Some(u) => u as f32,
-                        None => cell.trim().parse::<f32>().map_err(|_| bad(format!("element {i}: `{cell}` is not an f32"), col))?,
+                        None => match cell.trim().parse::<f32>() {
+                            Ok(x) if x.is_finite() => x,
+                            Ok(_) => return Err(bad(format!("element {i}: `{cell}` is not a finite number"), col)),
+                            Err(_) => return Err(bad(format!("element {i}: `{cell}` is not an f32"), col)),
+                        },
                     };
                     v.push(x);
                 }
@@ -250,19 +275,46 @@ fn small_uint(cell: &str) -> Option<u32> {
     b.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32))
 }
 
-fn infer(cell: &str) -> Value {
-    if cell.is_empty() {
-        Value::Null
-    } else if let Ok(i) = cell.parse::<i64>() {
-        Value::Int(i)
-    } else if let Ok(f) = cell.parse::<f64>() {
-        Value::Float(f)
+/// Whether `cell` is written as an integer (an optional sign, then digits).
+fn integer_literal(cell: &str) -> bool {
+    let digits = cell.strip_prefix(['-', '+']).unwrap_or(cell);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A double that is finite; NaN and the infinities are errors, not values that would be
+/// written as null.
+fn finite(cell: &str, x: f64) -> Result<Value, String> {
+    if x.is_finite() {
+        Ok(Value::Float(x))
     } else {
-        match cell {
+        Err(format!("`{cell}` is not a finite number"))
+    }
+}
+
+/// A header CSV cell's value: an integer, a double, a bool or a string. Words a double parser
+/// would read as NaN or an infinity (`nan`, `inf`, `Infinity`) stay strings, as written: a
+/// column declared `f64` in a schema rejects them instead.
+fn infer(cell: &str) -> Result<Value, String> {
+    if cell.is_empty() {
+        Ok(Value::Null)
+    } else if let Ok(i) = cell.parse::<i64>() {
+        Ok(Value::Int(i))
+    } else if integer_literal(cell) {
+        Err(format!("integer `{cell}` is beyond the 64-bit signed range"))
+    } else if let Ok(f) = cell.parse::<f64>() {
+        if f.is_finite() {
+            Ok(Value::Float(f))
+        } else if cell.bytes().any(|b| b.is_ascii_digit()) {
+            Err(format!("`{cell}` is not a finite number")) // too large for a double: `1e999`
+        } else {
+            Ok(Value::str(cell)) // a word: `nan`, `inf`
+        }
+    } else {
+        Ok(match cell {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
             _ => Value::str(cell),
-        }
+        })
     }
 }
 
@@ -272,8 +324,11 @@ fn typed(cell: &str, t: ColumnType) -> Result<Value, String> {
     }
     match t {
         ColumnType::String => Ok(Value::str(cell)),
-        ColumnType::Int => cell.trim().parse().map(Value::Int).map_err(|_| format!("`{cell}` is not an i64")),
-        ColumnType::Float => cell.trim().parse().map(Value::Float).map_err(|_| format!("`{cell}` is not an f64")),
+        ColumnType::Int => cell.trim().parse().map(Value::Int).map_err(|_| match integer_literal(cell.trim()) {
+            true => format!("integer `{cell}` is beyond the 64-bit signed range"),
+            false => format!("`{cell}` is not an i64"),
+        }),
+        ColumnType::Float => cell.trim().parse().map_err(|_| format!("`{cell}` is not an f64")).and_then(|x| finite(cell, x)),
         ColumnType::Bool => match cell.trim() {
             "true" | "1" => Ok(Value::Bool(true)),
             "false" | "0" => Ok(Value::Bool(false)),

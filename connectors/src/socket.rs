@@ -255,6 +255,7 @@ impl Source for SocketSource {
                             out.emit(r)
                         }
                         Ok(None) => {}
+                        Err(e) if e.fatal => return Err(OperatorError::new(format!("{} at {}:{}:{}", e.message, self.addr, self.line, e.column))),
                         Err(e) => out.reject_raw(
                             text,
                             format!("{} at {}:{}:{}", e.message, self.addr, self.line, e.column),

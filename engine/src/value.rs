@@ -335,7 +335,7 @@ impl<'de> serde::de::Visitor<'de> for ValueVisitor {
         Ok(Value::Int(v))
     }
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(i64::try_from(v).map(Value::Int).unwrap_or(Value::Float(v as f64)))
+        i64::try_from(v).map(Value::Int).map_err(|_| E::custom(format!("integer {v} is beyond the 64-bit signed range (write it as a string or a double)")))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))

@@ -303,13 +303,20 @@ fn arith(k: Arith, a: Value, b: Value) -> Result<Value, EvalError> {
         }
         (x @ (Int(_) | Float(_)), y @ (Int(_) | Float(_))) => {
             let (x, y) = (x.as_f64().expect("number"), y.as_f64().expect("number"));
-            Ok(Float(match k {
+            let r = match k {
                 Arith::Add => x + y,
                 Arith::Sub => x - y,
                 Arith::Mul => x * y,
                 Arith::Div => x / y,
                 Arith::Rem => x % y,
-            }))
+            };
+            // Doubles stay finite: NaN or an infinity would be written as null and compare
+            // false with everything, silently.
+            match () {
+                _ if r.is_finite() => Ok(Float(r)),
+                _ if y == 0.0 && matches!(k, Arith::Div | Arith::Rem) => err(format!("division by zero in {x:?} {name} {y:?}")),
+                _ => err(format!("{x:?} {name} {y:?} is not a finite number")),
+            }
         }
         (Str(x), Str(y)) if matches!(k, Arith::Add) => {
             let mut s = String::with_capacity(x.len() + y.len());
@@ -450,7 +457,8 @@ fn call_values(f: Func, v: &[Value]) -> Result<Value, EvalError> {
             Value::Int(i) => Value::Float(*i as f64),
             Value::Float(x) => Value::Float(*x),
             Value::Str(t) => match t.trim().parse::<f64>() {
-                Ok(x) => Value::Float(x),
+                Ok(x) if x.is_finite() => Value::Float(x),
+                Ok(_) => return err(format!("double(\"{t}\"): not a finite number")),
                 Err(_) => return err(format!("double(\"{t}\"): not a number")),
             },
             other => return err(format!("cannot convert {} ({}) to double", other, other.type_name())),
