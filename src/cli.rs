@@ -377,12 +377,11 @@ fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>
 pub fn summary(name: &str, r: &crate::JobReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let how = if r.interrupted {
-        "stopped (Ctrl-C)"
-    } else if r.savepoint.is_some() {
-        "stopped at a savepoint"
-    } else {
-        "finished"
+    let how = match (r.interrupted, r.stopped_at) {
+        (true, Some(epoch)) => format!("stopped (Ctrl-C) at checkpoint {epoch}, which `rill run` resumes from,"),
+        (true, None) => "stopped (Ctrl-C)".into(),
+        _ if r.savepoint.is_some() => "stopped at a savepoint".into(),
+        _ => "finished".into(),
     };
     let _ = writeln!(s, "job `{name}` {how} in {:.3} s", r.elapsed.as_secs_f64());
     let _ = writeln!(s, "{:<20} {:<10} {:>4} {:>12} {:>12} {:>9} {:>9}", "component", "type", "inst", "records in", "records out", "rejected", "batches");

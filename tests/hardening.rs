@@ -379,3 +379,37 @@ fn a_csv_header_naming_a_column_twice_fails_the_job() {
     assert!(r.stderr.contains("the CSV header names column `id` twice (fields 1 and 3); rename one at") && r.stderr.contains("in.csv:1:6"), "{}", r.stderr);
     assert!(out.is_empty());
 }
+
+#[test]
+fn ctrl_c_never_publishes_what_the_next_run_takes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.jsonl");
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: stop\nwork_dir: {w}\ncheckpoint: {{interval: 100ms}}\nsources:\n  g: {{type: generator, rate: 5000, fields: {{k: \"id % 5\", ts: id}}, event_time: {{field: ts}}}}\ntransforms:\n  w: {{type: window, inputs: [g], key_by: k, window: {{type: tumbling, size: 200ms}}, aggregates: {{n: count()}}}}\nsinks:\n  o: {{type: file, inputs: [w], path: {o}}}\n",
+            w = tmp.path().join("work").display(),
+            o = out.display()
+        ),
+    );
+    let history = tmp.path().join("work/checkpoints/history.jsonl");
+    let checkpoints = || std::fs::read_to_string(&history).map(|s| s.lines().count()).unwrap_or(0);
+    let mut published: Vec<String> = Vec::new();
+    for round in 0..2 {
+        let mut job = Guard(rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap());
+        let before = checkpoints();
+        assert!(wait_for(STOPS_WITHIN, || checkpoints() >= before + 3), "round {round}: checkpoints complete");
+        interrupt(&job.0);
+        assert_eq!(exit_code(&mut job.0), Some(0), "round {round}");
+        let err = stderr_of(&mut job.0);
+        assert!(err.contains("stopped (Ctrl-C) at checkpoint"), "{err}");
+        let now: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(String::from).collect();
+        assert!(now.len() >= published.len() && now[..published.len()] == published[..], "round {round}: committed output was taken back");
+        published = now;
+    }
+    // Only whole windows were published: every (key, window) once, each of 200 events / 5 keys.
+    let rows = lines(&out);
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["n"] == 40), "a partial window was published: {rows:?}");
+}

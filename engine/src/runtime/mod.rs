@@ -64,6 +64,10 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// Stopped by Ctrl-C rather than by its sources ending.
     pub interrupted: bool,
+    /// Ctrl-C on a checkpointed job: the checkpoint it stopped at (everything up to it is
+    /// committed; the next run resumes from it). `None` with `interrupted`: nothing after the
+    /// last checkpoint was committed (or, without checkpoints, the job drained).
+    pub stopped_at: Option<u64>,
     /// Stopped after taking this savepoint (folder).
     pub savepoint: Option<std::path::PathBuf>,
     /// Restarts after failures (with `restart:`).
@@ -97,8 +101,18 @@ pub enum RunError {
 /// How a run ended (when it did not fail).
 enum Outcome {
     Finished,
-    Interrupted,
+    /// Ctrl-C; at this checkpoint, if it took a final one.
+    Interrupted(Option<u64>),
     Savepoint(std::path::PathBuf),
+}
+
+/// Why a checkpointed job stops at its next complete checkpoint.
+#[derive(Clone, Copy, PartialEq)]
+enum StopAt {
+    /// `rill savepoint` (SIGUSR1): kept regardless of `retain`.
+    Savepoint,
+    /// Ctrl-C: a regular checkpoint.
+    CtrlC,
 }
 
 pub(crate) enum JobEvent {
@@ -170,7 +184,11 @@ fn run_once(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
         dead_letter_output: dead_letter.description.clone(),
         elapsed: started.elapsed(),
         checkpoints: stats,
-        interrupted: matches!(outcome, Outcome::Interrupted),
+        interrupted: matches!(outcome, Outcome::Interrupted(_)),
+        stopped_at: match outcome {
+            Outcome::Interrupted(at) => at,
+            _ => None,
+        },
         savepoint: match outcome {
             Outcome::Savepoint(p) => Some(p),
             _ => None,
@@ -367,8 +385,7 @@ async fn drive(
     let mut coordinator = coordinator::Coordinator::new(actors, restore_epoch);
     let mut failures = coordinator::FailureCounter::new(checkpointing.as_ref().map(|c| c.tolerable_failed_checkpoints).unwrap_or(0));
     let mut max_alignment = 0u64;
-    let mut savepoint_requested: Option<()> = None;
-    let mut savepoint_epoch: Option<u64> = None;
+    let mut stop: Option<StopAt> = None;
     let mut savepoint_signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         .map_err(|e| RunError::Setup(format!("cannot listen for SIGUSR1: {e}")))?;
     let result = loop {
@@ -378,7 +395,7 @@ async fn drive(
                     finished += 1;
                     coordinator.instance_finished(); // no checkpoint completes once instances start finishing
                     if finished == actors {
-                        break Ok(if interrupted { Outcome::Interrupted } else { Outcome::Finished });
+                        break Ok(if interrupted { Outcome::Interrupted(None) } else { Outcome::Finished });
                     }
                 }
                 Some(JobEvent::Ack { epoch: e, component, subtask, state, alignment_ms }) => {
@@ -388,7 +405,7 @@ async fn drive(
                     let done = coordinator.ack(e, crate::checkpoint::InstanceState { component, subtask, state }, Instant::now());
                     if let Some(done) = done {
                         let ck = checkpointing.as_ref().expect("acks only with checkpoints");
-                        let is_savepoint = savepoint_epoch == Some(e);
+                        let is_savepoint = stop == Some(StopAt::Savepoint);
                         let cp = crate::checkpoint::Checkpoint {
                             job: cfg.name.clone(),
                             epoch: e,
@@ -408,12 +425,17 @@ async fn drive(
                                 stats.max_duration_ms = stats.max_duration_ms.max(cp.duration_ms);
                                 stats.max_alignment_ms = stats.max_alignment_ms.max(cp.alignment_ms);
                                 stats.last_bytes = bytes;
-                                if is_savepoint {
-                                    // Publish up to the savepoint, then stop where we are.
+                                if let Some(why) = stop {
+                                    // Publish up to this checkpoint, then stop where we are:
+                                    // nothing after it is committed, and the next run resumes
+                                    // from it (Flink's stop without drain).
                                     for a in &operator_addrs {
                                         let _ = tokio::time::timeout(Duration::from_secs(5), a.send(Commit(crate::message::Epoch(e)))).await;
                                     }
-                                    break Ok(Outcome::Savepoint(ck.dir.join(format!("chk-{e}"))));
+                                    break Ok(match why {
+                                        StopAt::Savepoint => Outcome::Savepoint(ck.dir.join(format!("chk-{e}"))),
+                                        StopAt::CtrlC => Outcome::Interrupted(Some(e)),
+                                    });
                                 }
                                 for a in &operator_addrs {
                                     if a.try_send(Commit(crate::message::Epoch(e))).is_err() {
@@ -435,22 +457,38 @@ async fn drive(
             },
             _ = &mut ctrl_c, if !interrupted => {
                 interrupted = true;
-                eprintln!("\nstopping: sources end now, everything in flight is processed and sinks are flushed (Ctrl-C again to abort)");
-                for a in &source_addrs {
-                    let _ = a.send(Stop).await;
-                }
                 tokio::spawn(async {
                     let _ = tokio::signal::ctrl_c().await;
                     eprintln!("aborted");
                     std::process::exit(130);
                 });
+                match &checkpointing {
+                    // Committed output is never taken back: stop at a final checkpoint rather
+                    // than flush partial results that the next run, resuming from an older
+                    // checkpoint, would retract.
+                    Some(_) if finished == 0 => {
+                        eprintln!("\nstopping: taking a final checkpoint, then stopping; `rill run` resumes from it (Ctrl-C again to abort)");
+                        stop.get_or_insert(StopAt::CtrlC);
+                        ticker.reset_immediately();
+                    }
+                    Some(_) => {
+                        eprintln!("\nstopping: some sources have ended, so no further checkpoint can complete; nothing after the last one is committed, and `rill run` resumes from it");
+                        break Ok(Outcome::Interrupted(None));
+                    }
+                    None => {
+                        eprintln!("\nstopping: sources end now, everything in flight is processed and sinks are flushed (Ctrl-C again to abort)");
+                        for a in &source_addrs {
+                            let _ = a.send(Stop).await;
+                        }
+                    }
+                }
             }
             _ = progress.tick(), if opts.progress => print_progress(&metrics, started.elapsed()),
-            _ = savepoint_signal.recv(), if checkpointing.is_some() && savepoint_requested.is_none() => {
+            _ = savepoint_signal.recv(), if checkpointing.is_some() && stop != Some(StopAt::Savepoint) => {
                 eprintln!("savepoint requested: taking it, then stopping");
-                savepoint_requested = Some(());
+                stop = Some(StopAt::Savepoint);
             }
-            _ = ticker.tick(), if checkpointing.is_some() && finished == 0 && !interrupted => {
+            _ = ticker.tick(), if checkpointing.is_some() && finished == 0 => {
                 let ck = checkpointing.as_ref().expect("checked");
                 let trigger = coordinator.trigger(Instant::now(), ck.timeout);
                 if let Some(expired) = coordinator.take_expired() {
@@ -460,11 +498,7 @@ async fn drive(
                 }
                 let coordinator::Trigger::Start(epoch) = trigger else { continue };
                 max_alignment = 0;
-                let savepoint = savepoint_requested.is_some() && savepoint_epoch.is_none();
-                if savepoint {
-                    savepoint_epoch = Some(epoch);
-                }
-                let barrier = crate::message::Barrier { epoch: crate::message::Epoch(epoch), savepoint };
+                let barrier = crate::message::Barrier { epoch: crate::message::Epoch(epoch), savepoint: stop == Some(StopAt::Savepoint) };
                 for a in &source_addrs {
                     if a.try_send(Inject(barrier)).is_err() {
                         tracing::warn!("a source could not take barrier {epoch}; the checkpoint is abandoned");
