@@ -348,12 +348,18 @@ fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>
         };
     };
     let cp = match from {
-        Some(path) => Some(rill_engine::checkpoint::load(path)?),
+        Some(path) => Some(rill_engine::checkpoint::load_checked(path)?),
         None if from_scratch || ck.dir.join("_finished").exists() => {
             rill_engine::checkpoint::clear(&ck.dir).map_err(|e| e.to_string())?;
             None
         }
-        None => rill_engine::checkpoint::latest(&ck.dir)?,
+        None => {
+            let (latest, skipped) = rill_engine::checkpoint::latest(&ck.dir)?;
+            for s in skipped {
+                eprintln!("skipping checkpoint {}: {}", s.epoch, s.reason);
+            }
+            latest
+        }
     };
     let Some(cp) = cp else { return Ok(None) };
     let have = cp.by_instance();

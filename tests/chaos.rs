@@ -260,9 +260,8 @@ fn incremental_window_checkpoints_survive_kills() {
         .flatten()
         .map(|e| e.path())
         .filter(|path| {
-            let Ok(m) = std::fs::read_to_string(path.join("_metadata")) else { return false };
-            let v: serde_json::Value = serde_json::from_str(&m).unwrap();
-            v["instances"].as_array().unwrap().iter().any(|i| i["state"]["chain"].as_array().is_some_and(|c| c.len() >= 2))
+            let Ok(cp) = rill::engine::checkpoint::load(path) else { return false };
+            cp.instances.iter().any(|i| i.state.as_ref().and_then(|s| s["chain"].as_array()).is_some_and(|c| c.len() >= 2))
         })
         .min()
         .expect("some checkpoint used a delta");

@@ -413,3 +413,69 @@ fn ctrl_c_never_publishes_what_the_next_run_takes_back() {
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r["n"] == 40), "a partial window was published: {rows:?}");
 }
+
+fn bounded_checkpointed(tmp: &std::path::Path) -> std::path::PathBuf {
+    write(
+        tmp,
+        "p.yaml",
+        &format!(
+            "name: integrity\nwork_dir: {w}\ncheckpoint: {{interval: 50ms, retain: 10}}\nsources:\n  g: {{type: generator, count: 20000, rate: 5000, fields: {{n: id}}}}\nsinks:\n  o: {{type: file, inputs: [g], path: {o}}}\n",
+            w = tmp.join("work").display(),
+            o = tmp.join("out.jsonl").display()
+        ),
+    )
+}
+
+fn newest_checkpoint(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("chk-").and_then(|n| n.parse().ok()))
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn a_damaged_checkpoint_is_skipped_and_the_job_resumes_from_an_intact_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = bounded_checkpointed(tmp.path());
+    let ck = tmp.path().join("work/checkpoints");
+    let mut job = Guard(rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap());
+    assert!(wait_for(STOPS_WITHIN, || std::fs::read_dir(&ck).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("chk-")).count() >= 3).unwrap_or(false)));
+    job.0.kill().unwrap();
+    job.0.wait().unwrap();
+    let newest = newest_checkpoint(&ck);
+    let meta = ck.join(format!("chk-{newest}/_metadata"));
+    let mut bytes = std::fs::read(&meta).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x20;
+    std::fs::write(&meta, bytes).unwrap();
+    let r = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("skipping checkpoint {newest}: {} is damaged: its checksum does not match", meta.display())), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("resuming from checkpoint {}", newest - 1)), "{}", r.stderr);
+    let mut ns: Vec<i64> = lines(&tmp.path().join("out.jsonl")).iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    ns.sort();
+    assert_eq!(ns, (0..20000).collect::<Vec<_>>(), "exactly once");
+}
+
+#[test]
+fn recovery_refuses_committed_output_that_went_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = bounded_checkpointed(tmp.path());
+    let out = tmp.path().join("out.jsonl");
+    let mut job = Guard(rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::null()).spawn().unwrap());
+    assert!(wait_for(STOPS_WITHIN, || std::fs::metadata(&out).map(|m| m.len() > 0).unwrap_or(false)));
+    interrupt(&job.0);
+    assert_eq!(exit_code(&mut job.0), Some(0));
+    let committed = std::fs::metadata(&out).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&out).unwrap().set_len(committed / 2).unwrap();
+    let r = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("cannot recover {}: it holds {} bytes, fewer than the {committed} committed", out.display(), committed / 2)),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), committed / 2, "neither padded nor rewritten");
+}

@@ -436,15 +436,39 @@ impl Sink for FileSink {
         let cp: FileSinkCheckpoint = serde_json::from_slice(state).map_err(|e| OperatorError::new(format!("file sink checkpoint: {e}")))?;
         // Pending epochs of the checkpoint that still have their file were not (fully) published.
         let still: Vec<(u64, u64)> = cp.pending.iter().filter(|(e, _)| self.pending_path(*e).exists()).cloned().collect();
+        let changed = |what: String| {
+            OperatorError::new(format!(
+                "cannot recover {}: {what}, which checkpoint {} does not allow; it was changed outside Rill. Put it back, or start afresh with --from-scratch",
+                self.path.display(),
+                cp.epoch
+            ))
+        };
+        for (e, len) in &still {
+            let p = self.pending_path(*e);
+            let have = std::fs::metadata(&p).map_err(|err| OperatorError::new(format!("cannot read {}: {err}", p.display())))?.len();
+            if have != *len {
+                return Err(changed(format!("its staged part {} holds {have} bytes, not the {len} staged", p.display())));
+            }
+        }
         let base = cp.final_len - still.iter().map(|(_, l)| l).sum::<u64>();
-        let out = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&self.path)?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&self.path)
+            .map_err(|e| OperatorError::new(format!("cannot open {}: {e}", self.path.display())))?;
+        // Longer is normal (written after the checkpoint, or a commit cut short); shorter means
+        // committed output is missing, and padding it would forge it.
+        let have = out.metadata()?.len();
+        if have < base {
+            return Err(changed(format!("it holds {have} bytes, fewer than the {base} committed")));
+        }
         out.set_len(base)?;
         out.sync_data()?;
         self.committed = base;
         self.pending = still.iter().map(|(e, l)| (*e, self.pending_path(*e), *l)).collect();
         self.publish(cp.epoch)?;
-        let out = std::fs::OpenOptions::new().write(true).open(&self.path)?;
-        out.set_len(cp.final_len)?;
+        debug_assert_eq!(std::fs::metadata(&self.path)?.len(), cp.final_len, "published exactly the staged lengths");
         self.committed = cp.final_len;
         // Anything staged after the checkpoint is discarded: it will be produced again.
         self.remove_leftovers()?;

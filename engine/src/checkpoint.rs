@@ -12,6 +12,12 @@
 //! large state is never parsed or re-encoded. `_metadata` lists the instance's chain of such
 //! files — a full snapshot and the deltas taken after it, which later checkpoints share — and
 //! files no retained checkpoint lists are deleted once a newer checkpoint is complete.
+//!
+//! Every file starts with a header line naming its kind, its format version and the CRC-32 and
+//! length of what follows (`RILL-CHECKPOINT 1 crc32=… len=…`): a damaged or cut file is detected
+//! before anything is restored from it, and [`latest`] falls back to the newest intact
+//! checkpoint, reporting the ones it skipped. Files without a header (written before versions
+//! existed) are read as format 0, unchecked.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -52,6 +58,54 @@ pub struct Checkpoint {
 /// Operator states up to this size stay inline in `_metadata`; larger ones get a file.
 pub const INLINE_LIMIT: usize = 64 * 1024;
 
+/// Format version of checkpoint metadata and state files written now.
+pub const FORMAT_VERSION: u32 = 1;
+const METADATA_MAGIC: &str = "RILL-CHECKPOINT";
+const STATE_MAGIC: &str = "RILL-STATE";
+
+/// `body` behind a header line that lets a reader check it (see the module docs).
+fn framed(magic: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{magic} {FORMAT_VERSION} crc32={:08x} len={}\n", crc32fast::hash(body), body.len()).into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of a file written by [`framed`], checked; a file without a header is returned
+/// whole (format 0).
+fn unframe<'a>(magic: &str, bytes: &'a [u8], path: &Path) -> Result<&'a [u8], String> {
+    let damaged = |why: String| format!("{} is damaged: {why}", path.display());
+    let Some(rest) = bytes.strip_prefix(magic.as_bytes()) else {
+        return Ok(bytes);
+    };
+    let nl = rest.iter().position(|&b| b == b'\n').ok_or_else(|| damaged("its header line is cut".into()))?;
+    let header = std::str::from_utf8(&rest[..nl]).map_err(|_| damaged("its header is not text".into()))?;
+    let body = &rest[nl + 1..];
+    let fields: Vec<&str> = header.split_whitespace().collect();
+    let (Some(version), Some(crc), Some(len)) = (
+        fields.first().and_then(|v| v.parse::<u32>().ok()),
+        fields.iter().find_map(|f| f.strip_prefix("crc32=")).and_then(|c| u32::from_str_radix(c, 16).ok()),
+        fields.iter().find_map(|f| f.strip_prefix("len=")).and_then(|l| l.parse::<usize>().ok()),
+    ) else {
+        return Err(damaged(format!("bad header `{magic}{header}`")));
+    };
+    if version > FORMAT_VERSION {
+        return Err(format!("{} has format {version}; this Rill reads up to {FORMAT_VERSION} (use a newer Rill)", path.display()));
+    }
+    if body.len() != len {
+        return Err(damaged(format!("{} bytes where {len} were written", body.len())));
+    }
+    if crc32fast::hash(body) != crc {
+        return Err(damaged("its checksum does not match (the contents changed)".into()));
+    }
+    Ok(body)
+}
+
+/// Reads an operator state file written by [`write_state_file`], checked.
+pub fn read_state_file(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = fs::read(path).map_err(|e| format!("cannot read checkpoint state file {}: {e}", path.display()))?;
+    unframe(STATE_MAGIC, &bytes, path).map(<[u8]>::to_vec)
+}
+
 /// The folder checkpoint `epoch` is staged in until it is complete.
 pub fn staging(dir: &Path, epoch: u64) -> PathBuf {
     dir.join(format!(".chk-{epoch}.tmp"))
@@ -65,7 +119,7 @@ pub fn write_state_file(dir: &Path, epoch: u64, component: &str, subtask: u32, b
     let safe: String = component.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     let name = format!("shared/{safe}.{subtask}.{epoch}.state");
     let mut f = fs::File::create(dir.join(&name))?;
-    f.write_all(bytes)?;
+    f.write_all(&framed(STATE_MAGIC, bytes))?;
     f.sync_all()?;
     sync_dir(&folder)?;
     Ok(name)
@@ -143,7 +197,7 @@ pub fn write(dir: &Path, cp: &Checkpoint, retain: usize) -> std::io::Result<u64>
     // The instances' state files are already there.
     let tmp = staging(dir, cp.epoch);
     fs::create_dir_all(&tmp)?;
-    let bytes = serde_json::to_vec(cp).map_err(std::io::Error::other)?;
+    let bytes = framed(METADATA_MAGIC, &serde_json::to_vec(cp).map_err(std::io::Error::other)?);
     let files: u64 = cp.instances.iter().filter_map(|i| i.state.as_ref()?.get("bytes")?.as_u64()).sum();
     let total = bytes.len() as u64 + files;
     let mut f = fs::File::create(tmp.join("_metadata"))?;
@@ -215,7 +269,8 @@ pub fn complete(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 pub fn load(path: &Path) -> Result<Checkpoint, String> {
     let meta = if path.is_dir() { path.join("_metadata") } else { path.to_path_buf() };
     let bytes = fs::read(&meta).map_err(|e| format!("cannot read checkpoint {}: {e}", meta.display()))?;
-    let mut cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| format!("checkpoint {} is damaged: {e}", meta.display()))?;
+    let body = unframe(METADATA_MAGIC, &bytes, &meta)?;
+    let mut cp: Checkpoint = serde_json::from_slice(body).map_err(|e| format!("{} is damaged: {e}", meta.display()))?;
     let folder = meta.parent().map(Path::to_path_buf).unwrap_or_default();
     // State files are named relative to the checkpoint root (the folder's parent): add paths.
     let root = folder.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -230,11 +285,46 @@ pub fn load(path: &Path) -> Result<Checkpoint, String> {
     Ok(cp)
 }
 
-/// The newest complete checkpoint under `dir`, if any.
-pub fn latest(dir: &Path) -> Result<Option<Checkpoint>, String> {
-    match complete(dir).map_err(|e| e.to_string())?.pop() {
-        Some((_, p)) => load(&p).map(Some),
-        None => Ok(None),
+/// Reads checkpoint `path` and checks every state file it lists.
+pub fn load_checked(path: &Path) -> Result<Checkpoint, String> {
+    let cp = load(path)?;
+    for i in &cp.instances {
+        for f in i.state.as_ref().and_then(|s| s.get("chain")).and_then(|c| c.as_array()).into_iter().flatten() {
+            if let Some(p) = f.get("path").and_then(|p| p.as_str()) {
+                read_state_file(Path::new(p))?;
+            }
+        }
+    }
+    Ok(cp)
+}
+
+/// A complete checkpoint [`latest`] did not resume from, and why.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub epoch: u64,
+    pub reason: String,
+}
+
+/// The newest intact complete checkpoint under `dir`, if any, and the newer ones skipped
+/// because they are damaged. `Err` when there are checkpoints but none is intact: starting
+/// afresh instead would silently redo (and rewrite) everything.
+pub fn latest(dir: &Path) -> Result<(Option<Checkpoint>, Vec<Skipped>), String> {
+    let mut skipped = Vec::new();
+    for (epoch, p) in complete(dir).map_err(|e| format!("cannot list checkpoints in {}: {e}", dir.display()))?.into_iter().rev() {
+        match load_checked(&p) {
+            Ok(cp) => return Ok((Some(cp), skipped)),
+            Err(reason) => skipped.push(Skipped { epoch, reason }),
+        }
+    }
+    match skipped.first() {
+        None => Ok((None, skipped)),
+        Some(newest) => Err(format!(
+            "no intact checkpoint in {} ({} damaged; the newest, {}: {}); start afresh with --from-scratch",
+            dir.display(),
+            skipped.len(),
+            newest.epoch,
+            newest.reason
+        )),
     }
 }
 
@@ -274,10 +364,59 @@ mod tests {
         fs::create_dir_all(dir.join("chk-7")).unwrap(); // no metadata: not complete
         let all: Vec<u64> = complete(&dir).unwrap().into_iter().map(|(e, _)| e).collect();
         assert_eq!(all, [3, 4, 5]);
-        let mut last = latest(&dir).unwrap().unwrap();
+        let mut last = latest(&dir).unwrap().0.unwrap();
         assert_eq!(last.folder.take(), Some(dir.join("chk-5")));
         assert_eq!(last, cp(5));
         assert_eq!(history(&dir).len(), 5);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_is_skipped_for_the_newest_intact_one() {
+        let dir = std::env::temp_dir().join(format!("rill-ckpt-damage-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        for e in 1..=3 {
+            write(&dir, &cp(e), 5).unwrap();
+        }
+        // Checkpoint 3: one byte of its metadata changed. Checkpoint 2: cut short.
+        let meta = |e: u64| dir.join(format!("chk-{e}/_metadata"));
+        let mut bytes = fs::read(meta(3)).unwrap();
+        let at = bytes.len() - 5;
+        bytes[at] ^= 1;
+        fs::write(meta(3), &bytes).unwrap();
+        let bytes = fs::read(meta(2)).unwrap();
+        fs::write(meta(2), &bytes[..bytes.len() - 3]).unwrap();
+        let (found, skipped) = latest(&dir).unwrap();
+        assert_eq!(found.map(|c| c.epoch), Some(1));
+        let reasons: Vec<(u64, &str)> = skipped.iter().map(|s| (s.epoch, s.reason.as_str())).collect();
+        assert_eq!(reasons.len(), 2);
+        assert!(reasons[0].0 == 3 && reasons[0].1.contains("checksum does not match"), "{reasons:?}");
+        assert!(reasons[1].0 == 2 && reasons[1].1.contains("bytes where"), "{reasons:?}");
+        // None intact: an error, not a silent fresh start.
+        fs::write(meta(1), b"RILL-CHECKPOINT 1 crc32=0 len=2\n{}").unwrap();
+        let err = latest(&dir).unwrap_err();
+        assert!(err.contains("no intact checkpoint") && err.contains("3 damaged"), "{err}");
+        // Metadata from before format versions (plain JSON) still reads.
+        fs::write(meta(1), serde_json::to_vec(&cp(1)).unwrap()).unwrap();
+        assert_eq!(latest(&dir).unwrap().0.map(|c| c.epoch), Some(1));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_state_file_makes_its_checkpoint_unusable() {
+        let dir = std::env::temp_dir().join(format!("rill-ckpt-state-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut c = cp(1);
+        let f = write_state_file(&dir, 1, "w", 0, &[1u8; 300]).unwrap();
+        c.instances[0].state = Some(serde_json::json!({"chain": [{"file": f}], "bytes": 300}));
+        write(&dir, &c, 2).unwrap();
+        assert!(load_checked(&dir.join("chk-1")).is_ok());
+        let mut bytes = fs::read(dir.join(&f)).unwrap();
+        let at = bytes.len() - 1;
+        bytes[at] = 9;
+        fs::write(dir.join(&f), &bytes).unwrap();
+        let err = load_checked(&dir.join("chk-1")).unwrap_err();
+        assert!(err.contains("w.0.1.state is damaged: its checksum does not match"), "{err}");
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -305,10 +444,10 @@ mod tests {
         assert!(dir.join(&base).exists() && dir.join(&d2).exists() && dir.join(&d4).exists());
         assert!(!dir.join(&orphan).exists(), "listed by no checkpoint");
         assert!(dir.join(&future).exists(), "may belong to a checkpoint in flight");
-        let back = latest(&dir).unwrap().unwrap();
+        let back = latest(&dir).unwrap().0.unwrap();
         let paths: Vec<String> = back.instances[0].state.as_ref().unwrap()["chain"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
-        assert_eq!(fs::read(&paths[0]).unwrap(), [7u8; 100]);
-        assert_eq!(fs::read(&paths[2]).unwrap(), b"delta 4");
+        assert_eq!(read_state_file(Path::new(&paths[0])).unwrap(), [7u8; 100]);
+        assert_eq!(read_state_file(Path::new(&paths[2])).unwrap(), b"delta 4");
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -402,7 +402,7 @@ impl SavedInstance {
                 let (Some(path), Some(name)) = (f.get("path").and_then(|p| p.as_str()), f.get("file").and_then(|p| p.as_str())) else {
                     return Err(OperatorError::new(format!("checkpoint state: bad chain entry {f}")));
                 };
-                let bytes = std::fs::read(path).map_err(|e| OperatorError::new(format!("checkpoint state file {path}: {e}")))?;
+                let bytes = crate::checkpoint::read_state_file(std::path::Path::new(path)).map_err(OperatorError::new)?;
                 names.push((name.to_string(), bytes.len() as u64));
                 chain.push(bytes);
             }

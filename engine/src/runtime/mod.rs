@@ -147,7 +147,13 @@ pub fn run(plan: JobPlan, mut opts: RunOptions) -> Result<JobReport, RunError> {
 restarting ({attempt} of {}) in {} ms", p.max_attempts, wait.as_millis());
                 std::thread::sleep(wait);
                 opts.restore = match &plan.config.checkpoint {
-                    Some(ck) => crate::checkpoint::latest(&ck.dir).map_err(RunError::Setup)?,
+                    Some(ck) => {
+                        let (latest, skipped) = crate::checkpoint::latest(&ck.dir).map_err(RunError::Setup)?;
+                        for s in skipped {
+                            eprintln!("skipping checkpoint {}: {}", s.epoch, s.reason);
+                        }
+                        latest
+                    }
                     None => None,
                 };
             }
