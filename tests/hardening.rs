@@ -479,3 +479,40 @@ fn recovery_refuses_committed_output_that_went_missing() {
     );
     assert_eq!(std::fs::metadata(&out).unwrap().len(), committed / 2, "neither padded nor rewritten");
 }
+
+#[test]
+fn a_followed_file_that_is_truncated_or_rotated_is_read_again_from_its_start() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = write(tmp.path(), "app.log", "{\"n\": 1}\n{\"n\": 2}\n");
+    let out = tmp.path().join("out.jsonl");
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: tail\nwork_dir: {t}/work\ndead_letter: {{type: file, path: {t}/dead.jsonl}}\nsources:\n  in: {{type: file, path: {i}, follow: true, poll_interval: 10ms}}\nsinks:\n  o: {{type: file, inputs: [in], path: {o}}}\n",
+            t = tmp.path().display(),
+            i = input.display(),
+            o = out.display()
+        ),
+    );
+    let mut job = Guard(rill().args(["run", p.to_str().unwrap()]).stderr(Stdio::piped()).spawn().unwrap());
+    let count = || std::fs::read_to_string(&out).map(|s| s.lines().count()).unwrap_or(0);
+    assert!(wait_for(STOPS_WITHIN, || count() == 2));
+    // copytruncate: the same file, emptied, then written again (shorter than before).
+    std::fs::OpenOptions::new().write(true).truncate(true).open(&input).unwrap();
+    std::fs::write(&input, "{\"n\": 3}\n").unwrap();
+    assert!(wait_for(STOPS_WITHIN, || count() == 3), "read from the start after truncation");
+    // Rotation: the old file ends with a line without a newline; a new file takes its name.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
+    write!(f, "{{\"n\": 4}}").unwrap();
+    drop(f);
+    std::fs::rename(&input, tmp.path().join("app.log.1")).unwrap();
+    std::fs::write(&input, "{\"n\": 5}\n{\"n\": 6}\n").unwrap();
+    assert!(wait_for(STOPS_WITHIN, || count() == 6), "read the new file after rotation");
+    interrupt(&job.0);
+    assert_eq!(exit_code(&mut job.0), Some(0));
+    let ns: Vec<i64> = lines(&out).iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, [1, 2, 3, 4, 5, 6]);
+    assert!(!tmp.path().join("dead.jsonl").exists() || std::fs::read_to_string(tmp.path().join("dead.jsonl")).unwrap().is_empty());
+}

@@ -2,8 +2,11 @@
 //!
 //! The source reads one file or every file of a directory (sorted by name), as JSON Lines or CSV.
 //! Instance `s` of `p` reads files `s, s + p, ...`, so parallelism is at most the number of
-//! files. With `follow: true` it keeps reading the last file as it grows (like `tail -f`) until
-//! the job is stopped. Its position (file index, byte offset) is what a checkpoint will record.
+//! files. With `follow: true` it keeps reading the last file as it grows until the job is
+//! stopped, and, like `tail -F`, notices when that file is truncated or replaced (rotated: the
+//! path names a new file) and reads the new contents from their beginning; a line the old file
+//! ended without a newline is taken as its last line, not glued to the new contents. Its
+//! position (file index, byte offset) is what a checkpoint records.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -137,6 +140,14 @@ impl FileSource {
             }
             debug_assert!(n == 0 || !complete);
             // End of the file for now.
+            if self.following_last() && self.replaced()? {
+                if !self.line_buf.is_empty() {
+                    self.consume_line(out)?;
+                }
+                tracing::info!("{} was truncated or replaced: reading it from the beginning", self.files[self.current].display());
+                self.reader = None;
+                continue;
+            }
             if self.following_last() {
                 if let Some(size) = self.sizes.get_mut(self.current) {
                     *size = (*size).max(self.offset + self.line_buf.len() as u64);
@@ -154,6 +165,17 @@ impl FileSource {
 
     fn following_last(&self) -> bool {
         self.follow && self.current + 1 == self.files.len()
+    }
+
+    /// Whether the followed file at its end for now was replaced (its path names another file)
+    /// or truncated (it is shorter than what was read of it). A path missing for the moment (in
+    /// the middle of a rotation) is neither: it is looked at again at the next poll.
+    fn replaced(&self) -> Result<bool, OperatorError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = &self.files[self.current];
+        let Ok(now) = std::fs::metadata(path) else { return Ok(false) };
+        let open = self.reader.as_ref().expect("reading").get_ref().metadata().map_err(|e| OperatorError::new(format!("cannot stat {}: {e}", path.display())))?;
+        Ok(now.ino() != open.ino() || now.dev() != open.dev() || now.len() < self.offset + self.line_buf.len() as u64)
     }
 
     /// Decodes the line in `line_buf`; `Err` when the whole file is unusable.
