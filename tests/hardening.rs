@@ -516,3 +516,59 @@ fn a_followed_file_that_is_truncated_or_rotated_is_read_again_from_its_start() {
     assert_eq!(ns, [1, 2, 3, 4, 5, 6]);
     assert!(!tmp.path().join("dead.jsonl").exists() || std::fs::read_to_string(tmp.path().join("dead.jsonl")).unwrap().is_empty());
 }
+
+#[test]
+fn validate_reports_every_problem_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        r#"name: v
+parallelism: 100000
+sources:
+  a:
+    type: generator
+    fields: {n: id}
+    colour: red
+    size: 3
+transforms:
+  f:
+    type: filter
+    inputs: [a, h]
+    condition: "n + 1"
+  g:
+    type: map
+    inputs: [f]
+    fields: {x: "n * 2"}
+    extra: true
+  h:
+    type: filter
+    inputs: [g]
+    condition: "true"
+  after:
+    type: map
+    inputs: [h]
+    fields: {y: "x"}
+    parallelism: 5000
+sinks:
+  out:
+    type: stdout
+    inputs: [after]
+"#,
+    );
+    let r = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let f = p.display().to_string();
+    for expected in [
+        format!("{f}:2:14: error: `parallelism` must be between 1 and 1024, not 100000"),
+        format!("{f}:7:5: error: unknown field `colour`"),
+        format!("{f}:8:5: error: unknown field `size`"),
+        format!("{f}:13:17: error: condition `n + 1` gives a number, string or list (arithmetic), not a bool"),
+        format!("{f}:18:5: error: unknown field `extra`"),
+        format!("{f}:27:18: error: `parallelism` must be between 1 and 1024, not 5000"),
+        format!("{f}:10:3: error: the pipeline has a cycle through: f → g → h\n"),
+    ] {
+        assert!(r.stderr.contains(&expected), "missing `{expected}` in:\n{}", r.stderr);
+    }
+    assert!(r.stderr.contains("7 problems found"), "{}", r.stderr);
+}

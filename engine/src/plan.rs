@@ -53,7 +53,7 @@ pub struct JobPlan {
 impl JobPlan {
     /// Builds the plan, collecting every problem.
     pub fn build(config: PipelineConfig, registry: &Registry) -> Result<JobPlan, ConfigErrors> {
-        let mut errors = Vec::new();
+        let mut errors = config.problems.clone();
         let (src_types, tr_types, sink_types) = registry.type_names();
         let mut built: Vec<Option<(NodeSpec, Vec<String>)>> = Vec::new();
         let mut times = Vec::new();
@@ -170,7 +170,19 @@ impl JobPlan {
             }
         }
         if order.len() < n {
-            let on_cycle: Vec<usize> = (0..n).filter(|i| !order.contains(i)).collect();
+            // Left over: the cycles and whatever is downstream of them. Dropping, again and
+            // again, the nodes none of whose outputs lead back into what is left keeps only
+            // the cycles, named in the order their edges run.
+            let mut left: Vec<bool> = (0..n).map(|i| !order.contains(&i)).collect();
+            while let Some(i) = (0..n).find(|&i| left[i] && !raw_edges.iter().any(|&(from, _, to)| from == i && left[to])) {
+                left[i] = false;
+            }
+            let mut on_cycle: Vec<usize> = Vec::new();
+            let mut at = (0..n).find(|&i| left[i]);
+            while let Some(u) = at.filter(|u| !on_cycle.contains(u)) {
+                on_cycle.push(u);
+                at = raw_edges.iter().find(|&&(from, _, to)| from == u && left[to]).map(|&(_, _, to)| to);
+            }
             let names: Vec<&str> = on_cycle.iter().map(|&i| config.components[i].name.as_str()).collect();
             let first = &config.components[on_cycle[0]];
             errors.push(

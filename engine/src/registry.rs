@@ -32,7 +32,7 @@ impl BuildContext<'_> {
             if e.message.contains("unknown field") {
                 e.hint = Some(format!("`{}` components take the options listed in the README under `{}`", self.type_name, self.type_name));
             }
-            e.into()
+            ConfigErrors(crate::config::every_unknown_field(self.options, e))
         })
     }
 
@@ -55,6 +55,16 @@ impl BuildContext<'_> {
     }
 
     /// Compiles an expression option, reporting errors at its position.
+    /// Compiles a condition: an expression that must give a bool (checked where the type is
+    /// known before any record arrives).
+    pub fn condition(&self, source: &Spanned<String>) -> Result<Expr, ConfigError> {
+        let e = self.expr(source)?;
+        match e.not_a_condition() {
+            Some(why) => Err(ConfigError::new(Some(&source.span), format!("condition {why}")).hint("write a comparison, e.g. `amount > 100.0`, or combine them with `&&` and `||`")),
+            None => Ok(e),
+        }
+    }
+
     pub fn expr(&self, source: &Spanned<String>) -> Result<Expr, ConfigError> {
         Expr::compile(&source.value).map_err(|e| {
             let mut span = source.span.clone();

@@ -37,7 +37,7 @@ impl Operator for Filter {
 
 pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
     let cfg: FilterConfig = ctx.options()?;
-    let condition = ctx.expr(&cfg.condition)?;
+    let condition = ctx.condition(&cfg.condition)?;
     let description = format!("keeps records where `{}`", condition.source());
     Ok(TransformSpec::new(description, move |_| Ok(Filter::new(condition.clone()))))
 }

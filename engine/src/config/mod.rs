@@ -63,6 +63,36 @@ impl ConfigError {
     }
 }
 
+/// serde reports only the first unknown option of a map. Given that error and the document it
+/// came from, returns it with one error for every other unknown key of the same map, so that
+/// `validate` shows all of them at once (the known names are those the error lists).
+pub fn every_unknown_field(root: &Node, first: ConfigError) -> Vec<ConfigError> {
+    // "unknown field `colour`, expected one of `count`, `rate`": the name, then what follows.
+    let parsed = first.message.strip_prefix("unknown field `").and_then(|r| r.split_once('`'));
+    let (Some(span), Some((name, rest))) = (first.span.clone(), parsed) else { return vec![first] };
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    fn map_with_key<'a>(n: &'a Node, span: &Span) -> Option<&'a [(Node, Node)]> {
+        match &n.kind {
+            NodeKind::Map(entries) if entries.iter().any(|(k, _)| k.span == *span) => Some(entries),
+            NodeKind::Map(entries) => entries.iter().find_map(|(_, v)| map_with_key(v, span)),
+            NodeKind::Seq(items) => items.iter().find_map(|v| map_with_key(v, span)),
+            NodeKind::Scalar { .. } => None,
+        }
+    }
+    let Some(entries) = map_with_key(root, &span) else { return vec![first] };
+    let mut out = Vec::new();
+    for (k, _) in entries {
+        match &k.kind {
+            _ if k.span == span => out.push(first.clone()),
+            NodeKind::Scalar { text, .. } if text != name && !expected.contains(&text.as_str()) => {
+                out.push(ConfigError { span: Some(k.span.clone()), message: format!("unknown field `{text}`{rest}"), hint: first.hint.clone() })
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 impl From<DeError> for ConfigError {
     fn from(e: DeError) -> ConfigError {
         let hint = if e.message.contains("unknown field") {
@@ -156,6 +186,9 @@ pub struct ComponentConfig {
     /// The component's own options (everything but `type`, `inputs`, `parallelism` and, for
     /// sources, the time options).
     pub options: Node,
+    /// Problems that leave the component usable for further checks (a default was taken);
+    /// the plan still fails with them.
+    pub problems: Vec<ConfigError>,
 }
 
 /// Where rejected records go.
@@ -200,6 +233,9 @@ pub struct PipelineConfig {
     pub components: Vec<ComponentConfig>,
     /// The whole document, for checks that need more than the common structure.
     pub root: Node,
+    /// Problems found that did not stop the checks (an option out of range: its default was
+    /// taken). [`crate::plan::JobPlan::build`] reports them with its own and fails.
+    pub problems: Vec<ConfigError>,
 }
 
 #[derive(serde::Deserialize)]
@@ -273,6 +309,23 @@ struct StateConfig {
     cache_entries: Option<usize>,
 }
 
+/// The most instances one component may have: each is an actor with its own channels, and
+/// a machine runs them on its cores.
+pub const MAX_INSTANCES: usize = 1024;
+/// The most key groups (`max_parallelism`), as in Flink.
+pub const MAX_KEY_GROUPS: usize = 32_768;
+/// The most records in one batch.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+
+/// `v` if it is between 1 and `max`.
+fn in_range(v: &Spanned<usize>, what: &str, max: usize) -> Result<usize, ConfigError> {
+    if (1..=max).contains(&v.value) {
+        Ok(v.value)
+    } else {
+        Err(ConfigError::new(Some(&v.span), format!("`{what}` must be between 1 and {max}, not {}", v.value)))
+    }
+}
+
 /// Keyed-state entries kept in memory per state unless `state.cache_entries` says otherwise.
 pub const DEFAULT_STATE_CACHE_ENTRIES: usize = 1_000_000;
 
@@ -308,6 +361,7 @@ impl PipelineConfig {
                 .hint("check indentation and quoting around this place")
         })?;
         let mut errors = Vec::new();
+        let mut problems = Vec::new();
         for (i, set) in sets.iter().enumerate() {
             if let Err(e) = apply_set(&mut root, set, i + 1) {
                 errors.push(e);
@@ -323,36 +377,33 @@ impl PipelineConfig {
                 if e.message.contains("unknown field") {
                     e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, sources, transforms, sinks".into());
                 }
-                errors.push(e);
+                errors.extend(every_unknown_field(&root, e));
                 None
             }
         };
         let name = top.as_ref().and_then(|t| t.name.clone()).unwrap_or_else(|| {
             Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into())
         });
-        let positive = |v: &Option<Spanned<u32>>, what: &str, default: u32, errors: &mut Vec<ConfigError>| match v {
-            Some(p) if p.value == 0 => {
-                errors.push(ConfigError::new(Some(&p.span), format!("`{what}` must be at least 1")));
-                default
-            }
-            Some(p) => p.value,
+        let within = |v: Option<Spanned<usize>>, what: &str, max: usize, default: usize, errors: &mut Vec<ConfigError>| match v {
+            Some(p) => match in_range(&p, what, max) {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(e);
+                    default
+                }
+            },
             None => default,
         };
-        let parallelism = positive(&top.as_ref().and_then(|t| t.parallelism.clone()), "parallelism", 1, &mut errors);
-        let max_parallelism = positive(
-            &top.as_ref().and_then(|t| t.max_parallelism.clone()),
+        let widen = |v: Option<Spanned<u32>>| v.map(|p| Spanned { value: p.value as usize, span: p.span });
+        let parallelism = within(widen(top.as_ref().and_then(|t| t.parallelism.clone())), "parallelism", MAX_INSTANCES, 1, &mut problems) as u32;
+        let max_parallelism = within(
+            widen(top.as_ref().and_then(|t| t.max_parallelism.clone())),
             "max_parallelism",
-            crate::exchange::DEFAULT_MAX_PARALLELISM,
-            &mut errors,
-        );
-        let batch_size = match top.as_ref().and_then(|t| t.batch_size.clone()) {
-            Some(b) if b.value == 0 => {
-                errors.push(ConfigError::new(Some(&b.span), "`batch_size` must be at least 1"));
-                DEFAULT_BATCH_SIZE
-            }
-            Some(b) => b.value,
-            None => DEFAULT_BATCH_SIZE,
-        };
+            MAX_KEY_GROUPS,
+            crate::exchange::DEFAULT_MAX_PARALLELISM as usize,
+            &mut problems,
+        ) as u32;
+        let batch_size = within(top.as_ref().and_then(|t| t.batch_size.clone()), "batch_size", MAX_BATCH_SIZE, DEFAULT_BATCH_SIZE, &mut problems);
         let work_dir = top
             .as_ref()
             .and_then(|t| t.work_dir.clone())
@@ -423,6 +474,7 @@ impl PipelineConfig {
             timeout: c.timeout.unwrap_or(std::time::Duration::from_secs(60)),
             tolerable_failed_checkpoints: c.tolerable_failed_checkpoints.unwrap_or(DEFAULT_TOLERABLE_FAILED_CHECKPOINTS),
         });
+        problems.extend(components.iter().flat_map(|c| c.problems.iter().cloned()));
         Ok(PipelineConfig {
             file: PathBuf::from(file),
             name,
@@ -438,6 +490,7 @@ impl PipelineConfig {
                 backoff: r.backoff.unwrap_or(std::time::Duration::from_secs(1)),
             }),
             components,
+            problems,
             root,
         })
     }
@@ -452,6 +505,7 @@ fn component(name: &str, key: &Node, node: &Node, role: Role) -> Result<Componen
     let mut inputs = Vec::new();
     let mut parallelism = None;
     let mut options = Vec::new();
+    let mut problems = Vec::new();
     let mut inputs_given = false;
     let (mut event_time, mut ingestion_time) = (None, None);
     for (k, v) in entries {
@@ -470,8 +524,10 @@ fn component(name: &str, key: &Node, node: &Node, role: Role) -> Result<Componen
                 }
             }
             Some("parallelism") => match from_node::<Spanned<u32>>(v) {
-                Ok(p) if p.value == 0 => errors.push(ConfigError::new(Some(&p.span), "`parallelism` must be at least 1")),
-                Ok(p) => parallelism = Some(p),
+                Ok(p) => match in_range(&Spanned { value: p.value as usize, span: p.span.clone() }, "parallelism", MAX_INSTANCES) {
+                    Ok(_) => parallelism = Some(p),
+                    Err(e) => problems.push(e),
+                },
                 Err(e) => errors.push(e.into()),
             },
             _ => options.push((k.clone(), v.clone())),
@@ -496,6 +552,7 @@ fn component(name: &str, key: &Node, node: &Node, role: Role) -> Result<Componen
         return Err(errors);
     }
     Ok(ComponentConfig {
+        problems,
         name: name.to_string(),
         name_span: key.span.clone(),
         role,

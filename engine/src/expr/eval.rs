@@ -79,6 +79,32 @@ pub(crate) enum Func {
 
 const ANY: usize = usize::MAX;
 
+impl Node {
+    /// What the expression gives, whatever the record, when that is known to be something other
+    /// than a bool (for checking conditions before a run); `None` when it may be a bool.
+    pub(crate) fn never_bool(&self) -> Option<&'static str> {
+        use Func::*;
+        match self {
+            Node::Const(Value::Bool(_)) | Node::Const(Value::Null) => None,
+            Node::Const(Value::Int(_)) => Some("an int"),
+            Node::Const(Value::Float(_)) => Some("a double"),
+            Node::Const(Value::Str(_)) => Some("a string"),
+            Node::Const(_) => Some("a constant"),
+            Node::Arith(..) | Node::ArithK(..) | Node::Neg(_) => Some("a number, string or list (arithmetic)"),
+            Node::List(_) => Some("a list"),
+            Node::Cond(_, a, b) => a.never_bool().and(b.never_bool()),
+            Node::Call(f, _) | Node::Call1(f, _) => match f {
+                Size | IndexOf | ToInt => Some("an int"),
+                ToDouble | Floor | Ceil | Round => Some("a double"),
+                Lower | Upper | Trim | Substring | Replace | ToString => Some("a string"),
+                Split => Some("a list"),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 impl Func {
     /// (name, function, accepted argument counts including the receiver)
     pub(crate) const NAMES: &'static [(&'static str, Func, (usize, usize))] = &[

@@ -69,6 +69,12 @@ impl Expr {
         }
     }
 
+    /// Why this expression can never be a condition: it gives something other than a bool
+    /// whatever the record (`amount + 1`, `'yes'`, `size(x)`). `None` when it may give a bool.
+    pub fn not_a_condition(&self) -> Option<String> {
+        self.node.never_bool().map(|t| format!("`{}` gives {t}, not a bool", self.source))
+    }
+
     /// The field name if this expression is a plain field reference (`customer`).
     pub fn as_field(&self) -> Option<crate::value::Sym> {
         match &*self.node {
