@@ -572,3 +572,40 @@ sinks:
     }
     assert!(r.stderr.contains("7 problems found"), "{}", r.stderr);
 }
+
+#[test]
+fn the_chaos_harness_does_not_judge_an_output_that_depends_on_timing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Processing-time windows: their bounds are the wall clock of each run.
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: clock\nwork_dir: {t}/w\ncheckpoint: {{interval: 30ms}}\nsources:\n  g: {{type: generator, count: 3000, rate: 6000, fields: {{k: \"id % 3\"}}}}\ntransforms:\n  w: {{type: window, inputs: [g], key_by: k, window: {{type: tumbling, size: 100ms}}, aggregates: {{n: count()}}}}\nsinks:\n  out: {{type: file, inputs: [w], path: {t}/out.jsonl}}\n",
+            t = tmp.path().display()
+        ),
+    );
+    let r = run(&["chaos", p.to_str().unwrap(), "--kills", "2"]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("cannot judge sink `out`: two failure-free runs wrote different lines"), "{}", r.stderr);
+    assert!(!r.stdout.contains("FAILED"), "no false alarm: {}", r.stdout);
+}
+
+#[test]
+fn the_chaos_harness_performs_every_kill_it_is_asked_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: short\nwork_dir: {t}/w\ncheckpoint: {{interval: 20ms}}\nsources:\n  g: {{type: generator, count: 4000, rate: 8000, fields: {{n: id}}}}\nsinks:\n  out: {{type: file, inputs: [g], path: {t}/out.jsonl}}\n",
+            t = tmp.path().display()
+        ),
+    );
+    // Kill delays of up to 2 s would let this half-second job finish first: the harness
+    // starts again with shorter ones until all 8 kills happen.
+    let r = run(&["chaos", p.to_str().unwrap(), "--kills", "8", "--max-delay", "2s", "--seed", "4"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("chaos test of") && r.stdout.contains(": 8 kills"), "{}", r.stdout);
+    assert!(r.stderr.contains("again from the start, killing sooner"), "{}", r.stderr);
+}
