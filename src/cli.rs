@@ -368,7 +368,10 @@ fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>
         // A component new since the checkpoint starts empty; keyed transforms move key groups.
         let keyed = matches!(&n.spec, rill_engine::plan::NodeSpec::Transform(t) if t.key_by.is_some());
         let stateless = n.role != rill_engine::config::Role::Source
-            && have.iter().filter(|((c, _), _)| **c == *n.name).all(|(_, v)| v.as_ref().is_none_or(|v| v.get("operator").is_none_or(|o| o.is_null())));
+            && have
+                .iter()
+                .filter(|((c, _), _)| **c == *n.name)
+                .all(|(_, v)| v.as_ref().is_none_or(|v| v.get("operator").is_none_or(|o| o.is_null()) && v.get("managed").is_none()));
         if before != 0 && before != n.parallelism && !keyed && !stateless {
             return Err(format!(
                 "checkpoint {} has {before} instance(s) of `{}`, the pipeline now has {}: only keyed transforms (and stateless ones) can change parallelism; sources and sinks cannot (use --from-scratch)",

@@ -125,9 +125,30 @@ pub fn write_state_file(dir: &Path, epoch: u64, component: &str, subtask: u32, b
     Ok(name)
 }
 
+/// Where a checkpoint's metadata may name state files (`{"file": …}`): the entries of the
+/// operators' snapshot chains and the runtime-managed keyed states.
+fn file_entries_mut(cp: &mut Checkpoint) -> Vec<&mut serde_json::Value> {
+    let mut out = Vec::new();
+    for state in cp.instances.iter_mut().filter_map(|i| i.state.as_mut()?.as_object_mut()) {
+        for (k, v) in state.iter_mut() {
+            match k.as_str() {
+                "chain" => out.extend(v.as_array_mut().into_iter().flatten()),
+                "managed" => out.push(v),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// The state files a checkpoint's metadata lists.
-fn files_of(cp: &Checkpoint) -> impl Iterator<Item = &str> {
-    cp.instances.iter().filter_map(|i| i.state.as_ref()?.get("chain")?.as_array()).flatten().filter_map(|f| f.get("file")?.as_str())
+fn files_of(cp: &Checkpoint) -> Vec<String> {
+    let mut out = Vec::new();
+    for state in cp.instances.iter().filter_map(|i| i.state.as_ref()) {
+        let chain = state.get("chain").and_then(|c| c.as_array()).into_iter().flatten();
+        out.extend(chain.chain(state.get("managed")).filter_map(|f| f.get("file")?.as_str().map(String::from)));
+    }
+    out
 }
 
 /// Deletes files under `shared/` that no complete checkpoint lists, among those written for
@@ -136,7 +157,7 @@ fn collect_garbage(dir: &Path, upto: u64) -> std::io::Result<()> {
     let mut keep = std::collections::HashSet::new();
     for (_, p) in complete(dir)? {
         if let Ok(cp) = load(&p) {
-            keep.extend(files_of(&cp).map(String::from));
+            keep.extend(files_of(&cp));
         }
     }
     let Ok(entries) = fs::read_dir(dir.join("shared")) else { return Ok(()) };
@@ -274,11 +295,9 @@ pub fn load(path: &Path) -> Result<Checkpoint, String> {
     let folder = meta.parent().map(Path::to_path_buf).unwrap_or_default();
     // State files are named relative to the checkpoint root (the folder's parent): add paths.
     let root = folder.parent().map(Path::to_path_buf).unwrap_or_default();
-    for i in &mut cp.instances {
-        for f in i.state.as_mut().and_then(|s| s.get_mut("chain")).and_then(|c| c.as_array_mut()).into_iter().flatten() {
-            if let Some(name) = f.get("file").and_then(|n| n.as_str()).map(String::from) {
-                f["path"] = serde_json::Value::String(root.join(name).to_string_lossy().into_owned());
-            }
+    for f in file_entries_mut(&mut cp) {
+        if let Some(name) = f.get("file").and_then(|n| n.as_str()).map(String::from) {
+            f["path"] = serde_json::Value::String(root.join(name).to_string_lossy().into_owned());
         }
     }
     cp.folder = Some(folder);
@@ -287,12 +306,10 @@ pub fn load(path: &Path) -> Result<Checkpoint, String> {
 
 /// Reads checkpoint `path` and checks every state file it lists.
 pub fn load_checked(path: &Path) -> Result<Checkpoint, String> {
-    let cp = load(path)?;
-    for i in &cp.instances {
-        for f in i.state.as_ref().and_then(|s| s.get("chain")).and_then(|c| c.as_array()).into_iter().flatten() {
-            if let Some(p) = f.get("path").and_then(|p| p.as_str()) {
-                read_state_file(Path::new(p))?;
-            }
+    let mut cp = load(path)?;
+    for f in file_entries_mut(&mut cp) {
+        if let Some(p) = f.get("path").and_then(|p| p.as_str()) {
+            read_state_file(Path::new(p))?;
         }
     }
     Ok(cp)

@@ -86,6 +86,9 @@ pub struct OperatorContext {
     pub checkpointing: bool,
     /// The job resumes from a checkpoint: `restore` (or `Sink::recover`) follows `open`.
     pub restoring: bool,
+    /// The states made by [`value_state`](Self::value_state), [`list_state`](Self::list_state)
+    /// and [`map_state`](Self::map_state): the runtime snapshots and restores them.
+    pub(crate) managed: crate::state::ManagedStates,
 }
 
 impl OperatorContext {
@@ -102,31 +105,40 @@ impl OperatorContext {
         Ok(state)
     }
 
-    /// Keyed value state `name` of this operator instance.
-    pub fn value_state<T: serde::Serialize + serde::de::DeserializeOwned>(
+    /// Keyed value state `name` of this operator instance. Made in `open`, it is part of every
+    /// checkpoint, restored on recovery and rescaled by key groups by the runtime: the operator
+    /// needs no `snapshot` or `restore` for it.
+    pub fn value_state<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
         &self,
         name: &str,
         options: crate::state::StateOptions,
     ) -> Result<crate::state::ValueState<T>, OperatorError> {
-        self.keyed(name, options).map(crate::state::ValueState)
+        let state = crate::state::ValueState::new(self.keyed(name, options)?);
+        self.managed.register(name, state.managed())?;
+        Ok(state)
     }
 
-    /// Keyed list state `name`.
-    pub fn list_state<T: serde::Serialize + serde::de::DeserializeOwned>(
+    /// Keyed list state `name` (managed as [`value_state`](Self::value_state) is).
+    pub fn list_state<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
         &self,
         name: &str,
         options: crate::state::StateOptions,
     ) -> Result<crate::state::ListState<T>, OperatorError> {
-        self.keyed(name, options).map(crate::state::ListState)
+        let state = crate::state::ListState::new(self.keyed(name, options)?);
+        self.managed.register(name, state.managed())?;
+        Ok(state)
     }
 
-    /// Keyed map state `name` (string keys within each key).
-    pub fn map_state<T: serde::Serialize + serde::de::DeserializeOwned>(
+    /// Keyed map state `name`, string keys within each key (managed as
+    /// [`value_state`](Self::value_state) is).
+    pub fn map_state<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
         &self,
         name: &str,
         options: crate::state::StateOptions,
     ) -> Result<crate::state::MapState<T>, OperatorError> {
-        self.keyed(name, options).map(crate::state::MapState)
+        let state = crate::state::MapState::new(self.keyed(name, options)?);
+        self.managed.register(name, state.managed())?;
+        Ok(state)
     }
 
     /// Keyed state with a namespace per entry (what windows use).

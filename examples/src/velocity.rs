@@ -6,7 +6,8 @@
 //! (processing time) so that cards that go quiet do not keep state forever, and an event-time
 //! timer at `last transaction + within` clears a card's state once its window has passed.
 //! Every transaction goes out with `recent` (transactions of its card within `within`, itself
-//! included) and `flagged` (`recent > max_transactions`).
+//! included) and `flagged` (`recent > max_transactions`). The state comes from the context, so
+//! checkpoints, recovery and rescaling include it with no code here.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -65,7 +66,7 @@ impl Operator for Velocity {
             return Ok(());
         }
         let state = self.recent.as_mut().expect("opened");
-        let mut times = state.get(&card)?.cloned().unwrap_or_default();
+        let mut times = state.get(&card)?.unwrap_or_default();
         while times.front().is_some_and(|&t| t <= ts - self.within) {
             times.pop_front();
         }
@@ -78,17 +79,6 @@ impl Operator for Velocity {
         record.set(self.recent_field, Value::Int(recent as i64));
         record.set(self.flagged_field, Value::Bool(recent > self.max));
         out.emit(record);
-        Ok(())
-    }
-
-    fn snapshot(&mut self, _epoch: rill::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
-        let entries = self.recent.as_mut().expect("opened").0.snapshot_entries()?;
-        serde_json::to_vec(&entries).map(Some).map_err(|e| OperatorError::new(e.to_string()))
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = serde_json::from_slice(state).map_err(|e| OperatorError::new(e.to_string()))?;
-        self.recent.as_mut().expect("opened").0.restore_entries(&entries)?;
         Ok(())
     }
 
@@ -144,7 +134,7 @@ mod tests {
             max: 1,
             within: 1000,
             ttl: Duration::from_secs(60),
-            recent: Some(ValueState(KeyedState::in_memory("recent"))),
+            recent: Some(ValueState::new(KeyedState::in_memory("recent"))),
             recent_field: Sym::new("recent"),
             flagged_field: Sym::new("flagged"),
         };

@@ -97,3 +97,48 @@ fn generator_velocity_file_survives_twenty_kills() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("20 kills") && stdout.contains("ok: no record lost, none duplicated"), "{stdout}");
 }
+
+#[test]
+fn velocity_state_moves_with_its_cards_when_parallelism_changes() {
+    // `velocity` writes no snapshot or restore: its value state comes from the context, and the
+    // runtime checkpoints it and splits it by key group when the instances change.
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = |name: &str| {
+        format!(
+            "name: {name}\nwork_dir: {w}\nparallelism: 2\ncheckpoint: {{interval: 50ms}}\nsources:\n  tx: {{type: generator, count: 30000, rate: 10000, fields: {{card: \"id % 300\", ts: \"id * 2\"}}, event_time: {{field: ts}}}}\ntransforms:\n  checked: {{type: velocity, inputs: [tx], key_by: card, max_transactions: 3, within: 2s}}\nsinks:\n  out: {{type: file, inputs: [checked], path: {o}}}\n",
+            w = tmp.path().join(format!("{name}-work")).display(),
+            o = tmp.path().join(format!("{name}.jsonl")).display()
+        )
+    };
+    let custom = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rill-custom"));
+        c.current_dir(root());
+        c
+    };
+    let reference = tmp.path().join("reference.yaml");
+    std::fs::write(&reference, yaml("reference")).unwrap();
+    assert!(custom().args(["run", reference.to_str().unwrap()]).status().unwrap().success());
+    let p = tmp.path().join("rescaled.yaml");
+    std::fs::write(&p, yaml("rescaled")).unwrap();
+    let ps = p.to_str().unwrap();
+    let mut job = custom().args(["run", ps]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let history = tmp.path().join("rescaled-work/checkpoints/history.jsonl");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&history).map(|h| h.lines().count()).unwrap_or(0) < 3 && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sp = custom().args(["savepoint", ps]).output().unwrap();
+    assert!(sp.status.success(), "{}", String::from_utf8_lossy(&sp.stderr));
+    assert!(job.wait().unwrap().success());
+    let resumed = custom().args(["run", ps, "--set", "transforms.checked.parallelism=3"]).output().unwrap();
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success() && err.contains("resuming from checkpoint"), "{err}");
+    let sorted = |f: &str| {
+        let mut l: Vec<String> = std::fs::read_to_string(tmp.path().join(f)).unwrap().lines().map(String::from).collect();
+        l.sort();
+        l
+    };
+    let (got, want) = (sorted("rescaled.jsonl"), sorted("reference.jsonl"));
+    assert_eq!(got.len(), 30000);
+    assert!(got == want, "{} of 30000 lines differ", got.iter().zip(&want).filter(|(a, b)| a != b).count());
+}

@@ -391,6 +391,8 @@ struct SavedInstance {
     /// The chain's files (relative to the checkpoint folder's parent) and sizes.
     names: Vec<(String, u64)>,
     timers: Vec<(bool, i64, crate::value::Value, i64)>,
+    /// The states the runtime manages for the operator, by name.
+    managed: Vec<(String, crate::state::Entries)>,
 }
 
 impl SavedInstance {
@@ -413,7 +415,16 @@ impl SavedInstance {
             Some(t) => serde_json::from_value(t.clone()).map_err(|e| OperatorError::new(format!("checkpoint timers: {e}")))?,
             None => Vec::new(),
         };
-        Ok(SavedInstance { chain, names, timers })
+        let bad = |e: serde_json::Error| OperatorError::new(format!("checkpoint keyed state: {e}"));
+        let managed = match v.get("managed") {
+            None => Vec::new(),
+            Some(m) => match (m.get("inline"), m.get("path").and_then(|p| p.as_str())) {
+                (Some(inline), _) => serde_json::from_value(inline.clone()).map_err(bad)?,
+                (None, Some(path)) => serde_json::from_slice(&crate::checkpoint::read_state_file(std::path::Path::new(path)).map_err(OperatorError::new)?).map_err(bad)?,
+                _ => return Err(OperatorError::new(format!("checkpoint keyed state: bad entry {m}"))),
+            },
+        };
+        Ok(SavedInstance { chain, names, timers, managed })
     }
 }
 
@@ -479,21 +490,24 @@ impl Actor for OperatorActor {
                 Some(Restore::Own(saved)) => {
                     let s = SavedInstance::parse(saved)?;
                     op.restore_chain(&s.chain)?;
+                    octx.managed.restore(&s.managed, |_| true)?;
                     timers = s.timers;
                     chain_names = s.names;
                 }
                 Some(Restore::Rescaled(all)) => {
-                    let mut chains = Vec::new();
+                    let (mut chains, mut managed) = (Vec::new(), Vec::new());
+                    let (max, range) = (octx.max_parallelism, octx.key_groups.clone());
                     for saved in all {
                         let s = SavedInstance::parse(saved)?;
                         chains.push(s.chain);
-                        let (max, range) = (octx.max_parallelism, octx.key_groups.clone());
+                        managed.extend(s.managed);
                         timers.extend(s.timers.into_iter().filter(|(_, _, k, _)| range.contains(&crate::exchange::KeyGroup::of_hash(k.stable_hash(), max).0)));
                     }
                     chains.retain(|c| !c.is_empty());
                     if !chains.is_empty() {
                         op.restore_rescaled_chains(&chains)?;
                     }
+                    octx.managed.restore(&managed, |e| range.contains(&crate::state::entry_key_group(e)))?;
                 }
             }
             Ok(())
@@ -712,7 +726,7 @@ impl OperatorActor {
                 .map_err(|e| OperatorError::new(format!("writing checkpoint {epoch} state: {e}")))?;
             Ok((file, bytes.len() as u64))
         };
-        let saved = match snapshot {
+        let mut saved = match snapshot {
             Some(Snapshot::Full(bytes)) if bytes.len() > crate::checkpoint::INLINE_LIMIT => {
                 self.chain.files = vec![write(&bytes)?];
                 self.chain_json(bytes.len(), &timers)
@@ -735,6 +749,18 @@ impl OperatorActor {
                 serde_json::json!({ "operator": null, "timers": timers })
             }
         };
+        // The states made through the context: whole at every checkpoint, inline when small.
+        if !self.octx.managed.is_empty() {
+            let bytes = serde_json::to_vec(&self.octx.managed.snapshot()?).expect("entries serialize");
+            saved["managed"] = if bytes.len() > crate::checkpoint::INLINE_LIMIT {
+                let dir = self.shared.checkpoint_dir.as_ref().expect("snapshots are taken with checkpoints only");
+                let file = crate::checkpoint::write_state_file(dir, epoch, &format!("{}.managed", self.name), self.subtask, &bytes)
+                    .map_err(|e| OperatorError::new(format!("writing checkpoint {epoch} keyed state under {}: {e}", dir.display())))?;
+                serde_json::json!({ "file": file, "bytes": bytes.len() })
+            } else {
+                serde_json::json!({ "inline": serde_json::from_slice::<serde_json::Value>(&bytes).expect("JSON") })
+            };
+        }
         let _ = self.shared.events.send(JobEvent::Ack {
             epoch: b.epoch.0,
             component: self.name.to_string(),

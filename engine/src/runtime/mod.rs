@@ -311,6 +311,7 @@ async fn drive(
                         state: Some(state.clone()),
                         checkpointing: cfg.checkpoint.is_some(),
                         restoring: opts.restore.is_some(),
+                        managed: Default::default(),
                     };
                     let before: Vec<&Option<serde_json::Value>> = restored.iter().filter(|((c, _), _)| **c == *node.name).map(|(_, v)| v).collect();
                     let restore = if before.len() as u32 == node.parallelism {

@@ -16,6 +16,7 @@ mod timers;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -465,7 +466,7 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
 
     /// The key group an entry of [`snapshot_entries`](Self::snapshot_entries) belongs to.
     pub fn entry_key_group(entry: &(Vec<u8>, Vec<u8>)) -> u32 {
-        u16::from_be_bytes([entry.0[0], entry.0[1]]) as u32
+        entry_key_group(entry)
     }
 
     /// Replaces every entry with `entries` from [`snapshot_entries`](Self::snapshot_entries),
@@ -517,60 +518,176 @@ fn encode(k: &StateKey, max_parallelism: u32) -> Vec<u8> {
     out
 }
 
-/// Keyed value state: one value per key.
-pub struct ValueState<T>(pub KeyedState<T>);
+/// The key group an entry of [`KeyedState::snapshot_entries`] belongs to.
+pub fn entry_key_group(entry: &(Vec<u8>, Vec<u8>)) -> u32 {
+    u16::from_be_bytes([entry.0[0], entry.0[1]]) as u32
+}
+
+/// State that the runtime snapshots, restores and rescales for the operator that made it
+/// through its context ([`crate::operator::OperatorContext::value_state`] and kin): checkpoints
+/// include it with no code in the operator.
+pub trait ManagedState: Send + Sync {
+    /// Every live entry (see [`KeyedState::snapshot_entries`]).
+    fn snapshot(&self) -> Result<Entries, StateError>;
+    /// Replaces every entry (see [`KeyedState::restore_entries`]).
+    fn restore(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateError>;
+}
+
+impl<T: Serialize + DeserializeOwned + Send> ManagedState for Mutex<KeyedState<T>> {
+    fn snapshot(&self) -> Result<Entries, StateError> {
+        self.lock().expect("state lock").snapshot_entries()
+    }
+    fn restore(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateError> {
+        self.lock().expect("state lock").restore_entries(entries).map(|_| ())
+    }
+}
+
+/// The states an operator instance made through its context, by name.
+#[derive(Clone, Default)]
+pub struct ManagedStates(Arc<Mutex<Vec<(String, Arc<dyn ManagedState>)>>>);
+
+impl std::fmt::Debug for ManagedStates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.0.lock().expect("registry lock").iter().map(|(n, _)| n.clone()).collect();
+        f.debug_tuple("ManagedStates").field(&names).finish()
+    }
+}
+
+impl ManagedStates {
+    pub(crate) fn register(&self, name: &str, state: Arc<dyn ManagedState>) -> Result<(), StateError> {
+        let mut all = self.0.lock().expect("registry lock");
+        if all.iter().any(|(n, _)| n == name) {
+            return Err(StateError { state: name.into(), message: "an operator instance has one state of each name; this one was made twice".into() });
+        }
+        all.push((name.to_string(), state));
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().expect("registry lock").is_empty()
+    }
+
+    /// Every state's entries, by name.
+    pub fn snapshot(&self) -> Result<Vec<(String, Entries)>, StateError> {
+        self.0.lock().expect("registry lock").iter().map(|(n, s)| Ok((n.clone(), s.snapshot()?))).collect()
+    }
+
+    /// Restores what [`snapshot`](Self::snapshot) returned, keeping the entries for which
+    /// `keep` holds (the instance's key groups, when rescaling). A state the operator no longer
+    /// makes is left out, with a warning.
+    pub fn restore(&self, saved: &[(String, Entries)], keep: impl Fn(&(Vec<u8>, Vec<u8>)) -> bool) -> Result<(), StateError> {
+        let all = self.0.lock().expect("registry lock");
+        for (name, state) in all.iter() {
+            let entries: Entries = saved.iter().filter(|(n, _)| n == name).flat_map(|(_, e)| e.iter()).filter(|e| keep(e)).cloned().collect();
+            state.restore(&entries)?;
+        }
+        for (name, _) in saved.iter().filter(|(n, _)| !all.iter().any(|(m, _)| m == n)) {
+            tracing::warn!("the checkpoint has keyed state `{name}`, which the operator no longer makes; it is left out");
+        }
+        Ok(())
+    }
+}
 
 fn sk(key: &Value) -> StateKey {
     StateKey { key: Key(key.clone()), namespace: 0 }
 }
 
-impl<T: Serialize + DeserializeOwned> ValueState<T> {
-    pub fn get(&mut self, key: &Value) -> Result<Option<&T>, StateError> {
-        self.0.get(&sk(key))
+/// Keyed value state: one value per key. Made by
+/// [`OperatorContext::value_state`](crate::operator::OperatorContext::value_state), it is part
+/// of every checkpoint, restored on recovery and moved with its key groups when parallelism
+/// changes, with no code in the operator.
+pub struct ValueState<T>(Arc<Mutex<KeyedState<T>>>);
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> ValueState<T> {
+    /// Wraps `state` (the runtime manages it only if it came from the context).
+    pub fn new(state: KeyedState<T>) -> ValueState<T> {
+        ValueState(Arc::new(Mutex::new(state)))
     }
-    pub fn set(&mut self, key: &Value, value: T) -> Result<(), StateError> {
-        self.0.put(&sk(key), value)
+    pub(crate) fn managed(&self) -> Arc<dyn ManagedState> {
+        self.0.clone()
     }
-    pub fn clear(&mut self, key: &Value) -> Result<(), StateError> {
-        self.0.remove(&sk(key)).map(|_| ())
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyedState<T>> {
+        self.0.lock().expect("state lock")
+    }
+    /// The value for `key` (a copy).
+    pub fn get(&self, key: &Value) -> Result<Option<T>, StateError>
+    where
+        T: Clone,
+    {
+        Ok(self.lock().get(&sk(key))?.cloned())
+    }
+    pub fn set(&self, key: &Value, value: T) -> Result<(), StateError> {
+        self.lock().put(&sk(key), value)
+    }
+    pub fn clear(&self, key: &Value) -> Result<(), StateError> {
+        self.lock().remove(&sk(key)).map(|_| ())
     }
 }
 
-/// Keyed list state: a list per key.
-pub struct ListState<T>(pub KeyedState<Vec<T>>);
+/// Keyed list state: a list per key (managed as [`ValueState`] is).
+pub struct ListState<T>(Arc<Mutex<KeyedState<Vec<T>>>>);
 
-impl<T: Serialize + DeserializeOwned> ListState<T> {
-    pub fn add(&mut self, key: &Value, item: T) -> Result<(), StateError> {
-        self.0.get_or_insert_with(&sk(key), Vec::new)?.push(item);
+impl<T: Serialize + DeserializeOwned + Send + 'static> ListState<T> {
+    pub fn new(state: KeyedState<Vec<T>>) -> ListState<T> {
+        ListState(Arc::new(Mutex::new(state)))
+    }
+    pub(crate) fn managed(&self) -> Arc<dyn ManagedState> {
+        self.0.clone()
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyedState<Vec<T>>> {
+        self.0.lock().expect("state lock")
+    }
+    pub fn add(&self, key: &Value, item: T) -> Result<(), StateError> {
+        self.lock().get_or_insert_with(&sk(key), Vec::new)?.push(item);
         Ok(())
     }
-    pub fn get(&mut self, key: &Value) -> Result<&[T], StateError> {
-        Ok(self.0.get(&sk(key))?.map(|v| v.as_slice()).unwrap_or(&[]))
+    /// The list for `key` (a copy; empty if none).
+    pub fn get(&self, key: &Value) -> Result<Vec<T>, StateError>
+    where
+        T: Clone,
+    {
+        Ok(self.lock().get(&sk(key))?.cloned().unwrap_or_default())
     }
-    pub fn clear(&mut self, key: &Value) -> Result<(), StateError> {
-        self.0.remove(&sk(key)).map(|_| ())
+    pub fn clear(&self, key: &Value) -> Result<(), StateError> {
+        self.lock().remove(&sk(key)).map(|_| ())
     }
 }
 
-/// Keyed map state: a map from string to value per key.
-pub struct MapState<T>(pub KeyedState<std::collections::BTreeMap<String, T>>);
+/// Keyed map state: a map from string to value per key (managed as [`ValueState`] is).
+pub struct MapState<T>(Arc<Mutex<KeyedState<std::collections::BTreeMap<String, T>>>>);
 
-impl<T: Serialize + DeserializeOwned> MapState<T> {
-    pub fn put(&mut self, key: &Value, name: &str, value: T) -> Result<(), StateError> {
-        self.0.get_or_insert_with(&sk(key), Default::default)?.insert(name.to_string(), value);
+impl<T: Serialize + DeserializeOwned + Send + 'static> MapState<T> {
+    pub fn new(state: KeyedState<std::collections::BTreeMap<String, T>>) -> MapState<T> {
+        MapState(Arc::new(Mutex::new(state)))
+    }
+    pub(crate) fn managed(&self) -> Arc<dyn ManagedState> {
+        self.0.clone()
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyedState<std::collections::BTreeMap<String, T>>> {
+        self.0.lock().expect("state lock")
+    }
+    pub fn put(&self, key: &Value, name: &str, value: T) -> Result<(), StateError> {
+        self.lock().get_or_insert_with(&sk(key), Default::default)?.insert(name.to_string(), value);
         Ok(())
     }
-    pub fn get(&mut self, key: &Value, name: &str) -> Result<Option<&T>, StateError> {
-        Ok(self.0.get(&sk(key))?.and_then(|m| m.get(name)))
+    pub fn get(&self, key: &Value, name: &str) -> Result<Option<T>, StateError>
+    where
+        T: Clone,
+    {
+        Ok(self.lock().get(&sk(key))?.and_then(|m| m.get(name).cloned()))
     }
-    pub fn remove(&mut self, key: &Value, name: &str) -> Result<Option<T>, StateError> {
-        Ok(self.0.get_mut(&sk(key))?.and_then(|m| m.remove(name)))
+    pub fn remove(&self, key: &Value, name: &str) -> Result<Option<T>, StateError> {
+        Ok(self.lock().get_mut(&sk(key))?.and_then(|m| m.remove(name)))
     }
-    pub fn entries(&mut self, key: &Value) -> Result<Vec<(&String, &T)>, StateError> {
-        Ok(self.0.get(&sk(key))?.map(|m| m.iter().collect()).unwrap_or_default())
+    /// Every (name, value) for `key` (copies).
+    pub fn entries(&self, key: &Value) -> Result<Vec<(String, T)>, StateError>
+    where
+        T: Clone,
+    {
+        Ok(self.lock().get(&sk(key))?.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default())
     }
-    pub fn clear(&mut self, key: &Value) -> Result<(), StateError> {
-        self.0.remove(&sk(key)).map(|_| ())
+    pub fn clear(&self, key: &Value) -> Result<(), StateError> {
+        self.lock().remove(&sk(key)).map(|_| ())
     }
 }
 

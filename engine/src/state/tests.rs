@@ -32,8 +32,8 @@ fn more_keys_than_the_cache_holds() {
 fn ttl_expires_entries() {
     let dir = std::env::temp_dir().join(format!("rill-state-{}-ttl", std::process::id()));
     let b = backend(&dir, 100);
-    let mut s: ValueState<i64> =
-        ValueState(b.keyed("op", "v", StateOptions { ttl: Some(Duration::from_millis(1)) }).unwrap());
+    let s: ValueState<i64> =
+        ValueState::new(b.keyed("op", "v", StateOptions { ttl: Some(Duration::from_millis(1)) }).unwrap());
     s.set(&Value::Int(1), 5).unwrap();
     std::thread::sleep(Duration::from_millis(5));
     assert_eq!(s.get(&Value::Int(1)).unwrap(), None, "expired after its TTL");
