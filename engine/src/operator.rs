@@ -92,6 +92,24 @@ pub struct OperatorContext {
 }
 
 impl OperatorContext {
+    /// A context for one instance run outside a job (unit tests, tools): instance 0 of 1 owning
+    /// every key group, keyed state in `state` (in memory without one), no checkpoints.
+    pub fn standalone(name: &str, state: Option<crate::state::StateBackend>) -> OperatorContext {
+        let max_parallelism = crate::exchange::DEFAULT_MAX_PARALLELISM;
+        OperatorContext {
+            name: name.into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism,
+            key_groups: 0..max_parallelism,
+            work_dir: std::env::temp_dir(),
+            state,
+            checkpointing: true,
+            restoring: false,
+            managed: Default::default(),
+        }
+    }
+
     fn keyed<T: serde::Serialize + serde::de::DeserializeOwned>(
         &self,
         name: &str,

@@ -1,7 +1,7 @@
 //! `aggregate`: a running aggregate per key. After each record it emits the record's key and the
 //! updated aggregates (an "upsert" stream: the last record per key is the current total).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use rill_engine::aggregate::{Acc, AggregateCall};
 use rill_engine::config::{ConfigErrors, Spanned};
@@ -9,7 +9,8 @@ use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError, Snapshot};
 use rill_engine::record::Record;
 use rill_engine::registry::{BuildContext, TransformSpec};
-use rill_engine::value::{Key, KeyHasher, Sym, Value};
+use rill_engine::state::{Entries, KeyedState, StateKey, StateOptions};
+use rill_engine::value::{Key, Sym, Value};
 
 use crate::Ordered;
 
@@ -25,60 +26,62 @@ struct AggregateConfig {
 pub struct Aggregate {
     key: Option<(Sym, Expr)>,
     calls: Vec<(Sym, AggregateCall)>,
-    groups: HashMap<Key, Group, KeyHasher>,
+    /// Each key's accumulators, in keyed state: hot groups in memory, the rest spilled to sled
+    /// under `state.cache_entries`; tracks what changed since the last snapshot.
+    groups: Option<KeyedState<Vec<Acc>>>,
     inputs: Vec<Value>,
     key_groups: std::ops::Range<u32>,
-    max_parallelism: u32,
 }
 
-/// One key's aggregates, and whether they changed since the last snapshot (incremental
-/// checkpoints write only those).
-struct Group {
-    accs: Vec<Acc>,
-    changed: bool,
-}
 
 impl Aggregate {
     pub fn new(key: Option<(Sym, Expr)>, calls: Vec<(Sym, AggregateCall)>) -> Aggregate {
-        Aggregate { key, calls, groups: HashMap::default(), inputs: Vec::new(), key_groups: 0..u32::MAX, max_parallelism: 128 }
+        Aggregate { key, calls, groups: None, inputs: Vec::new(), key_groups: 0..u32::MAX }
     }
+
+    fn groups(&mut self) -> &mut KeyedState<Vec<Acc>> {
+        self.groups.get_or_insert_with(|| KeyedState::in_memory("groups"))
+    }
+}
+
+/// A chain of snapshots (a full one, then deltas) folded into every group's latest entry. A
+/// snapshot is its groups' state entries (all of them, or in a delta those written since the
+/// last snapshot), as [`rill_engine::state::entries_to_bytes`] writes them; groups are never
+/// removed.
+fn fold(chain: &[Vec<u8>]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, OperatorError> {
+    let mut groups = BTreeMap::new();
+    for s in chain {
+        groups.extend(rill_engine::state::entries_from_bytes(s).map_err(|e| OperatorError::new(format!("aggregate checkpoint: {e}")))?);
+    }
+    Ok(groups)
 }
 
 impl Operator for Aggregate {
     fn open(&mut self, ctx: &rill_engine::operator::OperatorContext) -> Result<(), OperatorError> {
         self.key_groups = ctx.key_groups.clone();
-        self.max_parallelism = ctx.max_parallelism;
+        self.groups = Some(ctx.keyed_state("groups", StateOptions::default())?);
         Ok(())
     }
 
     fn restore_rescaled_chains(&mut self, chains: &[Vec<Vec<u8>>]) -> Result<(), OperatorError> {
-        self.groups.clear();
+        let mut mine: Entries = Vec::new();
         for chain in chains {
-            for s in chain {
-                self.restore_more(s)?;
-            }
+            mine.extend(fold(chain)?.into_iter().filter(|e| self.key_groups.contains(&rill_engine::state::entry_key_group(e))));
         }
-        let (range, max) = (self.key_groups.clone(), self.max_parallelism);
-        self.groups.retain(|k, _| range.contains(&rill_engine::exchange::KeyGroup::of_hash(k.0.stable_hash(), max).0));
+        self.groups().restore_entries(&mine)?;
         Ok(())
     }
 
-    /// Full: every group; delta: the groups updated since the last snapshot (groups are never
-    /// removed, so a delta is only upserts).
     fn snapshot_incremental(&mut self, _epoch: rill_engine::message::Epoch, full: bool) -> Result<Option<Snapshot>, OperatorError> {
-        // A delta of more than half the groups costs about what a full snapshot does.
-        let full = full || self.groups.values().filter(|g| g.changed).count() * 2 > self.groups.len();
-        let groups: Vec<(&Value, &Vec<Acc>)> = self.groups.iter().filter(|(_, g)| full || g.changed).map(|(k, g)| (&k.0, &g.accs)).collect();
-        let bytes = serde_json::to_vec(&groups).map_err(|e| OperatorError::new(e.to_string()))?;
-        self.groups.values_mut().for_each(|g| g.changed = false);
+        let groups = self.groups();
+        let groups = if full { groups.snapshot_entries()? } else { groups.snapshot_changes()?.0 };
+        let bytes = rill_engine::state::entries_to_bytes(&groups);
         Ok(Some(if full { Snapshot::Full(bytes) } else { Snapshot::Delta(bytes) }))
     }
 
     fn restore_chain(&mut self, chain: &[Vec<u8>]) -> Result<(), OperatorError> {
-        self.groups.clear();
-        for s in chain {
-            self.restore_more(s)?;
-        }
+        let all: Entries = fold(chain)?.into_iter().collect();
+        self.groups().restore_entries(&all)?;
         Ok(())
     }
 
@@ -90,35 +93,21 @@ impl Operator for Aggregate {
                 return Ok(());
             }
         };
-        let calls = &self.calls;
-        let group = self.groups.entry(Key(key.clone())).or_insert_with(|| Group { accs: calls.iter().map(|(_, c)| c.function.create()).collect(), changed: true });
-        group.changed = true;
-        let accs = &mut group.accs;
+        let (calls, inputs) = (&self.calls, &self.inputs);
+        let groups = self.groups.get_or_insert_with(|| KeyedState::in_memory("groups"));
+        let accs = groups.get_or_insert_with(&StateKey { key: Key(key.clone()), namespace: 0 }, || calls.iter().map(|(_, c)| c.function.create()).collect())?;
         let mut result = Record::with_capacity(calls.len() + 1);
         if let Some((name, _)) = &self.key {
             result.push(*name, key);
         }
-        for ((acc, v), (name, _)) in accs.iter_mut().zip(&self.inputs).zip(calls) {
+        for ((acc, v), (name, call)) in accs.iter_mut().zip(inputs).zip(calls) {
+            call.rehydrate(acc); // a custom accumulator read back from sled
             acc.add(v);
             result.push(*name, acc.result());
         }
         result.timestamp = record.timestamp;
         result.origin = record.origin;
         out.emit(result);
-        Ok(())
-    }
-}
-
-impl Aggregate {
-    /// Adds the groups of a snapshot.
-    fn restore_more(&mut self, state: &[u8]) -> Result<(), OperatorError> {
-        let groups: Vec<(Value, Vec<Acc>)> = serde_json::from_slice(state).map_err(|e| OperatorError::new(format!("aggregate checkpoint: {e}")))?;
-        for (k, mut accs) in groups {
-            for (acc, (_, call)) in accs.iter_mut().zip(&self.calls) {
-                call.rehydrate(acc);
-            }
-            self.groups.insert(Key(k), Group { accs, changed: false });
-        }
         Ok(())
     }
 }
@@ -157,17 +146,23 @@ mod tests {
         Aggregate::new(Some((Sym::new("k"), Expr::compile("k").unwrap())), calls)
     }
 
-    fn feed(a: &mut Aggregate, keys: impl IntoIterator<Item = i64>) {
+    /// Feeds `keys`; returns the last count emitted for each.
+    fn feed(a: &mut Aggregate, keys: impl IntoIterator<Item = i64>) -> BTreeMap<i64, i64> {
         let mut out = Collector::default();
         for k in keys {
             a.process([("k", Value::Int(k))].into_iter().collect(), &mut out).unwrap();
         }
+        let mut last = BTreeMap::new();
+        for r in out.records() {
+            let (Some(Value::Int(k)), Some(Value::Int(n))) = (r.get(Sym::new("k")), r.get(Sym::new("n"))) else { panic!("{r}") };
+            last.insert(*k, *n);
+        }
+        last
     }
 
-    fn counts(a: &Aggregate) -> Vec<(i64, Value)> {
-        let mut v: Vec<(i64, Value)> = a.groups.iter().map(|(k, g)| (if let Value::Int(i) = k.0 { i } else { -1 }, g.accs[0].result())).collect();
-        v.sort_by_key(|(k, _)| *k);
-        v
+    /// Every group's count, read by counting each key once more.
+    fn counts(a: &mut Aggregate, keys: std::ops::Range<i64>) -> BTreeMap<i64, i64> {
+        feed(a, keys).into_iter().map(|(k, n)| (k, n - 1)).collect()
     }
 
     #[test]
@@ -179,24 +174,42 @@ mod tests {
         let Some(Snapshot::Delta(d1)) = a.snapshot_incremental(Epoch(2), false).unwrap() else { panic!("delta") };
         feed(&mut a, [1000, 7]);
         let Some(Snapshot::Delta(d2)) = a.snapshot_incremental(Epoch(3), false).unwrap() else { panic!("delta") };
-        let groups = |b: &[u8]| serde_json::from_slice::<Vec<serde_json::Value>>(b).unwrap().len();
+        let groups = |b: &[u8]| rill_engine::state::entries_from_bytes(b).unwrap().len();
         assert_eq!((groups(&base), groups(&d1), groups(&d2)), (1000, 2, 2));
         assert!(d1.len() * 100 < base.len());
 
         let mut b = op();
         b.restore_chain(&[base.clone(), d1.clone(), d2.clone()]).unwrap();
-        assert_eq!(counts(&b), counts(&a));
+        let want = counts(&mut a, 0..1001);
+        assert_eq!(counts(&mut b, 0..1001), want);
+        assert_eq!((want[&3], want[&7], want[&1000]), (3, 3, 1));
 
         // At two instances, each keeps its key groups of the same folded state.
         let chains = vec![vec![base, d1, d2]];
-        let mut merged = Vec::new();
+        let mut merged = BTreeMap::new();
         for range in [0..64, 64..128] {
             let mut c = op();
-            c.key_groups = range;
+            c.key_groups = range.clone();
             c.restore_rescaled_chains(&chains).unwrap();
-            merged.extend(counts(&c));
+            let mine: Vec<i64> = (0..1001).filter(|k| range.contains(&rill_engine::exchange::KeyGroup::of_hash(Value::Int(*k).stable_hash(), 128).0)).collect();
+            merged.extend(feed(&mut c, mine).into_iter().map(|(k, n)| (k, n - 1)));
         }
-        merged.sort_by_key(|(k, _)| *k);
-        assert_eq!(merged, counts(&a));
+        assert_eq!(merged, want);
+    }
+
+    #[test]
+    fn groups_beyond_the_cache_spill_to_sled_and_come_back() {
+        let dir = std::env::temp_dir().join(format!("rill-aggregate-spill-{}", std::process::id()));
+        let backend = rill_engine::state::StateBackend::open_fresh(&dir, 100, 128).unwrap();
+        let mut a = op();
+        a.open(&rill_engine::operator::OperatorContext::standalone("a", Some(backend))).unwrap();
+        feed(&mut a, 0..5000);
+        assert!(a.groups().cached() <= 100, "{} groups in memory with a cache of 100", a.groups().cached());
+        feed(&mut a, (0..5000).rev());
+        let all = counts(&mut a, 0..5000);
+        assert!(all.values().all(|&n| n == 2), "every group counted twice, also those read back from sled");
+        let Some(Snapshot::Full(full)) = a.snapshot_incremental(Epoch(1), true).unwrap() else { panic!("full") };
+        assert_eq!(rill_engine::state::entries_from_bytes(&full).unwrap().len(), 5000, "a snapshot has the spilled groups too");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

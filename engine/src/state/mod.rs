@@ -518,6 +518,37 @@ fn encode(k: &StateKey, max_parallelism: u32) -> Vec<u8> {
     out
 }
 
+/// `entries` as compact bytes for a snapshot: for each, the key's and the value's length (u32,
+/// little-endian) and bytes. (JSON would write every byte as a number.)
+pub fn entries_to_bytes(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.iter().map(|(k, v)| 8 + k.len() + v.len()).sum());
+    for (k, v) in entries {
+        for part in [k, v] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out
+}
+
+/// The entries [`entries_to_bytes`] wrote; `Err` if the bytes are cut or garbled.
+pub fn entries_from_bytes(mut bytes: &[u8]) -> Result<Entries, String> {
+    let take = |bytes: &mut &[u8]| -> Result<Vec<u8>, String> {
+        let cut = || "snapshot entries are cut short".to_string();
+        let n = u32::from_le_bytes(bytes.get(..4).ok_or_else(cut)?.try_into().expect("4 bytes")) as usize;
+        let part = bytes.get(4..4 + n).ok_or_else(cut)?.to_vec();
+        *bytes = &bytes[4 + n..];
+        Ok(part)
+    };
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let k = take(&mut bytes)?;
+        let v = take(&mut bytes)?;
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
 /// The key group an entry of [`KeyedState::snapshot_entries`] belongs to.
 pub fn entry_key_group(entry: &(Vec<u8>, Vec<u8>)) -> u32 {
     u16::from_be_bytes([entry.0[0], entry.0[1]]) as u32

@@ -119,3 +119,11 @@ proptest! {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[test]
+fn snapshot_entries_round_trip_as_bytes_and_cut_bytes_are_an_error() {
+    let entries: Entries = vec![(vec![0, 1, 2], b"{\"a\":1}".to_vec()), (vec![], vec![]), (vec![9; 300], vec![7; 70000])];
+    let bytes = entries_to_bytes(&entries);
+    assert_eq!(entries_from_bytes(&bytes).unwrap(), entries);
+    assert!(entries_from_bytes(&bytes[..bytes.len() - 1]).unwrap_err().contains("cut short"));
+}
