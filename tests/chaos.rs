@@ -140,7 +140,7 @@ fn a_failed_operator_restarts_the_job_from_its_checkpoint() {
     assert_eq!(sorted("reference").len(), 1000);
     let e = run(&["run", no_restart.to_str().unwrap()]);
     assert_eq!(e.code, 1);
-    assert!(e.stderr.contains("component `f` (instance 0) failed: panicked in process: injected fault after 4000 records"), "{}", e.stderr);
+    assert!(e.stderr.contains("component `f` (instance 0) failed (internal error): panicked in process: injected fault after 4000 records"), "{}", e.stderr);
 }
 
 #[test]

@@ -152,5 +152,5 @@ fn runtime_failure_exits_1_with_the_cause() {
         "sources.events.count=10",
     ]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains(&format!("component `discard` (instance 0) failed: cannot connect to 127.0.0.1:{port}")), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("component `discard` (instance 0) failed (external error): cannot connect to 127.0.0.1:{port}")), "{}", r.stderr);
 }

@@ -609,3 +609,22 @@ fn the_chaos_harness_performs_every_kill_it_is_asked_for() {
     assert!(r.stdout.contains("chaos test of") && r.stdout.contains(": 8 kills"), "{}", r.stdout);
     assert!(r.stderr.contains("again from the start, killing sooner"), "{}", r.stderr);
 }
+
+#[test]
+fn the_restart_strategy_does_not_retry_a_user_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(tmp.path(), "in.csv", "id,id\n1,2\n");
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: user\nwork_dir: {t}/work\nrestart: {{max_attempts: 3, backoff: 10ms}}\nsources:\n  in: {{type: file, path: {d}, format: csv}}\nsinks:\n  out: {{type: file, inputs: [in], path: {t}/out.jsonl}}\n",
+            t = tmp.path().display(),
+            d = data.display()
+        ),
+    );
+    let r = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("component `in` (instance 0) failed (user error, not retried): the CSV header names column `id` twice"), "{}", r.stderr);
+    assert!(!r.stderr.contains("restarting"), "{}", r.stderr);
+}

@@ -21,6 +21,11 @@ use rill_engine::source::{Progress, Source, SourceContext, SourceOutput, SourceS
 
 use crate::format::{Decoder, Encoder, Format, FormatConfig};
 
+/// An I/O error on `path`, naming it (an external error: the disk or the file system).
+fn at(path: &std::path::Path) -> impl Fn(std::io::Error) -> OperatorError + '_ {
+    move |e| OperatorError::external(format!("{}: {e}", path.display()))
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSourceConfig {
@@ -123,7 +128,7 @@ impl FileSource {
         while !out.is_full() && out.records().len() < limit {
             if self.reader.is_none() {
                 let Some(path) = self.files.get(self.current) else { return Ok(SourceStatus::Finished) };
-                let f = File::open(path).map_err(|e| OperatorError::new(format!("cannot open {}: {e}", path.display())))?;
+                let f = File::open(path).map_err(|e| OperatorError::external(format!("cannot open {}: {e}", path.display())))?;
                 self.reader = Some(BufReader::with_capacity(256 * 1024, f));
                 self.decoder = Decoder::new(&self.format);
                 self.offset = 0;
@@ -132,7 +137,7 @@ impl FileSource {
             let reader = self.reader.as_mut().expect("opened above");
             let n = reader
                 .read_until(b'\n', &mut self.line_buf)
-                .map_err(|e| OperatorError::new(format!("cannot read {}: {e}", self.files[self.current].display())))?;
+                .map_err(|e| OperatorError::external(format!("cannot read {}: {e}", self.files[self.current].display())))?;
             let complete = self.line_buf.last() == Some(&b'\n');
             if complete {
                 self.consume_line(out)?;
@@ -174,7 +179,7 @@ impl FileSource {
         use std::os::unix::fs::MetadataExt;
         let path = &self.files[self.current];
         let Ok(now) = std::fs::metadata(path) else { return Ok(false) };
-        let open = self.reader.as_ref().expect("reading").get_ref().metadata().map_err(|e| OperatorError::new(format!("cannot stat {}: {e}", path.display())))?;
+        let open = self.reader.as_ref().expect("reading").get_ref().metadata().map_err(|e| OperatorError::external(format!("cannot stat {}: {e}", path.display())))?;
         Ok(now.ino() != open.ino() || now.dev() != open.dev() || now.len() < self.offset + self.line_buf.len() as u64)
     }
 
@@ -192,7 +197,7 @@ impl FileSource {
             Ok(None) => {}
             Err(e) if e.fatal => {
                 let file = self.files[self.current].display();
-                return Err(OperatorError::new(format!("{} at {file}:{}:{}", e.message, self.line, e.column)));
+                return Err(OperatorError::user(format!("{} at {file}:{}:{}", e.message, self.line, e.column)));
             }
             Err(e) => {
                 let file = self.files[self.current].display().to_string();
@@ -245,14 +250,14 @@ impl Source for FileSource {
         let Some(path) = self.files.get(file) else {
             return if file == self.files.len() { Ok(()) } else { Err(bad()) };
         };
-        let mut f = File::open(path).map_err(|e| OperatorError::new(format!("cannot open {}: {e}", path.display())))?;
-        f.seek(SeekFrom::Start(offset))?;
+        let mut f = File::open(path).map_err(|e| OperatorError::external(format!("cannot open {}: {e}", path.display())))?;
+        f.seek(SeekFrom::Start(offset)).map_err(at(path))?;
         self.reader = Some(BufReader::with_capacity(256 * 1024, f));
         self.decoder = Decoder::new(&self.format);
         if let Format::Csv { header: true, .. } = self.format {
             // Read the header again for the column names.
             let mut header = Vec::new();
-            BufReader::new(File::open(path)?).read_until(b'\n', &mut header)?;
+            BufReader::new(File::open(path).map_err(at(path))?).read_until(b'\n', &mut header).map_err(at(path))?;
             let _ = self.decoder.decode(header.strip_suffix(b"\n").unwrap_or(&header));
         }
         self.offset = offset;
@@ -349,7 +354,7 @@ impl FileSink {
 
     fn open_staging(&mut self) -> Result<(), OperatorError> {
         let p = self.sibling(".inprogress");
-        let f = File::create(&p).map_err(|e| OperatorError::new(format!("cannot create {}: {e}", p.display())))?;
+        let f = File::create(&p).map_err(|e| OperatorError::external(format!("cannot create {}: {e}", p.display())))?;
         self.file = Some(f);
         self.staged_len = 0;
         Ok(())
@@ -361,12 +366,12 @@ impl FileSink {
         if ready.is_empty() {
             return Ok(());
         }
-        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(at(&self.path))?;
         for (e, p, len) in &ready {
-            let mut src = File::open(p).map_err(|err| OperatorError::new(format!("cannot read {}: {err}", p.display())))?;
-            std::io::copy(&mut src, &mut out)?;
-            out.sync_data()?;
-            std::fs::remove_file(p)?;
+            let mut src = File::open(p).map_err(|err| OperatorError::external(format!("cannot read {}: {err}", p.display())))?;
+            std::io::copy(&mut src, &mut out).map_err(at(&self.path))?;
+            out.sync_data().map_err(at(&self.path))?;
+            std::fs::remove_file(p).map_err(at(p))?;
             self.committed += len;
             self.pending.retain(|(x, _, _)| x != e);
         }
@@ -376,10 +381,10 @@ impl FileSink {
     fn remove_leftovers(&self) -> Result<(), OperatorError> {
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
         let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        for entry in std::fs::read_dir(dir)?.flatten() {
+        for entry in std::fs::read_dir(dir).map_err(at(dir))?.flatten() {
             let n = entry.file_name().to_string_lossy().into_owned();
             if n.starts_with(&format!("{name}.pending-")) || n == format!("{name}.inprogress") {
-                std::fs::remove_file(entry.path())?;
+                std::fs::remove_file(entry.path()).map_err(at(&entry.path()))?;
             }
         }
         Ok(())
@@ -389,7 +394,7 @@ impl FileSink {
 impl Sink for FileSink {
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| OperatorError::new(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| OperatorError::external(format!("cannot create {}: {e}", dir.display())))?;
         }
         self.direct = !ctx.checkpointing;
         if ctx.restoring {
@@ -402,7 +407,7 @@ impl Sink for FileSink {
                 .append(self.append)
                 .truncate(!self.append)
                 .open(&self.path)
-                .map_err(|e| OperatorError::new(format!("cannot open {} for writing: {e}", self.path.display())))?;
+                .map_err(|e| OperatorError::external(format!("cannot open {} for writing: {e}", self.path.display())))?;
             self.file = Some(f);
             return Ok(());
         }
@@ -413,8 +418,8 @@ impl Sink for FileSink {
             .write(true)
             .truncate(!self.append)
             .open(&self.path)
-            .map_err(|e| OperatorError::new(format!("cannot open {} for writing: {e}", self.path.display())))?;
-        self.committed = f.metadata()?.len();
+            .map_err(|e| OperatorError::external(format!("cannot open {} for writing: {e}", self.path.display())))?;
+        self.committed = f.metadata().map_err(at(&self.path))?.len();
         self.open_staging()
     }
 
@@ -424,7 +429,7 @@ impl Sink for FileSink {
             self.encoder.encode(r, &mut self.buf);
         }
         let f = self.file.as_mut().expect("opened");
-        f.write_all(&self.buf).map_err(|e| OperatorError::new(format!("cannot write {}: {e}", self.path.display())))?;
+        f.write_all(&self.buf).map_err(|e| OperatorError::external(format!("cannot write {}: {e}", self.path.display())))?;
         self.staged_len += self.buf.len() as u64;
         Ok(())
     }
@@ -435,10 +440,10 @@ impl Sink for FileSink {
 
     fn pre_commit(&mut self, epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
         let f = self.file.take().expect("opened");
-        f.sync_data()?;
+        f.sync_data().map_err(at(&self.sibling(".inprogress")))?;
         drop(f);
         let pending = self.pending_path(epoch.0);
-        std::fs::rename(self.sibling(".inprogress"), &pending)?;
+        std::fs::rename(self.sibling(".inprogress"), &pending).map_err(at(&pending))?;
         self.pending.push((epoch.0, pending, self.staged_len));
         self.open_staging()?;
         let cp = FileSinkCheckpoint {
@@ -459,7 +464,7 @@ impl Sink for FileSink {
         // Pending epochs of the checkpoint that still have their file were not (fully) published.
         let still: Vec<(u64, u64)> = cp.pending.iter().filter(|(e, _)| self.pending_path(*e).exists()).cloned().collect();
         let changed = |what: String| {
-            OperatorError::new(format!(
+            OperatorError::user(format!(
                 "cannot recover {}: {what}, which checkpoint {} does not allow; it was changed outside Rill. Put it back, or start afresh with --from-scratch",
                 self.path.display(),
                 cp.epoch
@@ -467,7 +472,7 @@ impl Sink for FileSink {
         };
         for (e, len) in &still {
             let p = self.pending_path(*e);
-            let have = std::fs::metadata(&p).map_err(|err| OperatorError::new(format!("cannot read {}: {err}", p.display())))?.len();
+            let have = std::fs::metadata(&p).map_err(|err| OperatorError::external(format!("cannot read {}: {err}", p.display())))?.len();
             if have != *len {
                 return Err(changed(format!("its staged part {} holds {have} bytes, not the {len} staged", p.display())));
             }
@@ -478,19 +483,19 @@ impl Sink for FileSink {
             .write(true)
             .truncate(false)
             .open(&self.path)
-            .map_err(|e| OperatorError::new(format!("cannot open {}: {e}", self.path.display())))?;
+            .map_err(|e| OperatorError::external(format!("cannot open {}: {e}", self.path.display())))?;
         // Longer is normal (written after the checkpoint, or a commit cut short); shorter means
         // committed output is missing, and padding it would forge it.
-        let have = out.metadata()?.len();
+        let have = out.metadata().map_err(at(&self.path))?.len();
         if have < base {
             return Err(changed(format!("it holds {have} bytes, fewer than the {base} committed")));
         }
-        out.set_len(base)?;
-        out.sync_data()?;
+        out.set_len(base).map_err(at(&self.path))?;
+        out.sync_data().map_err(at(&self.path))?;
         self.committed = base;
         self.pending = still.iter().map(|(e, l)| (*e, self.pending_path(*e), *l)).collect();
         self.publish(cp.epoch)?;
-        debug_assert_eq!(std::fs::metadata(&self.path)?.len(), cp.final_len, "published exactly the staged lengths");
+        debug_assert_eq!(std::fs::metadata(&self.path).map_err(at(&self.path))?.len(), cp.final_len, "published exactly the staged lengths");
         self.committed = cp.final_len;
         // Anything staged after the checkpoint is discarded: it will be produced again.
         self.remove_leftovers()?;
@@ -500,8 +505,8 @@ impl Sink for FileSink {
     fn close(&mut self) -> Result<(), OperatorError> {
         if self.direct {
             if let Some(f) = self.file.as_mut() {
-                f.flush()?;
-                f.sync_data()?;
+                f.flush().map_err(at(&self.path))?;
+                f.sync_data().map_err(at(&self.path))?;
             }
             return Ok(());
         }
@@ -513,8 +518,8 @@ impl Sink for FileSink {
             drop(f);
             let _ = std::fs::remove_file(self.sibling(".inprogress"));
         }
-        let out = std::fs::OpenOptions::new().append(true).open(&self.path)?;
-        out.sync_data()?;
+        let out = std::fs::OpenOptions::new().append(true).open(&self.path).map_err(at(&self.path))?;
+        out.sync_data().map_err(at(&self.path))?;
         Ok(())
     }
 }

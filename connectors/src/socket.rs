@@ -185,7 +185,7 @@ impl Source for SocketSource {
         match self.mode {
             Mode::Server => {
                 let l = std::net::TcpListener::bind(self.addr)
-                    .map_err(|e| OperatorError::new(format!("cannot listen on {}: {e}", self.addr)))?;
+                    .map_err(|e| OperatorError::external(format!("cannot listen on {}: {e}", self.addr)))?;
                 l.set_nonblocking(true)?;
                 let listener = tokio::net::TcpListener::from_std(l.try_clone()?)?;
                 self.listener = Some(l);
@@ -255,7 +255,7 @@ impl Source for SocketSource {
                             out.emit(r)
                         }
                         Ok(None) => {}
-                        Err(e) if e.fatal => return Err(OperatorError::new(format!("{} at {}:{}:{}", e.message, self.addr, self.line, e.column))),
+                        Err(e) if e.fatal => return Err(OperatorError::user(format!("{} at {}:{}:{}", e.message, self.addr, self.line, e.column))),
                         Err(e) => out.reject_raw(
                             text,
                             format!("{} at {}:{}:{}", e.message, self.addr, self.line, e.column),
@@ -271,7 +271,7 @@ impl Source for SocketSource {
                         serde_json::json!({"address": self.addr.to_string(), "line": self.line, "offset": offset}),
                     )
                 }
-                Ok(Line::Failed(msg)) => return Err(OperatorError::new(msg)),
+                Ok(Line::Failed(msg)) => return Err(OperatorError::external(msg)),
                 Err(mpsc::error::TryRecvError::Empty) => {
                     return Ok(if out.records().is_empty() && out.rejected().is_empty() {
                         SourceStatus::Idle(Duration::from_millis(2))
@@ -329,7 +329,7 @@ impl Sink for SocketSink {
                     return Ok(());
                 }
                 Err(e) if Instant::now() > deadline => {
-                    return Err(OperatorError::new(format!("cannot connect to {}: {e} (is a server listening there?)", self.addr)))
+                    return Err(OperatorError::external(format!("cannot connect to {}: {e} (is a server listening there?)", self.addr)))
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
@@ -345,7 +345,7 @@ impl Sink for SocketSink {
             .as_mut()
             .expect("connected")
             .write_all(&self.buf)
-            .map_err(|e| OperatorError::new(format!("cannot write to {}: {e}", self.addr)))
+            .map_err(|e| OperatorError::external(format!("cannot write to {}: {e}", self.addr)))
     }
 
     fn close(&mut self) -> Result<(), OperatorError> {

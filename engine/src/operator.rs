@@ -49,22 +49,61 @@ pub enum Snapshot {
     Delta(Vec<u8>),
 }
 
+/// Whose problem a failure is (as Arroyo's errors say): what the restart strategy may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorDomain {
+    /// The pipeline or its input is wrong (a CSV header naming a column twice, output changed
+    /// outside Rill): running again cannot help, so `restart:` does not retry it.
+    User,
+    /// Something outside failed (a disk, a peer, the network): it may succeed again.
+    External,
+    /// A bug or a panic in an operator: retried, since the next attempt may well pass.
+    Internal,
+}
+
+impl ErrorDomain {
+    /// Whether a restart may succeed.
+    pub fn retryable(self) -> bool {
+        self != ErrorDomain::User
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorDomain::User => "user error",
+            ErrorDomain::External => "external error",
+            ErrorDomain::Internal => "internal error",
+        }
+    }
+}
+
 /// A failure that stops the job (as opposed to a bad record, which is rejected and counted).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct OperatorError {
     pub message: String,
+    pub domain: ErrorDomain,
 }
 
 impl OperatorError {
+    /// A failure of unknown cause (treated as internal: retried).
     pub fn new(message: impl Into<String>) -> OperatorError {
-        OperatorError { message: message.into() }
+        OperatorError { message: message.into(), domain: ErrorDomain::Internal }
+    }
+
+    /// The pipeline or its input must change first; never retried.
+    pub fn user(message: impl Into<String>) -> OperatorError {
+        OperatorError { message: message.into(), domain: ErrorDomain::User }
+    }
+
+    /// Something outside failed (I/O, a peer); retried by `restart:`.
+    pub fn external(message: impl Into<String>) -> OperatorError {
+        OperatorError { message: message.into(), domain: ErrorDomain::External }
     }
 }
 
 impl From<std::io::Error> for OperatorError {
     fn from(e: std::io::Error) -> Self {
-        OperatorError::new(e.to_string())
+        OperatorError::external(e.to_string())
     }
 }
 

@@ -210,6 +210,7 @@ impl SourceActor {
             component: self.ctx.name.to_string(),
             subtask: self.ctx.subtask,
             message: e.message,
+            domain: e.domain,
         });
         ctx.stop();
     }
@@ -534,6 +535,7 @@ impl OperatorActor {
             component: self.name.to_string(),
             subtask: self.subtask,
             message: e.message,
+            domain: e.domain,
         });
         ctx.stop();
     }

@@ -92,10 +92,21 @@ pub struct CheckpointStats {
 pub enum RunError {
     #[error("cannot start the job: {0}")]
     Setup(String),
-    #[error("component `{component}` (instance {subtask}) failed: {message}")]
-    Failed { component: String, subtask: u32, message: String },
+    #[error("component `{component}` (instance {subtask}) failed ({}{}): {message}", domain.describe(), if domain.retryable() { "" } else { ", not retried" })]
+    Failed { component: String, subtask: u32, message: String, domain: crate::operator::ErrorDomain },
     #[error("checkpoints are failing: {0}")]
     Checkpoints(String),
+}
+
+impl RunError {
+    /// Whether running again may succeed (what `restart:` retries).
+    pub fn retryable(&self) -> bool {
+        match self {
+            RunError::Setup(_) => false,
+            RunError::Failed { domain, .. } => domain.retryable(),
+            RunError::Checkpoints(_) => true,
+        }
+    }
 }
 
 /// How a run ended (when it did not fail).
@@ -117,7 +128,7 @@ enum StopAt {
 
 pub(crate) enum JobEvent {
     Finished,
-    Failed { component: String, subtask: u32, message: String },
+    Failed { component: String, subtask: u32, message: String, domain: crate::operator::ErrorDomain },
     /// An instance took its part of checkpoint `epoch`, after holding inputs for `alignment_ms`.
     Ack { epoch: u64, component: String, subtask: u32, state: Option<serde_json::Value>, alignment_ms: u64 },
 }
@@ -139,7 +150,7 @@ pub fn run(plan: JobPlan, mut opts: RunOptions) -> Result<JobReport, RunError> {
     let mut attempt = 0u32;
     loop {
         match run_once(plan.clone(), opts.clone()) {
-            Err(e @ (RunError::Failed { .. } | RunError::Checkpoints(_))) if policy.as_ref().is_some_and(|p| attempt < p.max_attempts) => {
+            Err(e @ (RunError::Failed { .. } | RunError::Checkpoints(_))) if e.retryable() && policy.as_ref().is_some_and(|p| attempt < p.max_attempts) => {
                 let p = policy.as_ref().expect("checked");
                 let wait = p.backoff.saturating_mul(1 << attempt.min(20));
                 attempt += 1;
@@ -459,7 +470,7 @@ async fn drive(
                         }
                     }
                 }
-                Some(JobEvent::Failed { component, subtask, message }) => break Err(RunError::Failed { component, subtask, message }),
+                Some(JobEvent::Failed { component, subtask, message, domain }) => break Err(RunError::Failed { component, subtask, message, domain }),
                 None => break Err(RunError::Setup("every actor stopped without reporting".into())),
             },
             _ = &mut ctrl_c, if !interrupted => {

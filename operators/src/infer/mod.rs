@@ -386,7 +386,7 @@ fn output(kind: OutputKind, row: &[f32]) -> Value {
 impl Operator for Infer {
     fn open(&mut self, _ctx: &OperatorContext) -> Result<(), OperatorError> {
         let s = &self.settings;
-        let device = worker::resolve_device(&s.device).map_err(OperatorError::new)?;
+        let device = worker::resolve_device(&s.device).map_err(OperatorError::user)?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         self.threads = s.threads.unwrap_or(if device.is_cuda() { 1 } else { (cores / s.workers).max(1) });
         self.device = worker::device_name(device);
@@ -418,13 +418,13 @@ impl Operator for Infer {
                     info.width
                 ),
                 Err(e) if e.starts_with("cannot load") => {
-                    return Err(OperatorError::new(format!(
+                    return Err(OperatorError::user(format!(
                         "infer: {e} (the model must be TorchScript: save it with `torch.jit.script(model).save(path)` or `torch.jit.trace`)"
                     )))
                 }
                 Err(e) => {
                     let shapes: Vec<String> = s.inputs.iter().map(|i| format!("`{}` {:?}", i.field, i.shape)).collect();
-                    return Err(OperatorError::new(format!(
+                    return Err(OperatorError::user(format!(
                         "infer: {e} (warm-up with one record of zeros, declared input {}; check `input.shape` against the model)",
                         shapes.join(", ")
                     )));
