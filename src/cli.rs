@@ -173,6 +173,7 @@ pub fn main(registry: Registry) -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     match cli.command {
         Command::Validate { pipeline, sets } => match plan(&pipeline, &sets, &registry) {
@@ -185,11 +186,13 @@ pub fn main(registry: Registry) -> ExitCode {
                     p.nodes.iter().map(|n| n.parallelism).sum::<u32>()
                 );
                 let checkpointed = p.config.checkpoint.is_some();
-                for n in p.nodes.iter().filter(|n| n.role == rill_engine::config::Role::Sink) {
-                    let guarantee = match (n.type_name.as_str(), checkpointed) {
-                        ("file" | "blackhole", true) => "exactly-once (two-phase commit on checkpoints)",
-                        (_, true) => "at-least-once (cannot take part in two-phase commit: after a failure it may repeat records)",
-                        (_, false) => "no recovery: add `checkpoint:` for exactly-once file sinks",
+                for n in &p.nodes {
+                    let rill_engine::plan::NodeSpec::Sink(sink) = &n.spec else { continue };
+                    let guarantee = match (sink.exactly_once, checkpointed) {
+                        (true, true) => "exactly-once (two-phase commit on checkpoints)",
+                        (false, true) => "at-least-once (cannot take part in two-phase commit: after a failure it may repeat records)",
+                        (true, false) => "no recovery: exactly-once once the pipeline has `checkpoint:`",
+                        (false, false) => "no recovery: at-least-once once the pipeline has `checkpoint:`",
                     };
                     println!("  sink `{}` ({}): {guarantee}", n.name, n.type_name);
                 }

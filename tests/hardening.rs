@@ -628,3 +628,30 @@ fn the_restart_strategy_does_not_retry_a_user_error() {
     assert!(r.stderr.contains("component `in` (instance 0) failed (user error, not retried): the CSV header names column `id` twice"), "{}", r.stderr);
     assert!(!r.stderr.contains("restarting"), "{}", r.stderr);
 }
+
+#[test]
+fn verbose_runs_say_what_the_job_does() {
+    let quiet = run(&["run", "examples/orders.yaml", "--set", "sinks.out.path=/dev/null", "--set", "work_dir=/tmp/rill-verbose-test"]);
+    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    assert!(!quiet.stderr.contains("INFO"), "{}", quiet.stderr);
+    let loud = run(&["-v", "run", "examples/orders.yaml", "--set", "sinks.out.path=/dev/null", "--set", "work_dir=/tmp/rill-verbose-test"]);
+    assert_eq!(loud.code, 0, "{}", loud.stderr);
+    assert!(loud.stderr.contains("INFO") && loud.stderr.contains("starting job `orders-demo`: 6 components, 9 instances"), "{}", loud.stderr);
+    assert!(loud.stderr.contains("source `orders` instance 0 ended after 300 records"), "{}", loud.stderr);
+    assert!(!loud.stderr.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
+}
+
+#[test]
+fn validate_prints_the_guarantee_each_sink_really_gives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        "name: g\ncheckpoint: {interval: 1s}\nsources:\n  s: {type: generator, count: 1, fields: {n: id}}\nsinks:\n  f: {type: file, inputs: [s], path: out.jsonl}\n  o: {type: stdout, inputs: [s]}\n  b: {type: blackhole, inputs: [s]}\n",
+    );
+    let r = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("sink `f` (file): exactly-once"), "{}", r.stdout);
+    assert!(r.stdout.contains("sink `o` (stdout): at-least-once"), "{}", r.stdout);
+    assert!(r.stdout.contains("sink `b` (blackhole): at-least-once"), "{}", r.stdout);
+}

@@ -84,6 +84,15 @@ fn mnist_example_classifies_the_held_out_digits_like_pytorch() {
     assert_eq!(ints(&rows, "prediction"), m.expected, "Rill's predictions equal PyTorch's");
     let hits = m.expected.iter().zip(&m.labels).filter(|(p, l)| p == l).count();
     assert!((accuracy - hits as f64 / 1000.0).abs() < 1e-9, "windows agree with the predictions");
+    // The README's figure is this one (within a point: training on another CPU may differ by a
+    // few digits).
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let claimed: usize = readme
+        .split_once("Accuracy on the 1000 held-out digits: **")
+        .and_then(|(_, rest)| rest.split_once(" of 1000"))
+        .and_then(|(figure, _)| figure.rsplit('(').next()?.trim().parse().ok())
+        .expect("the README states the accuracy as `… (N of 1000`");
+    assert!(claimed.abs_diff(hits) <= 10, "the README says {claimed} of 1000, the model gets {hits}");
     assert!(rows.iter().all(|r| (0.0..=1.0).contains(&r["confidence"].as_f64().unwrap())));
     assert!(r.stderr.contains("predicted #0: cpu × 2 worker(s)"), "{}", r.stderr);
     assert!(r.stderr.contains("predictions latency from source: p50"), "{}", r.stderr);

@@ -21,6 +21,11 @@ use rill_engine::source::{Progress, Source, SourceContext, SourceOutput, SourceS
 
 use crate::format::{Decoder, Encoder, Format, FormatConfig};
 
+/// Files that cannot be synced (`/dev/null`, some pipes) have nothing to make durable.
+fn unsyncable(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::InvalidInput { Ok(()) } else { Err(e) }
+}
+
 /// An I/O error on `path`, naming it (an external error: the disk or the file system).
 fn at(path: &std::path::Path) -> impl Fn(std::io::Error) -> OperatorError + '_ {
     move |e| OperatorError::external(format!("{}: {e}", path.display()))
@@ -305,6 +310,7 @@ pub(crate) fn build_sink(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
             direct: true,
         })
     });
+    spec.exactly_once = true;
     spec.max_parallelism = Some(1);
     Ok(spec)
 }
@@ -370,7 +376,7 @@ impl FileSink {
         for (e, p, len) in &ready {
             let mut src = File::open(p).map_err(|err| OperatorError::external(format!("cannot read {}: {err}", p.display())))?;
             std::io::copy(&mut src, &mut out).map_err(at(&self.path))?;
-            out.sync_data().map_err(at(&self.path))?;
+            out.sync_data().or_else(unsyncable).map_err(at(&self.path))?;
             std::fs::remove_file(p).map_err(at(p))?;
             self.committed += len;
             self.pending.retain(|(x, _, _)| x != e);
@@ -434,13 +440,9 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    fn exactly_once(&self) -> bool {
-        true
-    }
-
     fn pre_commit(&mut self, epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
         let f = self.file.take().expect("opened");
-        f.sync_data().map_err(at(&self.sibling(".inprogress")))?;
+        f.sync_data().or_else(unsyncable).map_err(at(&self.sibling(".inprogress")))?;
         drop(f);
         let pending = self.pending_path(epoch.0);
         std::fs::rename(self.sibling(".inprogress"), &pending).map_err(at(&pending))?;
@@ -491,7 +493,7 @@ impl Sink for FileSink {
             return Err(changed(format!("it holds {have} bytes, fewer than the {base} committed")));
         }
         out.set_len(base).map_err(at(&self.path))?;
-        out.sync_data().map_err(at(&self.path))?;
+        out.sync_data().or_else(unsyncable).map_err(at(&self.path))?;
         self.committed = base;
         self.pending = still.iter().map(|(e, l)| (*e, self.pending_path(*e), *l)).collect();
         self.publish(cp.epoch)?;
@@ -506,7 +508,7 @@ impl Sink for FileSink {
         if self.direct {
             if let Some(f) = self.file.as_mut() {
                 f.flush().map_err(at(&self.path))?;
-                f.sync_data().map_err(at(&self.path))?;
+                f.sync_data().or_else(unsyncable).map_err(at(&self.path))?;
             }
             return Ok(());
         }
@@ -519,7 +521,7 @@ impl Sink for FileSink {
             let _ = std::fs::remove_file(self.sibling(".inprogress"));
         }
         let out = std::fs::OpenOptions::new().append(true).open(&self.path).map_err(at(&self.path))?;
-        out.sync_data().map_err(at(&self.path))?;
+        out.sync_data().or_else(unsyncable).map_err(at(&self.path))?;
         Ok(())
     }
 }

@@ -492,11 +492,6 @@ pub trait Sink: 'static {
         Ok(())
     }
 
-    /// Whether this sink gives exactly-once results with checkpoints (else at-least-once).
-    fn exactly_once(&self) -> bool {
-        false
-    }
-
     /// Stages what was written since the last checkpoint; the returned bytes are stored in
     /// checkpoint `epoch` and handed to [`recover`](Self::recover) after a crash.
     fn pre_commit(&mut self, _epoch: Epoch) -> Result<Option<Vec<u8>>, OperatorError> {

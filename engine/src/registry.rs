@@ -113,6 +113,9 @@ pub struct SinkSpec {
     pub make: MakeSink,
     pub max_parallelism: Option<u32>,
     pub description: String,
+    /// With checkpoints, its output is exactly-once (it stages at barriers and publishes on
+    /// completion, and recovers what a crash left); else at-least-once. `rill validate` says so.
+    pub exactly_once: bool,
 }
 
 impl SourceSpec {
@@ -143,6 +146,7 @@ impl SinkSpec {
             make: Arc::new(move |c| make(c).map(|s| Box::new(s) as Box<dyn Sink>)),
             max_parallelism: None,
             description: description.into(),
+            exactly_once: false,
         }
     }
 }

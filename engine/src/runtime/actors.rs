@@ -216,6 +216,12 @@ impl SourceActor {
     }
 
     fn finish(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(
+            "source `{}` instance {} ended after {} records",
+            self.ctx.name,
+            self.ctx.subtask,
+            self.counters.records_in.load(std::sync::atomic::Ordering::Relaxed)
+        );
         self.done = true;
         self.publish_watermark(i64::MAX);
         let outs = self.outputs.as_mut().expect("outputs present");

@@ -187,6 +187,16 @@ fn run_once(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
     let instances: usize = plan.nodes.iter().map(|n| n.parallelism as usize).sum();
     let threads = opts.threads.unwrap_or(cores.min(instances)).max(1);
     let metrics = JobMetrics::default();
+    tracing::info!(
+        "starting job `{}`: {} components, {instances} instances on {threads} event-loop threads; {}",
+        cfg.name,
+        plan.nodes.len(),
+        match (&cfg.checkpoint, &opts.restore) {
+            (Some(_), Some(cp)) => format!("resuming from checkpoint {}", cp.epoch),
+            (Some(ck), None) => format!("checkpoints every {:?} in {}", ck.interval, ck.dir.display()),
+            (None, _) => "no checkpoints".into(),
+        }
+    );
     let started = Instant::now();
     let system = actix::System::new();
     let dl = dead_letter.clone();
