@@ -231,7 +231,7 @@ fn a_large_operator_state_goes_to_a_file_and_survives_kills() {
     let plain = run(&["run", p.to_str().unwrap(), "--from-scratch"]);
     assert_eq!(plain.code, 0, "{}", plain.stderr);
     let kept = rill_engine_latest(&dir);
-    assert!(kept.contains("\"chain\"") && kept.contains("shared/a.0."), "{kept}");
+    assert!(kept.contains("\"files\"") && kept.contains("shared/a.0."), "{kept}");
 }
 
 #[test]
@@ -261,7 +261,9 @@ fn incremental_window_checkpoints_survive_kills() {
         .map(|e| e.path())
         .filter(|path| {
             let Ok(cp) = rill::engine::checkpoint::load(path) else { return false };
-            cp.instances.iter().any(|i| i.state.as_ref().and_then(|s| s["chain"].as_array()).is_some_and(|c| c.len() >= 2))
+            cp.instances.iter().any(|i| {
+                matches!(&i.state, Some(rill::engine::checkpoint::SavedState::Operator(o)) if matches!(&o.snapshot, Some(rill::engine::checkpoint::Stored::Files(f)) if f.len() >= 2))
+            })
         })
         .min()
         .expect("some checkpoint used a delta");

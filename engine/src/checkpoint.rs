@@ -31,8 +31,115 @@ use serde::{Deserialize, Serialize};
 pub struct InstanceState {
     pub component: String,
     pub subtask: u32,
-    /// What the instance's snapshot returned (JSON), if anything.
-    pub state: Option<serde_json::Value>,
+    pub state: Option<SavedState>,
+}
+
+/// What one instance saved, by kind.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum SavedState {
+    /// A source's position (what its `position` returned).
+    Source(serde_json::Value),
+    /// A transform's or sink's state.
+    Operator(OperatorState),
+}
+
+/// An event-time (`true`) or processing-time timer: (domain, time, key, namespace).
+pub type SavedTimer = (bool, i64, crate::value::Value, i64);
+
+/// What a transform or sink instance saved at a checkpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct OperatorState {
+    /// Its snapshot, if it took one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Stored>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timers: Vec<SavedTimer>,
+    /// The keyed state the runtime manages for it ([`crate::state::ManagedState`]), encoded by
+    /// [`crate::state::entries_to_bytes`] per state name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<Stored>,
+    /// Bytes written to state files for this checkpoint (for its size).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub written: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Where saved bytes are: in the metadata (small), or in files under `shared/`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Stored {
+    /// Bytes that are JSON, kept as JSON (readable in `_metadata`).
+    Json(serde_json::Value),
+    /// Other bytes, hex-encoded.
+    Hex(String),
+    /// A chain of files: a whole snapshot, then the deltas taken after it, oldest first.
+    Files(Vec<StateFile>),
+}
+
+/// One state file of a chain.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StateFile {
+    /// Relative to the checkpoint folder's parent (`shared/…`).
+    pub file: String,
+    /// Where it is, once the checkpoint was loaded.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+impl Stored {
+    /// `bytes` inline: as JSON if they are JSON, else hex.
+    pub fn inline(bytes: &[u8]) -> Stored {
+        match serde_json::from_slice(bytes) {
+            Ok(v) => Stored::Json(v),
+            Err(_) => Stored::Hex(bytes.iter().map(|x| format!("{x:02x}")).collect()),
+        }
+    }
+
+    /// The saved bytes: one element inline, each file's (checked) for a chain.
+    pub fn read(&self) -> Result<Vec<Vec<u8>>, String> {
+        match self {
+            Stored::Json(v) => Ok(vec![serde_json::to_vec(v).expect("JSON re-encodes")]),
+            Stored::Hex(h) => {
+                let bytes: Option<Vec<u8>> = (0..h.len() / 2).map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+                bytes.filter(|_| h.len() % 2 == 0).map(|b| vec![b]).ok_or_else(|| "checkpoint state: bad hex".to_string())
+            }
+            Stored::Files(files) => files.iter().map(|f| read_state_file(&f.path)).collect(),
+        }
+    }
+
+    fn files(&self) -> &[StateFile] {
+        match self {
+            Stored::Files(f) => f,
+            _ => &[],
+        }
+    }
+
+    fn files_mut(&mut self) -> &mut [StateFile] {
+        match self {
+            Stored::Files(f) => f,
+            _ => &mut [],
+        }
+    }
+}
+
+impl OperatorState {
+    /// The state files it lists.
+    pub fn files(&self) -> impl Iterator<Item = &StateFile> {
+        self.snapshot.iter().chain(&self.managed).flat_map(Stored::files)
+    }
+
+    fn files_mut(&mut self) -> impl Iterator<Item = &mut StateFile> {
+        self.snapshot.iter_mut().chain(self.managed.iter_mut()).flat_map(Stored::files_mut)
+    }
+
+    /// Whether it holds anything to restore.
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.managed.is_none() && self.timers.is_empty()
+    }
 }
 
 /// A complete checkpoint.
@@ -125,30 +232,17 @@ pub fn write_state_file(dir: &Path, epoch: u64, component: &str, subtask: u32, b
     Ok(name)
 }
 
-/// Where a checkpoint's metadata may name state files (`{"file": …}`): the entries of the
-/// operators' snapshot chains and the runtime-managed keyed states.
-fn file_entries_mut(cp: &mut Checkpoint) -> Vec<&mut serde_json::Value> {
-    let mut out = Vec::new();
-    for state in cp.instances.iter_mut().filter_map(|i| i.state.as_mut()?.as_object_mut()) {
-        for (k, v) in state.iter_mut() {
-            match k.as_str() {
-                "chain" => out.extend(v.as_array_mut().into_iter().flatten()),
-                "managed" => out.push(v),
-                _ => {}
-            }
-        }
-    }
-    out
+/// The operator states of a checkpoint.
+fn operator_states(cp: &Checkpoint) -> impl Iterator<Item = &OperatorState> {
+    cp.instances.iter().filter_map(|i| match &i.state {
+        Some(SavedState::Operator(o)) => Some(o),
+        _ => None,
+    })
 }
 
 /// The state files a checkpoint's metadata lists.
 fn files_of(cp: &Checkpoint) -> Vec<String> {
-    let mut out = Vec::new();
-    for state in cp.instances.iter().filter_map(|i| i.state.as_ref()) {
-        let chain = state.get("chain").and_then(|c| c.as_array()).into_iter().flatten();
-        out.extend(chain.chain(state.get("managed")).filter_map(|f| f.get("file")?.as_str().map(String::from)));
-    }
-    out
+    operator_states(cp).flat_map(OperatorState::files).map(|f| f.file.clone()).collect()
 }
 
 /// Deletes files under `shared/` that no complete checkpoint lists, among those written for
@@ -187,7 +281,7 @@ pub fn discard_staging(dir: &Path, before: Option<u64>) {
 
 impl Checkpoint {
     /// Instance states by (component, subtask).
-    pub fn by_instance(&self) -> BTreeMap<(String, u32), Option<serde_json::Value>> {
+    pub fn by_instance(&self) -> BTreeMap<(String, u32), Option<SavedState>> {
         self.instances.iter().map(|i| ((i.component.clone(), i.subtask), i.state.clone())).collect()
     }
 }
@@ -219,7 +313,7 @@ pub fn write(dir: &Path, cp: &Checkpoint, retain: usize) -> std::io::Result<u64>
     let tmp = staging(dir, cp.epoch);
     fs::create_dir_all(&tmp)?;
     let bytes = framed(METADATA_MAGIC, &serde_json::to_vec(cp).map_err(std::io::Error::other)?);
-    let files: u64 = cp.instances.iter().filter_map(|i| i.state.as_ref()?.get("bytes")?.as_u64()).sum();
+    let files: u64 = operator_states(cp).map(|o| o.written).sum();
     let total = bytes.len() as u64 + files;
     let mut f = fs::File::create(tmp.join("_metadata"))?;
     f.write_all(&bytes)?;
@@ -295,9 +389,9 @@ pub fn load(path: &Path) -> Result<Checkpoint, String> {
     let folder = meta.parent().map(Path::to_path_buf).unwrap_or_default();
     // State files are named relative to the checkpoint root (the folder's parent): add paths.
     let root = folder.parent().map(Path::to_path_buf).unwrap_or_default();
-    for f in file_entries_mut(&mut cp) {
-        if let Some(name) = f.get("file").and_then(|n| n.as_str()).map(String::from) {
-            f["path"] = serde_json::Value::String(root.join(name).to_string_lossy().into_owned());
+    for i in &mut cp.instances {
+        if let Some(SavedState::Operator(o)) = &mut i.state {
+            o.files_mut().for_each(|f| f.path = root.join(&f.file));
         }
     }
     cp.folder = Some(folder);
@@ -306,11 +400,9 @@ pub fn load(path: &Path) -> Result<Checkpoint, String> {
 
 /// Reads checkpoint `path` and checks every state file it lists.
 pub fn load_checked(path: &Path) -> Result<Checkpoint, String> {
-    let mut cp = load(path)?;
-    for f in file_entries_mut(&mut cp) {
-        if let Some(p) = f.get("path").and_then(|p| p.as_str()) {
-            read_state_file(Path::new(p))?;
-        }
+    let cp = load(path)?;
+    for f in operator_states(&cp).flat_map(OperatorState::files) {
+        read_state_file(&f.path)?;
     }
     Ok(cp)
 }
@@ -364,9 +456,23 @@ mod tests {
             created_ms: 0,
             duration_ms: 1,
             alignment_ms: 0,
-            instances: vec![InstanceState { component: "a".into(), subtask: 0, state: Some(serde_json::json!({"n": epoch})) }],
+            instances: vec![InstanceState { component: "a".into(), subtask: 0, state: Some(SavedState::Source(serde_json::json!({"n": epoch}))) }],
             folder: None,
         }
+    }
+
+    fn operator(files: &[&str]) -> SavedState {
+        let files = files.iter().map(|f| StateFile { file: f.to_string(), path: PathBuf::new() }).collect();
+        SavedState::Operator(OperatorState { snapshot: Some(Stored::Files(files)), written: 100, ..Default::default() })
+    }
+
+    #[test]
+    fn inline_state_keeps_json_readable_and_other_bytes_as_hex() {
+        assert_eq!(Stored::inline(br#"{"a":[1,2]}"#), Stored::Json(serde_json::json!({"a": [1, 2]})));
+        let hex = Stored::inline(&[0, 255, 16]);
+        assert_eq!(hex, Stored::Hex("00ff10".into()));
+        assert_eq!(hex.read().unwrap(), [vec![0, 255, 16]]);
+        assert!(Stored::Hex("0g".into()).read().is_err());
     }
 
     #[test]
@@ -425,7 +531,7 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let mut c = cp(1);
         let f = write_state_file(&dir, 1, "w", 0, &[1u8; 300]).unwrap();
-        c.instances[0].state = Some(serde_json::json!({"chain": [{"file": f}], "bytes": 300}));
+        c.instances[0].state = Some(operator(&[&f]));
         write(&dir, &c, 2).unwrap();
         assert!(load_checked(&dir.join("chk-1")).is_ok());
         let mut bytes = fs::read(dir.join(&f)).unwrap();
@@ -443,8 +549,7 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let with_chain = |epoch: u64, files: &[&str]| {
             let mut c = cp(epoch);
-            let chain: Vec<serde_json::Value> = files.iter().map(|f| serde_json::json!({"file": f})).collect();
-            c.instances[0].state = Some(serde_json::json!({"chain": chain, "bytes": 100}));
+            c.instances[0].state = Some(operator(files));
             c
         };
         let base = write_state_file(&dir, 1, "my window", 1, &[7u8; 100]).unwrap();
@@ -462,9 +567,9 @@ mod tests {
         assert!(!dir.join(&orphan).exists(), "listed by no checkpoint");
         assert!(dir.join(&future).exists(), "may belong to a checkpoint in flight");
         let back = latest(&dir).unwrap().0.unwrap();
-        let paths: Vec<String> = back.instances[0].state.as_ref().unwrap()["chain"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
-        assert_eq!(read_state_file(Path::new(&paths[0])).unwrap(), [7u8; 100]);
-        assert_eq!(read_state_file(Path::new(&paths[2])).unwrap(), b"delta 4");
+        let Some(SavedState::Operator(o)) = &back.instances[0].state else { panic!("an operator state") };
+        let chain = o.snapshot.as_ref().unwrap().read().unwrap();
+        assert_eq!(chain, [vec![7u8; 100], b"delta 2".to_vec(), b"delta 4".to_vec()]);
         let _ = fs::remove_dir_all(&dir);
     }
 }

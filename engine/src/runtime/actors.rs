@@ -15,6 +15,7 @@ use crate::dead_letter::DeadLetter;
 use crate::message::{Message, Watermark};
 use crate::metrics::Counters;
 use crate::operator::{Collector, Operator, OperatorError, Rejected, RejectedInput, Snapshot};
+use crate::checkpoint::{OperatorState, SavedState, SavedTimer, StateFile, Stored};
 use crate::record::{Batch, Record};
 use crate::source::{Source, SourceContext, SourceOutput, SourceStatus};
 
@@ -45,23 +46,6 @@ impl Shared {
             })
             .map_err(OperatorError::new)
     }
-}
-
-/// Snapshot bytes as stored in checkpoint metadata: JSON as is, anything else hex-encoded.
-pub(crate) fn state_to_json(bytes: Option<Vec<u8>>) -> Option<serde_json::Value> {
-    let b = bytes?;
-    Some(serde_json::from_slice(&b).unwrap_or_else(|_| {
-        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        serde_json::json!({ "$hex": hex })
-    }))
-}
-
-/// The bytes a snapshot returned, back from checkpoint metadata.
-pub(crate) fn state_from_json(v: &serde_json::Value) -> Vec<u8> {
-    if let Some(hex) = v.get("$hex").and_then(|h| h.as_str()) {
-        return (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
-    }
-    serde_json::to_vec(v).expect("JSON re-encodes")
 }
 
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, OperatorError>) -> Result<T, OperatorError> {
@@ -312,7 +296,7 @@ impl Handler<Inject> for SourceActor {
             ctx.notify_later(Inject(barrier), std::time::Duration::from_micros(100));
             return;
         }
-        let position = self.source.as_ref().map(|s| s.position());
+        let position = self.source.as_ref().map(|s| SavedState::Source(s.position()));
         let _ = self.shared.events.send(JobEvent::Ack {
             epoch: barrier.epoch.0,
             component: self.ctx.name.to_string(),
@@ -386,67 +370,68 @@ pub(crate) enum Then {
 /// What an operator instance restores.
 pub(crate) enum Restore {
     /// Its own state (same parallelism as the checkpoint).
-    Own(Vec<u8>),
+    Own(OperatorState),
     /// Every instance's state (the parallelism changed): keep this instance's key groups.
-    Rescaled(Vec<Vec<u8>>),
+    Rescaled(Vec<OperatorState>),
 }
 
 /// One instance's entry of a checkpoint, read back: its snapshot chain (a full snapshot, then
-/// deltas; one element for a plain snapshot) and its timers.
+/// deltas; one element for a snapshot kept inline), its timers and its managed keyed state.
 struct SavedInstance {
     chain: Vec<Vec<u8>>,
-    /// The chain's files (relative to the checkpoint folder's parent) and sizes.
-    names: Vec<(String, u64)>,
-    timers: Vec<(bool, i64, crate::value::Value, i64)>,
+    /// The chain's files, to continue it.
+    files: Vec<StateFile>,
+    timers: Vec<SavedTimer>,
     /// The states the runtime manages for the operator, by name.
     managed: Vec<(String, crate::state::Entries)>,
 }
 
 impl SavedInstance {
-    fn parse(saved: &[u8]) -> Result<SavedInstance, OperatorError> {
-        let v: serde_json::Value = serde_json::from_slice(saved).map_err(|e| OperatorError::new(format!("checkpoint state: {e}")))?;
-        let (mut chain, mut names) = (Vec::new(), Vec::new());
-        if let Some(files) = v.get("chain").and_then(|c| c.as_array()) {
-            for f in files {
-                let (Some(path), Some(name)) = (f.get("path").and_then(|p| p.as_str()), f.get("file").and_then(|p| p.as_str())) else {
-                    return Err(OperatorError::new(format!("checkpoint state: bad chain entry {f}")));
-                };
-                let bytes = crate::checkpoint::read_state_file(std::path::Path::new(path)).map_err(OperatorError::new)?;
-                names.push((name.to_string(), bytes.len() as u64));
-                chain.push(bytes);
-            }
-        } else if let Some(state) = v.get("operator").filter(|s| !s.is_null()) {
-            chain.push(state_from_json(state));
-        }
-        let timers = match v.get("timers") {
-            Some(t) => serde_json::from_value(t.clone()).map_err(|e| OperatorError::new(format!("checkpoint timers: {e}")))?,
+    fn read(saved: &OperatorState) -> Result<SavedInstance, OperatorError> {
+        let chain = match &saved.snapshot {
+            Some(s) => s.read().map_err(OperatorError::new)?,
             None => Vec::new(),
         };
-        let bad = |e: serde_json::Error| OperatorError::new(format!("checkpoint keyed state: {e}"));
-        let managed = match v.get("managed") {
-            None => Vec::new(),
-            Some(m) => match (m.get("inline"), m.get("path").and_then(|p| p.as_str())) {
-                (Some(inline), _) => serde_json::from_value(inline.clone()).map_err(bad)?,
-                (None, Some(path)) => serde_json::from_slice(&crate::checkpoint::read_state_file(std::path::Path::new(path)).map_err(OperatorError::new)?).map_err(bad)?,
-                _ => return Err(OperatorError::new(format!("checkpoint keyed state: bad entry {m}"))),
-            },
+        let files = match &saved.snapshot {
+            Some(Stored::Files(f)) => f.clone(),
+            _ => Vec::new(),
         };
-        Ok(SavedInstance { chain, names, timers, managed })
+        let managed = match &saved.managed {
+            Some(m) => decode_managed(&m.read().map_err(OperatorError::new)?.concat()).map_err(|e| OperatorError::new(format!("checkpoint keyed state: {e}")))?,
+            None => Vec::new(),
+        };
+        Ok(SavedInstance { chain, files, timers: saved.timers.clone(), managed })
     }
 }
 
-/// An instance's current chain of snapshot files, and when to start a new one.
+/// The managed states' entries as bytes: per state, its name and its entries
+/// ([`crate::state::entries_to_bytes`] inside the same framing).
+fn encode_managed(states: &[(String, crate::state::Entries)]) -> Vec<u8> {
+    let named: crate::state::Entries = states.iter().map(|(n, e)| (n.as_bytes().to_vec(), crate::state::entries_to_bytes(e))).collect();
+    crate::state::entries_to_bytes(&named)
+}
+
+fn decode_managed(bytes: &[u8]) -> Result<Vec<(String, crate::state::Entries)>, String> {
+    crate::state::entries_from_bytes(bytes)?
+        .into_iter()
+        .map(|(n, e)| Ok((String::from_utf8(n).map_err(|_| "a state name is not UTF-8")?, crate::state::entries_from_bytes(&e)?)))
+        .collect()
+}
+
+/// An instance's current chain of snapshot files (with the bytes of each), and when to start a
+/// new one.
 #[derive(Default)]
 pub(crate) struct Chain {
-    files: Vec<(String, u64)>,
+    files: Vec<(StateFile, u64)>,
 }
 
 impl Chain {
     /// Deltas after a full snapshot before the next full one.
     const MAX_DELTAS: usize = 8;
 
-    fn from_restored(files: Vec<(String, u64)>) -> Chain {
-        Chain { files }
+    fn from_restored(files: Vec<StateFile>) -> Chain {
+        let size = |f: &StateFile| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0);
+        Chain { files: files.into_iter().map(|f| (f.clone(), size(&f))).collect() }
     }
 
     /// Whether the next snapshot must be full: no base yet, too many deltas, or the deltas
@@ -454,6 +439,10 @@ impl Chain {
     fn needs_full(&self) -> bool {
         let Some(((_, base), deltas)) = self.files.split_first() else { return true };
         deltas.len() >= Self::MAX_DELTAS || deltas.iter().map(|(_, b)| b).sum::<u64>() >= *base
+    }
+
+    fn stored(&self) -> Stored {
+        Stored::Files(self.files.iter().map(|(f, _)| f.clone()).collect())
     }
 }
 
@@ -488,24 +477,24 @@ impl Actor for OperatorActor {
         let (op, octx) = (&mut self.op, &self.octx);
         let restore = self.restore.take();
         let restoring_since = restore.as_ref().map(|_| std::time::Instant::now());
-        let mut timers: Vec<(bool, i64, crate::value::Value, i64)> = Vec::new();
-        let mut chain_names: Vec<(String, u64)> = Vec::new();
+        let mut timers: Vec<SavedTimer> = Vec::new();
+        let mut chain_files: Vec<StateFile> = Vec::new();
         let r = guarded("open", || {
             op.open(octx)?;
             match &restore {
                 None => {}
                 Some(Restore::Own(saved)) => {
-                    let s = SavedInstance::parse(saved)?;
+                    let s = SavedInstance::read(saved)?;
                     op.restore_chain(&s.chain)?;
                     octx.managed.restore(&s.managed, |_| true)?;
                     timers = s.timers;
-                    chain_names = s.names;
+                    chain_files = s.files;
                 }
                 Some(Restore::Rescaled(all)) => {
                     let (mut chains, mut managed) = (Vec::new(), Vec::new());
                     let (max, range) = (octx.max_parallelism, octx.key_groups.clone());
                     for saved in all {
-                        let s = SavedInstance::parse(saved)?;
+                        let s = SavedInstance::read(saved)?;
                         chains.push(s.chain);
                         managed.extend(s.managed);
                         timers.extend(s.timers.into_iter().filter(|(_, _, k, _)| range.contains(&crate::exchange::KeyGroup::of_hash(k.stable_hash(), max).0)));
@@ -520,7 +509,7 @@ impl Actor for OperatorActor {
             Ok(())
         });
         // Deltas continue the restored chain (a rescaled instance starts a new one).
-        self.chain = Chain::from_restored(chain_names);
+        self.chain = Chain::from_restored(chain_files);
         self.collector.timers().load(timers);
         if let Some(t) = restoring_since {
             tracing::info!("restored `{}` instance {} in {} ms", self.name, self.subtask, t.elapsed().as_millis());
@@ -715,12 +704,6 @@ impl OperatorActor {
         Ok(())
     }
 
-    /// The metadata entry of a state kept as a chain of files (`bytes`: written now).
-    fn chain_json(&self, bytes: usize, timers: &[(bool, i64, crate::value::Value, i64)]) -> serde_json::Value {
-        let files: Vec<serde_json::Value> = self.chain.files.iter().map(|(f, _)| serde_json::json!({ "file": f })).collect();
-        serde_json::json!({ "chain": files, "bytes": bytes, "timers": timers })
-    }
-
     fn complete_barrier(&mut self, b: crate::message::Barrier) -> Result<(), OperatorError> {
         let (op, out) = (&mut self.op, &mut self.collector);
         guarded("before_barrier", || op.before_barrier(b.epoch, out))?;
@@ -728,52 +711,53 @@ impl OperatorActor {
         let snapshot = guarded("snapshot", || op.snapshot_incremental(b.epoch, full))?;
         let timers = self.collector.timers().save();
         let epoch = b.epoch.0;
-        let write = |bytes: &[u8]| -> Result<(String, u64), OperatorError> {
-            let dir = self.shared.checkpoint_dir.as_ref().expect("snapshots are taken with checkpoints only");
-            let file = crate::checkpoint::write_state_file(dir, epoch, &self.name, self.subtask, bytes)
-                .map_err(|e| OperatorError::new(format!("writing checkpoint {epoch} state: {e}")))?;
-            Ok((file, bytes.len() as u64))
+        let dir = self.shared.checkpoint_dir.clone().expect("snapshots are taken with checkpoints only");
+        let (name, subtask) = (self.name.clone(), self.subtask);
+        let write = |part: &str, bytes: &[u8]| -> Result<StateFile, OperatorError> {
+            let file = crate::checkpoint::write_state_file(&dir, epoch, &format!("{name}{part}"), subtask, bytes)
+                .map_err(|e| OperatorError::external(format!("writing checkpoint {epoch} state under {}: {e}", dir.display())))?;
+            Ok(StateFile { file, path: std::path::PathBuf::new() })
         };
-        let mut saved = match snapshot {
+        let mut saved = OperatorState { timers, ..Default::default() };
+        saved.snapshot = match snapshot {
             Some(Snapshot::Full(bytes)) if bytes.len() > crate::checkpoint::INLINE_LIMIT => {
-                self.chain.files = vec![write(&bytes)?];
-                self.chain_json(bytes.len(), &timers)
+                self.chain.files = vec![(write("", &bytes)?, bytes.len() as u64)];
+                saved.written += bytes.len() as u64;
+                Some(self.chain.stored())
             }
             Some(Snapshot::Delta(bytes)) => {
                 if self.chain.files.is_empty() {
                     return Err(OperatorError::new("the operator returned a delta snapshot where a full one was asked for"));
                 }
-                let f = write(&bytes)?;
-                self.chain.files.push(f);
-                self.chain_json(bytes.len(), &timers)
+                self.chain.files.push((write("", &bytes)?, bytes.len() as u64));
+                saved.written += bytes.len() as u64;
+                Some(self.chain.stored())
             }
             // Small (or no) state: inline in the metadata, whole every time.
             Some(Snapshot::Full(bytes)) => {
                 self.chain.files.clear();
-                serde_json::json!({ "operator": state_to_json(Some(bytes)), "timers": timers })
+                Some(Stored::inline(&bytes))
             }
             None => {
                 self.chain.files.clear();
-                serde_json::json!({ "operator": null, "timers": timers })
+                None
             }
         };
         // The states made through the context: whole at every checkpoint, inline when small.
         if !self.octx.managed.is_empty() {
-            let bytes = serde_json::to_vec(&self.octx.managed.snapshot()?).expect("entries serialize");
-            saved["managed"] = if bytes.len() > crate::checkpoint::INLINE_LIMIT {
-                let dir = self.shared.checkpoint_dir.as_ref().expect("snapshots are taken with checkpoints only");
-                let file = crate::checkpoint::write_state_file(dir, epoch, &format!("{}.managed", self.name), self.subtask, &bytes)
-                    .map_err(|e| OperatorError::new(format!("writing checkpoint {epoch} keyed state under {}: {e}", dir.display())))?;
-                serde_json::json!({ "file": file, "bytes": bytes.len() })
+            let bytes = encode_managed(&self.octx.managed.snapshot()?);
+            saved.managed = Some(if bytes.len() > crate::checkpoint::INLINE_LIMIT {
+                saved.written += bytes.len() as u64;
+                Stored::Files(vec![write(".managed", &bytes)?])
             } else {
-                serde_json::json!({ "inline": serde_json::from_slice::<serde_json::Value>(&bytes).expect("JSON") })
-            };
+                Stored::inline(&bytes)
+            });
         }
         let _ = self.shared.events.send(JobEvent::Ack {
             epoch: b.epoch.0,
             component: self.name.to_string(),
             subtask: self.subtask,
-            state: Some(saved),
+            state: Some(SavedState::Operator(saved)),
             alignment_ms: self.aligning_since.take().map(|t| t.elapsed().as_millis() as u64).unwrap_or(0),
         });
         self.then.push(Then::Broadcast(Message::Barrier(b)));

@@ -148,7 +148,7 @@ mod tests {
     use loom::sync::{Arc, Mutex};
 
     fn state(i: u32, epoch: u64) -> InstanceState {
-        InstanceState { component: "op".into(), subtask: i, state: Some(serde_json::json!(epoch)) }
+        InstanceState { component: "op".into(), subtask: i, state: Some(crate::checkpoint::SavedState::Source(serde_json::json!(epoch))) }
     }
 
     #[test]
@@ -242,7 +242,7 @@ mod tests {
                 let mut subtasks: Vec<u32> = d.states.iter().map(|s| s.subtask).collect();
                 subtasks.sort();
                 assert_eq!(subtasks, [0, 1], "epoch {} completed without both instances", d.epoch);
-                assert!(d.states.iter().all(|s| s.state == Some(serde_json::json!(d.epoch))), "a state of another epoch");
+                assert!(d.states.iter().all(|s| s.state == Some(crate::checkpoint::SavedState::Source(serde_json::json!(d.epoch)))), "a state of another epoch");
             }
             assert!(done.windows(2).all(|w| w[0].epoch < w[1].epoch));
             if decided == Trigger::Finishing {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
+use crate::checkpoint::SavedState;
 use crate::config::Role;
 use crate::dead_letter::DeadLetter;
 use crate::exchange::{key_group_range, Exchange};
@@ -130,7 +131,7 @@ pub(crate) enum JobEvent {
     Finished,
     Failed { component: String, subtask: u32, message: String, domain: crate::operator::ErrorDomain },
     /// An instance took its part of checkpoint `epoch`, after holding inputs for `alignment_ms`.
-    Ack { epoch: u64, component: String, subtask: u32, state: Option<serde_json::Value>, alignment_ms: u64 },
+    Ack { epoch: u64, component: String, subtask: u32, state: Option<SavedState>, alignment_ms: u64 },
 }
 
 /// Runs the job to completion (bounded sources ended, or Ctrl-C). With `restart:`, a failure
@@ -246,7 +247,7 @@ async fn drive(
         // Half-written checkpoints of an earlier run are of no use.
         crate::checkpoint::discard_staging(&ck.dir, None);
     }
-    let restored: std::collections::BTreeMap<(String, u32), Option<serde_json::Value>> =
+    let restored: std::collections::BTreeMap<(String, u32), Option<SavedState>> =
         opts.restore.as_ref().map(|c| c.by_instance()).unwrap_or_default();
     let restore_epoch = opts.restore.as_ref().map(|c| c.epoch).unwrap_or(0);
     let state = crate::state::StateBackend::open_fresh(&cfg.work_dir.join("state"), cfg.state_cache_entries, cfg.max_parallelism)
@@ -304,7 +305,14 @@ async fn drive(
                     let make = spec.make.clone();
                     let time = node.time.clone();
                     let siblings = siblings.clone();
-                    let position = restored.get(&(node.name.to_string(), s)).cloned().flatten();
+                    let position = match restored.get(&(node.name.to_string(), s)) {
+                        Some(Some(SavedState::Source(p))) => Some(p.clone()),
+                        Some(Some(SavedState::Operator(_))) => {
+                            tracing::warn!("the checkpoint holds an operator's state for source `{}`; it starts from the beginning", node.name);
+                            None
+                        }
+                        _ => None,
+                    };
                     let addr = SourceActor::start_in_arbiter(&arbiter, move |_| SourceActor {
                         ctx: sctx,
                         source: None,
@@ -334,13 +342,17 @@ async fn drive(
                         restoring: opts.restore.is_some(),
                         managed: Default::default(),
                     };
-                    let before: Vec<&Option<serde_json::Value>> = restored.iter().filter(|((c, _), _)| **c == *node.name).map(|(_, v)| v).collect();
+                    let before: Vec<&Option<SavedState>> = restored.iter().filter(|((c, _), _)| **c == *node.name).map(|(_, v)| v).collect();
+                    let operator_state = |v: &Option<SavedState>| match v {
+                        Some(SavedState::Operator(o)) => Some(o.clone()),
+                        _ => None,
+                    };
                     let restore = if before.len() as u32 == node.parallelism {
-                        restored.get(&(node.name.to_string(), s)).cloned().flatten().map(|v| actors::Restore::Own(actors::state_from_json(&v)))
+                        restored.get(&(node.name.to_string(), s)).and_then(operator_state).map(actors::Restore::Own)
                     } else if before.is_empty() {
                         None
                     } else {
-                        Some(actors::Restore::Rescaled(before.iter().filter_map(|v| v.as_ref().map(actors::state_from_json)).collect()))
+                        Some(actors::Restore::Rescaled(before.iter().filter_map(|v| operator_state(v)).collect()))
                     };
                     let spec = node.spec.clone();
                     let addr = OperatorActor::start_in_arbiter(&arbiter, move |ctx| {
