@@ -403,6 +403,19 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
     /// whatever was spilled to sled, and writes nothing: taking a snapshot does not change where
     /// entries live (so access stays in memory afterwards).
     pub fn snapshot_entries(&mut self) -> Result<Entries, StateError> {
+        if !self.in_store {
+            // Nothing ever spilled: the cache is the whole state.
+            let mut all = Vec::with_capacity(self.cache.len());
+            for (k, slot) in self.cache.iter_mut() {
+                if let Some(v) = &slot.value {
+                    all.push((encode(k, self.max_parallelism), serde_json::to_vec(&(slot.expires, v)).map_err(|e| StateError { state: self.name.clone(), message: e.to_string() })?));
+                }
+                slot.changed = false;
+                slot.persisted = slot.value.is_some();
+            }
+            self.changed_out.clear();
+            return Ok(all);
+        }
         let mut all: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::collections::BTreeMap::new();
         if let (Some(tree), true) = (&self.tree, self.in_store) {
             for item in tree.iter() {
@@ -470,24 +483,27 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
     }
 
     /// Replaces every entry with `entries` from [`snapshot_entries`](Self::snapshot_entries),
-    /// returning the keys restored.
+    /// returning the keys restored. Entries go to memory while the cache has room (dirty, so
+    /// that evicting them later writes them to sled), the rest straight to sled.
     pub fn restore_entries(&mut self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<StateKey>, StateError> {
         self.cache.clear();
         self.changed_out.clear();
+        self.in_store = false;
         let mut keys = Vec::with_capacity(entries.len());
         if let Some(tree) = self.tree.clone() {
             tree.clear().map_err(|e| self.err(e))?;
         }
+        self.cache.reserve(entries.len().min(self.capacity));
         for (k, v) in entries {
             let key = decode(k).ok_or_else(|| self.err("a stored key does not decode"))?;
-            let (expires, value): (i64, T) = serde_json::from_slice(v).map_err(|e| self.err(format!("stored value does not decode: {e}")))?;
             keys.push(key.clone());
             match &self.tree {
-                Some(tree) => {
+                Some(tree) if self.cache.len() >= self.capacity => {
                     tree.insert(k.as_slice(), v.as_slice()).map_err(|e| self.err(e))?;
                     self.in_store = true;
                 }
-                None => {
+                _ => {
+                    let (expires, value): (i64, T) = serde_json::from_slice(v).map_err(|e| self.err(format!("stored value does not decode: {e}")))?;
                     self.cache.insert(key, Slot { value: Some(value), dirty: true, changed: false, persisted: true, used: false, expires });
                 }
             }
