@@ -151,25 +151,22 @@ fn sequence(exe: &Path, chaos_args: &[String], faults: &Faults, targets: &[(Stri
         // A panic run ends by itself (exit 1) when its operator reaches the record; a run
         // whose panic comes too late (after a restore there is less to do) is killed instead.
         let limit = if panic_run { delay.max(reference_time * 2) } else { delay };
-        let mut ended = false;
-        while start.elapsed() < limit {
-            if let Ok(Some(st)) = child.try_wait() {
-                if st.success() {
-                    return Sequence::TooShort { faulted: killed + panicked };
-                } else if panic_run {
-                    panicked += 1;
-                } else {
-                    return Sequence::Failed(format!("run {i} failed by itself ({st})"));
-                }
-                ended = true;
-                break;
+        let ended = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                _ if start.elapsed() >= limit => break None,
+                _ => std::thread::sleep(Duration::from_millis(2)),
             }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if !ended {
-            let _ = child.kill(); // SIGKILL
-            let _ = child.wait();
-            killed += 1;
+        };
+        match ended {
+            None => {
+                let _ = child.kill(); // SIGKILL
+                let _ = child.wait();
+                killed += 1;
+            }
+            Some(st) if st.success() => return Sequence::TooShort { faulted: killed + panicked },
+            Some(_) if panic_run => panicked += 1,
+            Some(st) => return Sequence::Failed(format!("run {i} failed by itself ({st})")),
         }
     }
     let status = Command::new(exe).args(chaos_args).stdout(Stdio::null()).stderr(Stdio::null()).env_remove("RILL_FAULTS").status();

@@ -67,7 +67,8 @@ impl JobPlan {
             }
             let ctx = BuildContext { name: &c.name, type_name: &c.type_name.value, options: &c.options, pipeline: &config, aggregates: registry.aggregates() };
             let t = c.type_name.value.as_str();
-            let (result, known): (Option<Result<(NodeSpec, Vec<String>), ConfigErrors>>, &Vec<&str>) = match c.role {
+            type Built = Option<Result<(NodeSpec, Vec<String>), ConfigErrors>>;
+            let (result, known): (Built, &Vec<&str>) = match c.role {
                 Role::Source => (registry.source(t).map(|f| f(&ctx).map(|s| (NodeSpec::Source(s), vec![String::new()]))), &src_types),
                 Role::Transform => (
                     registry.transform(t).map(|f| {

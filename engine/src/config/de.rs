@@ -109,7 +109,7 @@ pub mod duration {
     }
 }
 
-fn plain_scalar<'a>(node: &'a Node) -> Option<&'a str> {
+fn plain_scalar(node: &Node) -> Option<&str> {
     match &node.kind {
         NodeKind::Scalar { text, plain: true } => Some(text),
         _ => None,

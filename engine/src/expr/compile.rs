@@ -212,8 +212,8 @@ fn literal(l: &LiteralValue) -> Value {
         LiteralValue::Int(i) => Value::Int(**i),
         LiteralValue::UInt(u) => i64::try_from(**u).map(Value::Int).unwrap_or(Value::Float(**u as f64)),
         LiteralValue::Double(d) => Value::Float(**d),
-        LiteralValue::String(s) => Value::str(&**s),
-        LiteralValue::Bytes(b) => Value::str(&String::from_utf8_lossy(&**b)),
+        LiteralValue::String(s) => Value::str(s),
+        LiteralValue::Bytes(b) => Value::str(&String::from_utf8_lossy(b)),
         LiteralValue::Null => Value::Null,
     }
 }

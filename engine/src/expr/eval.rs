@@ -246,7 +246,7 @@ impl Node {
             Node::In(a, b) => {
                 let x = a.eval(r)?;
                 match b.eval(r)? {
-                    Value::List(l) => Ok(Value::Bool(l.iter().any(|v| *v == x))),
+                    Value::List(l) => Ok(Value::Bool(l.contains(&x))),
                     Value::Floats(l) => Ok(Value::Bool(l.iter().any(|v| Value::Float(*v as f64) == x))),
                     Value::Map(m) => match x {
                         Value::Str(s) => Ok(Value::Bool(m.get_str(&s).is_some())),

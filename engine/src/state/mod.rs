@@ -591,7 +591,10 @@ impl<T: Serialize + DeserializeOwned + Send> ManagedState for Mutex<KeyedState<T
 
 /// The states an operator instance made through its context, by name.
 #[derive(Clone, Default)]
-pub struct ManagedStates(Arc<Mutex<Vec<(String, Arc<dyn ManagedState>)>>>);
+pub struct ManagedStates(Arc<Mutex<Vec<Named>>>);
+
+/// A managed state and its name.
+type Named = (String, Arc<dyn ManagedState>);
 
 impl std::fmt::Debug for ManagedStates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
