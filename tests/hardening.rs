@@ -655,3 +655,33 @@ fn validate_prints_the_guarantee_each_sink_really_gives() {
     assert!(r.stdout.contains("sink `o` (stdout): at-least-once"), "{}", r.stdout);
     assert!(r.stdout.contains("sink `b` (blackhole): at-least-once"), "{}", r.stdout);
 }
+
+#[test]
+fn a_second_ctrl_c_aborts_a_job_that_cannot_drain() {
+    // An operator stuck for a minute in its first batch: the first Ctrl-C's drain cannot finish.
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: stuck\nwork_dir: {t}/work\nsources:\n  g: {{type: generator, fields: {{n: id}}}}\ntransforms:\n  slow: {{type: fault, inputs: [g], delay_per_batch: 60s}}\nsinks:\n  out: {{type: blackhole, inputs: [slow]}}\n",
+            t = tmp.path().display()
+        ),
+    );
+    let mut job = Guard(rill().args(["-v", "run", p.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    // The job logs that it starts once it listens for Ctrl-C.
+    let mut err = BufReader::new(job.0.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("starting job `stuck`") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "the job starts");
+    }
+    interrupt(&job.0);
+    while !line.contains("stopping:") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "the job says it is stopping");
+    }
+    assert!(job.0.try_wait().unwrap().is_none(), "still draining");
+    interrupt(&job.0);
+    assert_eq!(exit_code(&mut job.0), Some(130));
+}

@@ -188,16 +188,6 @@ fn run_once(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
     let instances: usize = plan.nodes.iter().map(|n| n.parallelism as usize).sum();
     let threads = opts.threads.unwrap_or(cores.min(instances)).max(1);
     let metrics = JobMetrics::default();
-    tracing::info!(
-        "starting job `{}`: {} components, {instances} instances on {threads} event-loop threads; {}",
-        cfg.name,
-        plan.nodes.len(),
-        match (&cfg.checkpoint, &opts.restore) {
-            (Some(_), Some(cp)) => format!("resuming from checkpoint {}", cp.epoch),
-            (Some(ck), None) => format!("checkpoints every {:?} in {}", ck.interval, ck.dir.display()),
-            (None, _) => "no checkpoints".into(),
-        }
-    );
     let started = Instant::now();
     let system = actix::System::new();
     let dl = dead_letter.clone();
@@ -233,6 +223,23 @@ async fn drive(
     metrics: JobMetrics,
     stats: &mut CheckpointStats,
 ) -> Result<Outcome, RunError> {
+    // Listening before anything runs: a signal that comes once the job is visible (it has
+    // opened a file or a socket) is never missed.
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind, name: &str| signal(kind).map_err(|e| RunError::Setup(format!("cannot listen for {name}: {e}")));
+    let mut interrupts = if opts.handle_ctrl_c { Some(listen(SignalKind::interrupt(), "Ctrl-C")?) } else { None };
+    let mut savepoint_signal = listen(SignalKind::user_defined1(), "SIGUSR1")?;
+    let instances: usize = plan.nodes.iter().map(|n| n.parallelism as usize).sum();
+    tracing::info!(
+        "starting job `{}`: {} components, {instances} instances on {threads} event-loop threads; {}",
+        plan.config.name,
+        plan.nodes.len(),
+        match (&plan.config.checkpoint, &opts.restore) {
+            (Some(_), Some(cp)) => format!("resuming from checkpoint {}", cp.epoch),
+            (Some(ck), None) => format!("checkpoints every {:?} in {}", ck.interval, ck.dir.display()),
+            (None, _) => "no checkpoints".into(),
+        }
+    );
     let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let sources = plan.sources();
@@ -409,14 +416,6 @@ async fn drive(
     let mut interrupted = false;
     let mut progress = tokio::time::interval(Duration::from_secs(1));
     progress.tick().await;
-    let ctrl_c = async {
-        if opts.handle_ctrl_c {
-            let _ = tokio::signal::ctrl_c().await;
-        } else {
-            futures::future::pending::<()>().await;
-        }
-    };
-    tokio::pin!(ctrl_c);
     let started = Instant::now();
     let checkpointing = cfg.checkpoint.clone();
     let mut ticker = tokio::time::interval(checkpointing.as_ref().map(|c| c.interval).unwrap_or(Duration::from_secs(3600)));
@@ -426,8 +425,6 @@ async fn drive(
     let mut failures = coordinator::FailureCounter::new(checkpointing.as_ref().map(|c| c.tolerable_failed_checkpoints).unwrap_or(0));
     let mut max_alignment = 0u64;
     let mut stop: Option<StopAt> = None;
-    let mut savepoint_signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-        .map_err(|e| RunError::Setup(format!("cannot listen for SIGUSR1: {e}")))?;
     let result = loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -495,13 +492,12 @@ async fn drive(
                 Some(JobEvent::Failed { component, subtask, message, domain }) => break Err(RunError::Failed { component, subtask, message, domain }),
                 None => break Err(RunError::Setup("every actor stopped without reporting".into())),
             },
-            _ = &mut ctrl_c, if !interrupted => {
-                interrupted = true;
-                tokio::spawn(async {
-                    let _ = tokio::signal::ctrl_c().await;
+            _ = next_interrupt(&mut interrupts) => {
+                if interrupted {
                     eprintln!("aborted");
                     std::process::exit(130);
-                });
+                }
+                interrupted = true;
                 match &checkpointing {
                     // Committed output is never taken back: stop at a final checkpoint rather
                     // than flush partial results that the next run, resuming from an older
@@ -517,8 +513,12 @@ async fn drive(
                     }
                     None => {
                         eprintln!("\nstopping: sources end now, everything in flight is processed and sinks are flushed (Ctrl-C again to abort)");
-                        for a in &source_addrs {
-                            let _ = a.send(Stop).await;
+                        // Not awaited here: a source waiting for channel space takes the
+                        // message only then, and the loop must stay free for a second Ctrl-C.
+                        for a in source_addrs.iter().cloned() {
+                            actix::spawn(async move {
+                                let _ = a.send(Stop).await;
+                            });
                         }
                     }
                 }
@@ -556,8 +556,16 @@ async fn drive(
     if opts.progress {
         eprintln!();
     }
-    stop_arbiters(arbiters, result.is_err()).await;
+    stop_arbiters(arbiters, result.is_err(), interrupts).await;
     result
+}
+
+/// The next Ctrl-C, if the job handles them (else never).
+async fn next_interrupt(interrupts: &mut Option<tokio::signal::unix::Signal>) {
+    match interrupts {
+        Some(s) => drop(s.recv().await),
+        None => futures::future::pending().await,
+    }
 }
 
 /// How long a job's event loops get to stop once it is over. Every actor of a failed job
@@ -567,7 +575,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Stops the job's event loops and waits for them (up to [`STOP_TIMEOUT`] after a failure),
 /// still listening for Ctrl-C: one aborts the wait at once (exit 130).
-async fn stop_arbiters(arbiters: Vec<Arbiter>, failed: bool) {
+async fn stop_arbiters(arbiters: Vec<Arbiter>, failed: bool, mut interrupts: Option<tokio::signal::unix::Signal>) {
     for a in &arbiters {
         a.stop();
     }
@@ -582,7 +590,7 @@ async fn stop_arbiters(arbiters: Vec<Arbiter>, failed: bool) {
     tokio::select! {
         _ = joined => {}
         _ = limit => tracing::warn!("the job's event loops did not stop within {STOP_TIMEOUT:?}; leaving them"),
-        _ = tokio::signal::ctrl_c() => {
+        _ = next_interrupt(&mut interrupts) => {
             eprintln!("aborted");
             std::process::exit(130);
         }
