@@ -20,3 +20,4 @@ pub mod aggregate;
 pub mod time;
 pub mod checkpoint;
 pub mod lock;
+pub mod testing;

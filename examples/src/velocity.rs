@@ -119,7 +119,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rill::engine::state::KeyedState;
+    use rill::engine::testing::{Harness, Output};
 
     fn tx(card: &str, ts: i64) -> Record {
         let mut r: Record = [("card", card)].into_iter().collect();
@@ -127,28 +127,48 @@ mod tests {
         r
     }
 
-    #[test]
-    fn timer_clears_a_card_after_its_window() {
-        let mut v = Velocity {
+    fn velocity(max: usize, within: i64) -> Velocity {
+        Velocity {
             card: Expr::compile("card").unwrap(),
-            max: 1,
-            within: 1000,
+            max,
+            within,
             ttl: Duration::from_secs(60),
-            recent: Some(ValueState::new(KeyedState::in_memory("recent"))),
+            recent: None,
             recent_field: Sym::new("recent"),
             flagged_field: Sym::new("flagged"),
-        };
-        let mut out = Collector::default();
-        v.process(tx("a", 0), &mut out).unwrap();
-        v.process(tx("a", 500), &mut out).unwrap();
-        assert_eq!(out.records()[1].get_str("flagged"), Some(&Value::Bool(true)));
-        let due = out.timers().due(TimeDomain::Event, 1500);
-        assert_eq!(due.len(), 2, "one timer per transaction time");
-        for t in due {
-            v.on_timer(t, &mut out).unwrap();
         }
-        assert_eq!(v.recent.as_mut().unwrap().get(&Value::str("a")).unwrap(), None, "cleared");
-        v.process(tx("a", 1600), &mut out).unwrap();
-        assert_eq!(out.records()[2].get_str("recent"), Some(&Value::Int(1)));
+    }
+
+    fn field(out: &[Output], i: usize, name: &str) -> Value {
+        match &out[i] {
+            Output::Record(r) => r.get_str(name).cloned().unwrap_or(Value::Null),
+            other => panic!("not a record: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn timer_clears_a_card_after_its_window() {
+        let mut h = Harness::new(velocity(1, 1000)).unwrap();
+        let out = h.push([tx("a", 0), tx("a", 500)]).unwrap();
+        assert_eq!((field(&out, 0, "flagged"), field(&out, 1, "flagged")), (Value::Bool(false), Value::Bool(true)));
+        // Both transactions' timers fire at 1500: the card is cleared, nothing is emitted.
+        assert_eq!(h.watermark(1500).unwrap(), [Output::Watermark(1500)]);
+        let out = h.push([tx("a", 1600)]).unwrap();
+        assert_eq!(field(&out, 0, "recent"), Value::Int(1));
+    }
+
+    #[test]
+    fn its_state_and_timers_survive_a_checkpoint_with_no_code_of_its_own() {
+        let mut h = Harness::new(velocity(2, 1000)).unwrap();
+        h.push([tx("a", 0), tx("a", 100), tx("b", 150)]).unwrap();
+        let (_, saved) = h.checkpoint(1).unwrap();
+        assert!(saved.snapshot.is_none(), "velocity snapshots nothing itself");
+        let mut again = Harness::restored(velocity(2, 1000), &saved).unwrap();
+        let out = again.push([tx("a", 200)]).unwrap();
+        assert_eq!((field(&out, 0, "recent"), field(&out, 0, "flagged")), (Value::Int(3), Value::Bool(true)));
+        // The restored timers still clear the cards.
+        again.watermark(1300).unwrap();
+        let out = again.push([tx("a", 1400), tx("b", 1400)]).unwrap();
+        assert_eq!((field(&out, 0, "recent"), field(&out, 1, "recent")), (Value::Int(1), Value::Int(1)));
     }
 }

@@ -851,6 +851,30 @@ mod tests {
     }
 
     #[test]
+    fn results_watermarks_and_late_records_leave_in_order_through_the_harness() {
+        use rill_engine::testing::{Harness, Output};
+        let calls = vec![(Sym::new("n"), rill_engine::aggregate::AggregateRegistry::default().parse("n", "count()").unwrap())];
+        let w = Window::new(Kind::Tumbling { size: 1000 }, Some((Sym::new("k"), Expr::compile("k").unwrap())), calls, 0);
+        let mut h = Harness::new(w).unwrap();
+        assert_eq!(h.push([rec("a", 100), rec("b", 900), rec("a", 1100)]).unwrap(), []);
+        let out = h.watermark(999).unwrap();
+        let fired: Vec<(Value, Value)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Record(r) => Some((r.get_str("k").cloned().unwrap(), r.get_str("n").cloned().unwrap())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fired.len(), 2, "{out:?}");
+        assert!(fired.contains(&(Value::str("a"), Value::Int(1))) && fired.contains(&(Value::str("b"), Value::Int(1))));
+        assert_eq!(out.last(), Some(&Output::Watermark(999)), "the watermark after the results it released");
+        let out = h.push([rec("b", 500)]).unwrap();
+        assert!(matches!(&out[..], [Output::Side(_, r)] if r.timestamp == 500), "too late: {out:?}");
+        let out = h.end().unwrap();
+        assert!(matches!(&out[..], [Output::Record(r), Output::Watermark(i64::MAX)] if r.get_str("k") == Some(&Value::str("a"))), "the open window at the end: {out:?}");
+    }
+
+    #[test]
     fn late_records_update_within_lateness_then_go_to_the_late_output() {
         let mut w = window(Kind::Tumbling { size: 1000 }, 500);
         let mut out = Collector::default();
