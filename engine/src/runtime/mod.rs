@@ -515,7 +515,7 @@ async fn drive(
                         eprintln!("\nstopping: sources end now, everything in flight is processed and sinks are flushed (Ctrl-C again to abort)");
                         // Not awaited here: a source waiting for channel space takes the
                         // message only then, and the loop must stay free for a second Ctrl-C.
-                        for a in source_addrs.iter().cloned() {
+                        for a in source_addrs.clone() {
                             actix::spawn(async move {
                                 let _ = a.send(Stop).await;
                             });
