@@ -15,7 +15,7 @@ RATE="${RATE:-1000}"
 PACED_N="${PACED_N:-3000}"
 SIZES="${SIZES:-1 32 256}"
 DELAYS="${DELAYS:-1ms 10ms}"
-cargo build --release -q -p rill -p rill-examples
+cargo build --release -q -p rill -p rill-examples -p rill-torch
 source benches/common.sh
 print_host
 work=$(mktemp -d)

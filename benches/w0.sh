@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 N="${N:-10000000}"
 REPEAT="${REPEAT:-3}"
 FLINK="${FLINK:-1}"
-cargo build --release -q -p rill -p rill-examples
+cargo build --release -q -p rill -p rill-examples -p rill-torch
 RILL=target/release/rill
 results=$(mktemp)
 

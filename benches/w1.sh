@@ -8,7 +8,7 @@ N="${N:-10000000}"
 REPEAT="${REPEAT:-1}"
 FLINK="${FLINK:-1}"
 KEYS="${KEYS:-100 10000}"
-cargo build --release -q -p rill -p rill-examples
+cargo build --release -q -p rill -p rill-examples -p rill-torch
 results=$(mktemp)
 source benches/common.sh
 print_host

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# `infer` opens librill_torch.so at run time; `cargo test` alone builds only its test harness.
+cargo build -p rill-torch
 cargo test --workspace "$@"

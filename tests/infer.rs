@@ -269,3 +269,16 @@ fn device_cuda_reaches_cuda_or_says_why_not() {
         assert!(r.stderr.contains("no CUDA GPU is usable (LibTorch has CUDA support"), "{}", r.stderr);
     }
 }
+
+#[test]
+fn libtorch_is_loaded_only_by_infer_and_a_missing_library_is_a_clear_error() {
+    // Every other command starts without LibTorch: the binary does not link it.
+    let maps = std::process::Command::new("ldd").arg(env!("CARGO_BIN_EXE_rill")).output().unwrap();
+    assert!(!String::from_utf8_lossy(&maps.stdout).contains("libtorch"), "{}", String::from_utf8_lossy(&maps.stdout));
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline(tmp.path(), "nolib", &csv_source(&mnist().stream, ""), "", "");
+    let out = rill().args(["run", p.to_str().unwrap()]).env("RILL_TORCH_LIB", tmp.path().join("missing.so")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("`infer` needs Rill's LibTorch library librill_torch.so, which is not at") && err.contains("missing.so"), "{err}");
+}

@@ -8,6 +8,7 @@
 //! before any later watermark or barrier. Nothing is in flight at a checkpoint's barrier: the
 //! pending batch is sent before it, and its results are emitted before the barrier is forwarded.
 
+mod torch;
 mod worker;
 
 use std::cell::RefCell;
@@ -386,6 +387,7 @@ fn output(kind: OutputKind, row: &[f32]) -> Value {
 impl Operator for Infer {
     fn open(&mut self, _ctx: &OperatorContext) -> Result<(), OperatorError> {
         let s = &self.settings;
+        torch::torch().map_err(|e| OperatorError::user(format!("infer: {e}")))?;
         let device = worker::resolve_device(&s.device).map_err(OperatorError::user)?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         self.threads = s.threads.unwrap_or(if device.is_cuda() { 1 } else { (cores / s.workers).max(1) });

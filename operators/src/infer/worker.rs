@@ -7,7 +7,9 @@ use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use actix::prelude::*;
-use tch::{CModule, Device, Kind, Tensor};
+
+pub(crate) use super::torch::Device;
+use super::torch::{torch, Model};
 
 /// One model input of a batch: the values of `n` records, flat, and the shape of one record's.
 pub(crate) enum InputData {
@@ -41,7 +43,7 @@ impl Message for Run {
 }
 
 pub(crate) struct Worker {
-    model: Result<CModule, String>,
+    model: Result<Model, String>,
     device: Device,
 }
 
@@ -73,12 +75,10 @@ impl Worker {
     /// Loads the model, sets this thread's intra-op parallelism and runs a warm-up batch of
     /// one record of zeros; reports the outcome on `ready`.
     pub(crate) fn start(index: usize, spec: &WorkerSpec, ready: &Sender<Ready>) -> Worker {
-        tch::set_num_threads(spec.threads as i32);
-        let model = CModule::load_on_device(&spec.model, spec.device).map(|mut m| {
-            m.set_eval();
-            m
+        let model = torch().and_then(|t| {
+            t.set_threads(spec.threads);
+            t.load(&spec.model, spec.device).map_err(|e| format!("cannot load TorchScript model `{}`: {}", spec.model.display(), first_line(&e)))
         });
-        let model = model.map_err(|e| format!("cannot load TorchScript model `{}`: {}", spec.model.display(), first_line(&e.to_string())));
         let mut worker = Worker { model, device: spec.device };
         let result = match &worker.model {
             Err(e) => Err(e.clone()),
@@ -105,25 +105,10 @@ impl Worker {
     fn run(&mut self, batch: Run) -> Result<RunOutput, String> {
         let started = Instant::now();
         let model = self.model.as_ref().map_err(Clone::clone)?;
-        let device = self.device;
         let n = batch.n as i64;
-        let out = tch::no_grad(|| -> Result<Tensor, tch::TchError> {
-            let mut tensors = Vec::with_capacity(batch.inputs.len());
-            for input in &batch.inputs {
-                let t = match &input.data {
-                    InputData::F32(v) => Tensor::f_from_slice(v)?,
-                    InputData::I64(v) => Tensor::f_from_slice(v)?,
-                };
-                let mut shape = Vec::with_capacity(input.shape.len() + 1);
-                shape.push(n);
-                shape.extend_from_slice(&input.shape);
-                tensors.push(t.f_view(shape.as_slice())?.f_to_device(device)?);
-            }
-            let y = model.forward_ts(&tensors)?;
-            y.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()
-        });
-        let y = out.map_err(|e| format!("the model failed on a batch of {n}: {}", first_line(&e.to_string())))?;
-        let size = y.size();
+        let (values, size) = torch()?
+            .forward(model, self.device, batch.n, &batch.inputs)
+            .map_err(|e| format!("the model failed on a batch of {n}: {}", first_line(&e)))?;
         let width = match size.as_slice() {
             [rows] if *rows == n => 1,
             [rows, w] if *rows == n => *w as usize,
@@ -133,7 +118,6 @@ impl Worker {
                 ))
             }
         };
-        let values = Vec::<f32>::try_from(&y.view(-1)).map_err(|e| format!("reading the model's output: {e}"))?;
         Ok(RunOutput { width, values, started, micros: started.elapsed().as_micros() as u64 })
     }
 }
@@ -157,10 +141,10 @@ fn first_line(s: &str) -> String {
 /// not available is an error saying why, never a silent fall back to the CPU.
 pub(crate) fn resolve_device(name: &str) -> Result<Device, String> {
     let cuda = |index: usize| -> Result<Device, String> {
-        if !tch::Cuda::is_available() {
+        let count = torch()?.cuda_devices();
+        if count == 0 {
             return Err(cuda_missing());
         }
-        let count = tch::Cuda::device_count() as usize;
         if index >= count {
             return Err(format!("`device: cuda:{index}`, but this machine has {count} CUDA device(s) (cuda:0 to cuda:{})", count.saturating_sub(1)));
         }
@@ -168,7 +152,7 @@ pub(crate) fn resolve_device(name: &str) -> Result<Device, String> {
     };
     match name {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+        "auto" => Ok(if torch()?.cuda_devices() > 0 { Device::Cuda(0) } else { Device::Cpu }),
         "cuda" | "gpu" => cuda(0),
         other => match other.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
             Some(i) => cuda(i),
@@ -195,6 +179,5 @@ pub(crate) fn device_name(d: Device) -> String {
     match d {
         Device::Cpu => "cpu".into(),
         Device::Cuda(i) => format!("cuda:{i}"),
-        other => format!("{other:?}").to_lowercase(),
     }
 }

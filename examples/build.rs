@@ -1,5 +1,0 @@
-include!("../operators/build_torch.rs");
-
-fn main() {
-    link_torch();
-}
