@@ -174,7 +174,17 @@ impl Decoder {
             return Ok(None);
         }
         match &self.format {
-            Format::Json => Record::from_json(line).map(Some).map_err(|e| DecodeError::new(format!("invalid JSON: {e}"), e.column())),
+            Format::Json => {
+                let r = Record::from_json(line).map_err(|e| DecodeError::new(format!("invalid JSON: {e}"), e.column()))?;
+                // serde_json reads an integer literal beyond 64 bits as a double: look for one
+                // (only where a double was read, so integer-only records cost nothing more).
+                if r.fields().iter().any(|(_, v)| has_double(v)) {
+                    if let Some((column, digits)) = huge_integer(line) {
+                        return Err(DecodeError::new(format!("invalid JSON: integer {digits} is beyond the 64-bit range (write it as a string or a double)"), column));
+                    }
+                }
+                Ok(Some(r))
+            }
             Format::Csv { delimiter, schema, .. } => {
                 let text = std::str::from_utf8(line).map_err(|e| DecodeError::new(format!("not UTF-8: {e}"), e.valid_up_to() + 1))?;
                 let cells = split_csv(text, *delimiter as char).map_err(|(message, column)| DecodeError::new(message, column))?;
@@ -273,6 +283,54 @@ fn small_uint(cell: &str) -> Option<u32> {
         return None;
     }
     b.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32))
+}
+
+fn has_double(v: &Value) -> bool {
+    match v {
+        Value::Float(_) => true,
+        Value::List(l) => l.iter().any(has_double),
+        Value::Map(m) => m.fields().iter().any(|(_, v)| has_double(v)),
+        _ => false,
+    }
+}
+
+/// The first integer literal of a JSON line (outside strings) beyond the 64-bit range — above
+/// u64's maximum, or below i64's minimum — with its 1-based column.
+fn huge_integer(line: &[u8]) -> Option<(usize, String)> {
+    let (mut in_string, mut escaped, mut i) = (false, false, 0);
+    while i < line.len() {
+        let b = line[i];
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+        } else if b.is_ascii_digit() {
+            let start = i;
+            while i < line.len() && line[i].is_ascii_digit() {
+                i += 1;
+            }
+            let before = start.checked_sub(1).map(|p| line[p]);
+            let part_of_double = matches!(before, Some(b'.' | b'e' | b'E' | b'+')) || matches!(line.get(i), Some(b'.' | b'e' | b'E'));
+            let digits = &line[start..i];
+            let negative = before == Some(b'-');
+            let limit: &[u8] = if negative { b"9223372036854775808" } else { b"18446744073709551615" };
+            if !part_of_double && (digits.len() > limit.len() || (digits.len() == limit.len() && digits > limit)) {
+                let shown = String::from_utf8_lossy(digits);
+                return Some(if negative { (start, format!("-{shown}")) } else { (start + 1, shown.into_owned()) });
+            }
+            continue;
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Whether `cell` is written as an integer (an optional sign, then digits).
@@ -464,6 +522,23 @@ mod tests {
         let plain = split_csv("a,,héllo,d", ',').unwrap();
         assert_eq!(plain.iter().map(|(s, c)| (s.as_ref(), *c)).collect::<Vec<_>>(), [("a", 1), ("", 3), ("héllo", 4), ("d", 10)]);
         assert!(split_csv(r#"a,"b"#, ',').is_err());
+    }
+
+    #[test]
+    fn json_integers_beyond_64_bits_are_errors_not_doubles() {
+        let mut d = Decoder::new(&Format::Json);
+        for (line, digits, column) in [
+            (r#"{"a": 1.5, "b": 100000000000000000000}"#, "100000000000000000000", 17),
+            (r#"{"a": [-9223372036854775809, 2.0]}"#, "-9223372036854775809", 8),
+        ] {
+            let e = d.decode(line.as_bytes()).unwrap_err();
+            assert!(e.message.contains(&format!("integer {digits} is beyond the 64-bit range")), "{line}: {}", e.message);
+            assert_eq!(e.column, column, "{line}");
+        }
+        // Doubles, and digits in strings, are fine.
+        for line in [r#"{"a": 1.5e300, "s": "123456789012345678901234567890"}"#, r#"{"a": 12345678901234567890.5}"#, r#"{"a": -9223372036854775808.0}"#] {
+            assert!(d.decode(line.as_bytes()).is_ok(), "{line}");
+        }
     }
 
     #[test]
