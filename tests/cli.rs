@@ -154,3 +154,30 @@ fn runtime_failure_exits_1_with_the_cause() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains(&format!("component `discard` (instance 0) failed (external error): cannot connect to 127.0.0.1:{port}")), "{}", r.stderr);
 }
+
+/// The code block of the README that follows the line containing `after`.
+fn readme_block(after: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let rest = readme.split_once(after).unwrap_or_else(|| panic!("the README has `{after}`")).1;
+    let block = rest.split_once("```\n").unwrap().1.split_once("```").unwrap().0;
+    block.lines().map(String::from).collect()
+}
+
+#[test]
+fn the_readme_shows_what_rill_prints_for_the_orders_demo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run(&["run", "examples/orders.yaml", "--set", &format!("sinks.out.path={}", tmp.path().join("o.jsonl").display())]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The summary's table, line for line (the timing line aside).
+    let shown = readme_block("At the end `rill run` prints a summary");
+    let table: Vec<&String> = shown.iter().filter(|l| !l.starts_with("job ") && !l.starts_with("dead letters")).collect();
+    for line in &table {
+        assert!(r.stderr.lines().any(|l| l == line.as_str()), "README line `{line}` is not in:\n{}", r.stderr);
+    }
+    assert!(r.stderr.contains("dead letters: 0"), "{}", r.stderr);
+    // Every line the README shows of `rill graph` (it elides some with `...`).
+    let g = run(&["graph", "examples/orders.yaml"]);
+    for line in readme_block("`rill graph examples/orders.yaml` shows how the job is laid out").iter().filter(|l| *l != "...") {
+        assert!(g.stdout.lines().any(|l| l == line), "README line `{line}` is not in:\n{}", g.stdout);
+    }
+}
