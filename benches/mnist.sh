@@ -3,7 +3,9 @@
 #   (a) raw tch on pre-made batches (target/release/mnist-raw: the limit), in one loop and in
 #       Rill's layout of 2 worker threads,
 #   (b) Rill: file source → infer (2 workers) → discarding sink, as fast as it reads
-#       (throughput) and paced at RATE images/s (latency),
+#       (throughput: of the whole job, and net of the same job on one record — LibTorch opened,
+#       model loaded, warm-up — which raw tch does before its clock starts) and paced at RATE
+#       images/s (latency),
 #   (c) Python + PyTorch, one record at a time, (d) the same in batches.
 # Images/s and latency p50/p99 for max_batch_size 1, 32, 256 and max_delay 1 ms, 10 ms.
 #   benches/mnist.sh          # PASSES=10 (10 000 images), REPEAT=3 (medians), RATE=1000, PACED_N=3000
@@ -22,6 +24,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for ((i = 0; i < PASSES; i++)); do cat data/mnist_stream.csv; done > "$work/digits.csv"
 head -n "$PACED_N" "$work/digits.csv" > "$work/paced.csv"
+head -n 1 "$work/digits.csv" > "$work/one.csv"
 n=$(wc -l < "$work/digits.csv")
 echo "# $n images (the 1000 stream digits x $PASSES); paced runs: $PACED_N images at $RATE/s" >&2
 results="$work/results"
@@ -52,6 +55,10 @@ for b in $SIZES; do
     secs=$(sed -n 's/.*finished in \([0-9.]*\) s.*/\1/p' <<<"$out")
     read -r l50 l99 <<<"$(p50 discard <<<"$out")"
     echo "rill batch=$b delay=$d ips=$(python3 -c "print(round($n / $secs, 1))") p50=$l50 p99=$l99" | tee -a "$results"
+    # Net of what raw tch does before its clock starts: the same job on one record (opening
+    # LibTorch, loading the model, the warm-up batch, starting the actors).
+    base=$(rill_run "$b" "$d" "$work/one.csv" | sed -n 's/.*finished in \([0-9.]*\) s.*/\1/p')
+    echo "rill-net batch=$b delay=$d ips=$(python3 -c "print(round($n / max($secs - $base, 1e-3), 1))") p50=$l50 p99=$l99" | tee -a "$results"
     out=$(rill_run "$b" "$d" "$work/paced.csv" "$RATE")
     read -r l50 l99 <<<"$(p50 discard <<<"$out")"
     mean=$(sed -n 's/.*mean size \([0-9.]*\).*/\1/p' <<<"$out")
