@@ -260,28 +260,8 @@ async fn drive(
     let state = crate::state::StateBackend::open_fresh(&cfg.work_dir.join("state"), cfg.state_cache_entries, cfg.max_parallelism)
         .map_err(RunError::Setup)?;
 
-    // Channels: one per (upstream instance, downstream instance) pair that talk.
     let n = plan.nodes.len();
-    let mut inputs: Vec<Vec<Vec<mpsc::Receiver<crate::message::Message>>>> =
-        plan.nodes.iter().map(|node| (0..node.parallelism).map(|_| Vec::new()).collect()).collect();
-    let mut outputs: Vec<Vec<Vec<OutEdge>>> = plan.nodes.iter().map(|node| (0..node.parallelism).map(|_| Vec::new()).collect()).collect();
-    for e in &plan.edges {
-        let (pu, pd) = (plan.nodes[e.from].parallelism, plan.nodes[e.to].parallelism);
-        for u in 0..pu {
-            let targets: Vec<u32> = match e.exchange {
-                Exchange::Forward => vec![u],
-                _ => (0..pd).collect(),
-            };
-            let mut senders = Vec::with_capacity(targets.len());
-            for d in targets {
-                let (tx, rx) = mpsc::channel(opts.channel_capacity.max(1));
-                senders.push(tx);
-                inputs[e.to][d as usize].push(rx);
-            }
-            let next = u as usize % senders.len();
-            outputs[e.from][u as usize].push(OutEdge { port: e.port, exchange: e.exchange.clone(), senders, next });
-        }
-    }
+    let (mut inputs, mut outputs) = wire(&plan, opts.channel_capacity);
 
     // Counters in plan order, so the summary reads from sources to sinks.
     let mut counters: Vec<Vec<_>> =
@@ -442,48 +422,20 @@ async fn drive(
                     let done = coordinator.ack(e, crate::checkpoint::InstanceState { component, subtask, state }, Instant::now());
                     if let Some(done) = done {
                         let ck = checkpointing.as_ref().expect("acks only with checkpoints");
-                        let is_savepoint = stop == Some(StopAt::Savepoint);
-                        let cp = crate::checkpoint::Checkpoint {
-                            job: cfg.name.clone(),
-                            epoch: e,
-                            savepoint: is_savepoint,
-                            created_ms: crate::time::now_millis(),
-                            duration_ms: done.duration.as_millis() as u64,
-                            alignment_ms: std::mem::take(&mut max_alignment),
-                            instances: done.states,
-                            folder: None,
-                        };
-                        match crate::checkpoint::write(&ck.dir, &cp, ck.retain) {
-                            Ok(bytes) => {
-                                failures.completed();
-                                tracing::info!("checkpoint {e} complete in {} ms (alignment {} ms), {bytes} bytes", cp.duration_ms, cp.alignment_ms);
-                                stats.completed += 1;
-                                stats.last_duration_ms = cp.duration_ms;
-                                stats.max_duration_ms = stats.max_duration_ms.max(cp.duration_ms);
-                                stats.max_alignment_ms = stats.max_alignment_ms.max(cp.alignment_ms);
-                                stats.last_bytes = bytes;
+                        let e = done.epoch;
+                        match write_checkpoint(ck, &cfg.name, done, stop == Some(StopAt::Savepoint), std::mem::take(&mut max_alignment), stats, &mut failures) {
+                            Err(err) => break Err(err),
+                            Ok(false) => {}
+                            Ok(true) => {
+                                // Stopping here: publish up to this checkpoint, then stop where we
+                                // are; nothing after it is committed, and the next run resumes
+                                // from it (Flink's stop without drain).
+                                commit(&operator_addrs, e, stop.is_some()).await;
                                 if let Some(why) = stop {
-                                    // Publish up to this checkpoint, then stop where we are:
-                                    // nothing after it is committed, and the next run resumes
-                                    // from it (Flink's stop without drain).
-                                    for a in &operator_addrs {
-                                        let _ = tokio::time::timeout(Duration::from_secs(5), a.send(Commit(crate::message::Epoch(e)))).await;
-                                    }
                                     break Ok(match why {
                                         StopAt::Savepoint => Outcome::Savepoint(ck.dir.join(format!("chk-{e}"))),
                                         StopAt::CtrlC => Outcome::Interrupted(Some(e)),
                                     });
-                                }
-                                for a in &operator_addrs {
-                                    if a.try_send(Commit(crate::message::Epoch(e))).is_err() {
-                                        tracing::warn!("an instance did not take the commit of checkpoint {e}; it commits at the next one");
-                                    }
-                                }
-                            }
-                            Err(err) => {
-                                let cause = format!("cannot write it under {}: {err}", ck.dir.display());
-                                if let Err(msg) = failures.failed(e, &cause) {
-                                    break Err(RunError::Checkpoints(msg));
                                 }
                             }
                         }
@@ -595,6 +547,89 @@ async fn stop_arbiters(arbiters: Vec<Arbiter>, failed: bool, mut interrupts: Opt
             std::process::exit(130);
         }
     }
+}
+
+/// Writes checkpoint `done` (as a savepoint if asked) and counts it in `stats`. A write that
+/// fails counts against `failures`: `Ok(false)` while that is tolerated, then the job's error.
+fn write_checkpoint(
+    ck: &crate::config::CheckpointConfig,
+    job: &str,
+    done: coordinator::Completed,
+    savepoint: bool,
+    alignment_ms: u64,
+    stats: &mut CheckpointStats,
+    failures: &mut coordinator::FailureCounter,
+) -> Result<bool, RunError> {
+    let epoch = done.epoch;
+    let cp = crate::checkpoint::Checkpoint {
+        job: job.to_string(),
+        epoch,
+        savepoint,
+        created_ms: crate::time::now_millis(),
+        duration_ms: done.duration.as_millis() as u64,
+        alignment_ms,
+        instances: done.states,
+        folder: None,
+    };
+    match crate::checkpoint::write(&ck.dir, &cp, ck.retain) {
+        Ok(bytes) => {
+            failures.completed();
+            tracing::info!("checkpoint {epoch} complete in {} ms (alignment {} ms), {bytes} bytes", cp.duration_ms, cp.alignment_ms);
+            stats.completed += 1;
+            stats.last_duration_ms = cp.duration_ms;
+            stats.max_duration_ms = stats.max_duration_ms.max(cp.duration_ms);
+            stats.max_alignment_ms = stats.max_alignment_ms.max(cp.alignment_ms);
+            stats.last_bytes = bytes;
+            Ok(true)
+        }
+        Err(err) => {
+            let cause = format!("cannot write it under {}: {err}", ck.dir.display());
+            failures.failed(epoch, &cause).map(|()| false).map_err(RunError::Checkpoints)
+        }
+    }
+}
+
+/// Tells every operator instance that checkpoint `epoch` is complete (sinks publish). With
+/// `wait` (the job stops there) each is waited for, up to 5 s; otherwise an instance whose
+/// mailbox is full commits at the next checkpoint.
+async fn commit(operators: &[Addr<OperatorActor>], epoch: u64, wait: bool) {
+    for a in operators {
+        let c = Commit(crate::message::Epoch(epoch));
+        if wait {
+            let _ = tokio::time::timeout(Duration::from_secs(5), a.send(c)).await;
+        } else if a.try_send(c).is_err() {
+            tracing::warn!("an instance did not take the commit of checkpoint {epoch}; it commits at the next one");
+        }
+    }
+}
+
+/// Each instance's input channels (receivers) and output edges, by component and instance.
+type Wiring = (Vec<Vec<Vec<mpsc::Receiver<crate::message::Message>>>>, Vec<Vec<Vec<OutEdge>>>);
+
+/// The channels of a job: one per (upstream instance, downstream instance) pair that talk,
+/// bounded to `capacity` messages.
+fn wire(plan: &JobPlan, capacity: usize) -> Wiring {
+    let mut inputs: Vec<Vec<Vec<mpsc::Receiver<crate::message::Message>>>> =
+        plan.nodes.iter().map(|node| (0..node.parallelism).map(|_| Vec::new()).collect()).collect();
+    let mut outputs: Vec<Vec<Vec<OutEdge>>> = plan.nodes.iter().map(|node| (0..node.parallelism).map(|_| Vec::new()).collect()).collect();
+    for e in &plan.edges {
+        let (pu, pd) = (plan.nodes[e.from].parallelism, plan.nodes[e.to].parallelism);
+        for u in 0..pu {
+            let targets: Vec<u32> = match e.exchange {
+                Exchange::Forward => vec![u],
+                _ => (0..pd).collect(),
+            };
+            let mut senders = Vec::with_capacity(targets.len());
+            for d in targets {
+                let (tx, rx) = mpsc::channel(capacity.max(1));
+                senders.push(tx);
+                inputs[e.to][d as usize].push(rx);
+            }
+            let next = u as usize % senders.len();
+            outputs[e.from][u as usize].push(OutEdge { port: e.port, exchange: e.exchange.clone(), senders, next });
+        }
+    }
+    (inputs, outputs)
 }
 
 /// The arbiter of instance `s` of component `i`. A component with at least one instance per
