@@ -254,142 +254,11 @@ async fn drive(
         // Half-written checkpoints of an earlier run are of no use.
         crate::checkpoint::discard_staging(&ck.dir, None);
     }
-    let restored: std::collections::BTreeMap<(String, u32), Option<SavedState>> =
-        opts.restore.as_ref().map(|c| c.by_instance()).unwrap_or_default();
     let restore_epoch = opts.restore.as_ref().map(|c| c.epoch).unwrap_or(0);
     let state = crate::state::StateBackend::open_fresh(&cfg.work_dir.join("state"), cfg.state_cache_entries, cfg.max_parallelism)
         .map_err(RunError::Setup)?;
 
-    let n = plan.nodes.len();
-    let (mut inputs, mut outputs) = wire(&plan, opts.channel_capacity);
-
-    // Counters in plan order, so the summary reads from sources to sinks.
-    let mut counters: Vec<Vec<_>> =
-        plan.nodes.iter().map(|node| (0..node.parallelism).map(|s| Some(metrics.register(&node.name, &node.type_name, s))).collect()).collect();
-    let mut source_addrs = Vec::new();
-    let mut operator_addrs = Vec::new();
-    let mut actors = 0usize;
-    // Downstream first, so that every actor exists before the sources start.
-    for i in (0..n).rev() {
-        let node = &plan.nodes[i];
-        let siblings: Arc<Vec<std::sync::atomic::AtomicI64>> =
-            Arc::new((0..node.parallelism).map(|_| std::sync::atomic::AtomicI64::new(i64::MIN)).collect());
-        for s in 0..node.parallelism {
-            let arbiter = arbiters[placement(i, s, node.parallelism, threads)].handle();
-            let counters = counters[i][s as usize].take().expect("one actor per instance");
-            let outs = Outputs::new(std::mem::take(&mut outputs[i][s as usize]));
-            let shared = shared.clone();
-            actors += 1;
-            match &node.spec {
-                NodeSpec::Source(spec) => {
-                    let sctx = SourceContext {
-                        name: node.name.clone(),
-                        subtask: s,
-                        parallelism: node.parallelism,
-                        source_index: sources.iter().position(|&x| x == i).expect("a source") as u32,
-                        batch_size: cfg.batch_size,
-                    };
-                    let make = spec.make.clone();
-                    let time = node.time.clone();
-                    let siblings = siblings.clone();
-                    let position = match restored.get(&(node.name.to_string(), s)) {
-                        Some(Some(SavedState::Source(p))) => Some(p.clone()),
-                        Some(Some(SavedState::Operator(_))) => {
-                            tracing::warn!("the checkpoint holds an operator's state for source `{}`; it starts from the beginning", node.name);
-                            None
-                        }
-                        _ => None,
-                    };
-                    let addr = SourceActor::start_in_arbiter(&arbiter, move |_| SourceActor {
-                        ctx: sctx,
-                        source: None,
-                        make,
-                        outputs: Some(outs),
-                        counters,
-                        shared,
-                        stop_requested: false,
-                        done: false,
-                        restore: position,
-                        time: crate::time::Timestamper::new(time),
-                        siblings,
-                    });
-                    source_addrs.push(addr);
-                }
-                NodeSpec::Transform(_) | NodeSpec::Sink(_) => {
-                    let rxs = std::mem::take(&mut inputs[i][s as usize]);
-                    let octx = OperatorContext {
-                        name: node.name.clone(),
-                        subtask: s,
-                        parallelism: node.parallelism,
-                        max_parallelism: cfg.max_parallelism,
-                        key_groups: key_group_range(cfg.max_parallelism, node.parallelism, s),
-                        work_dir: cfg.work_dir.clone(),
-                        state: Some(state.clone()),
-                        checkpointing: cfg.checkpoint.is_some(),
-                        restoring: opts.restore.is_some(),
-                        managed: Default::default(),
-                    };
-                    let before: Vec<&Option<SavedState>> = restored.iter().filter(|((c, _), _)| **c == *node.name).map(|(_, v)| v).collect();
-                    let operator_state = |v: &Option<SavedState>| match v {
-                        Some(SavedState::Operator(o)) => Some(o.clone()),
-                        _ => None,
-                    };
-                    let restore = if before.len() as u32 == node.parallelism {
-                        restored.get(&(node.name.to_string(), s)).and_then(operator_state).map(actors::Restore::Own)
-                    } else if before.is_empty() {
-                        None
-                    } else {
-                        Some(actors::Restore::Rescaled(before.iter().filter_map(|v| operator_state(v)).collect()))
-                    };
-                    let spec = node.spec.clone();
-                    let addr = OperatorActor::start_in_arbiter(&arbiter, move |ctx| {
-                        let made = match &spec {
-                            NodeSpec::Transform(t) => (t.make)(&octx),
-                            NodeSpec::Sink(k) => (k.make)(&octx).map(|s| Box::new(SinkOperator(s)) as Box<dyn crate::operator::Operator>),
-                            NodeSpec::Source(_) => unreachable!("sources are started above"),
-                        };
-                        let (op, init_error) = match made {
-                            Ok(op) => (op, None),
-                            Err(e) => (Box::new(Unmade) as Box<dyn crate::operator::Operator>, Some(e)),
-                        };
-                        let n_inputs = rxs.len();
-                        let fault = crate::faults::for_instance(&octx.name, s);
-                        let (gate, control) = InputGate::new(rxs);
-                        ctx.add_stream(gate);
-                        OperatorActor {
-                            name: octx.name.clone(),
-                            subtask: s,
-                            op,
-                            outputs: Some(outs),
-                            gate: control,
-                            watermarks: WatermarkTracker::new(n_inputs),
-                            aligner: crate::runtime::alignment::BarrierAligner::new(n_inputs),
-                            open_inputs: n_inputs,
-                            collector: Default::default(),
-                            counters,
-                            shared,
-                            failed: false,
-                            octx,
-                            init_error,
-                            next_tick: None,
-                            restore,
-                            aligning_since: None,
-                            then: Vec::new(),
-                            busy: false,
-                            is_sink: matches!(spec, NodeSpec::Sink(_)),
-                            side_outputs: match &spec {
-                                NodeSpec::Transform(t) => t.side_outputs.clone(),
-                                _ => Vec::new(),
-                            },
-                            fault,
-                            chain: Default::default(),
-                        }
-                    });
-                    operator_addrs.push(addr);
-                }
-            }
-        }
-    }
+    let Started { sources: source_addrs, operators: operator_addrs, instances: actors } = start_actors(&plan, &opts, &arbiters, &shared, &state, &metrics);
     debug_assert!(plan.nodes.iter().filter(|n| n.role == Role::Source).count() > 0);
 
     let mut finished = 0usize;
@@ -547,6 +416,153 @@ async fn stop_arbiters(arbiters: Vec<Arbiter>, failed: bool, mut interrupts: Opt
             std::process::exit(130);
         }
     }
+}
+
+/// The actors of a running job.
+struct Started {
+    sources: Vec<Addr<SourceActor>>,
+    operators: Vec<Addr<OperatorActor>>,
+    /// All of them (what a checkpoint needs an acknowledgement from).
+    instances: usize,
+}
+
+/// Starts one actor per instance on `arbiters`, downstream first so that every actor exists
+/// before the sources start, each with its channels, counters and what it restores.
+fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared: &Shared, state: &crate::state::StateBackend, metrics: &JobMetrics) -> Started {
+    let (cfg, threads, sources) = (&plan.config, arbiters.len(), plan.sources());
+    let restored: std::collections::BTreeMap<(String, u32), Option<SavedState>> =
+        opts.restore.as_ref().map(|c| c.by_instance()).unwrap_or_default();
+    let n = plan.nodes.len();
+    let (mut inputs, mut outputs) = wire(plan, opts.channel_capacity);
+
+    // Counters in plan order, so the summary reads from sources to sinks.
+    let mut counters: Vec<Vec<_>> =
+        plan.nodes.iter().map(|node| (0..node.parallelism).map(|s| Some(metrics.register(&node.name, &node.type_name, s))).collect()).collect();
+    let mut source_addrs = Vec::new();
+    let mut operator_addrs = Vec::new();
+    let mut actors = 0usize;
+    // Downstream first, so that every actor exists before the sources start.
+    for i in (0..n).rev() {
+        let node = &plan.nodes[i];
+        let siblings: Arc<Vec<std::sync::atomic::AtomicI64>> =
+            Arc::new((0..node.parallelism).map(|_| std::sync::atomic::AtomicI64::new(i64::MIN)).collect());
+        for s in 0..node.parallelism {
+            let arbiter = arbiters[placement(i, s, node.parallelism, threads)].handle();
+            let counters = counters[i][s as usize].take().expect("one actor per instance");
+            let outs = Outputs::new(std::mem::take(&mut outputs[i][s as usize]));
+            let shared = shared.clone();
+            actors += 1;
+            match &node.spec {
+                NodeSpec::Source(spec) => {
+                    let sctx = SourceContext {
+                        name: node.name.clone(),
+                        subtask: s,
+                        parallelism: node.parallelism,
+                        source_index: sources.iter().position(|&x| x == i).expect("a source") as u32,
+                        batch_size: cfg.batch_size,
+                    };
+                    let make = spec.make.clone();
+                    let time = node.time.clone();
+                    let siblings = siblings.clone();
+                    let position = match restored.get(&(node.name.to_string(), s)) {
+                        Some(Some(SavedState::Source(p))) => Some(p.clone()),
+                        Some(Some(SavedState::Operator(_))) => {
+                            tracing::warn!("the checkpoint holds an operator's state for source `{}`; it starts from the beginning", node.name);
+                            None
+                        }
+                        _ => None,
+                    };
+                    let addr = SourceActor::start_in_arbiter(&arbiter, move |_| SourceActor {
+                        ctx: sctx,
+                        source: None,
+                        make,
+                        outputs: Some(outs),
+                        counters,
+                        shared,
+                        stop_requested: false,
+                        done: false,
+                        restore: position,
+                        time: crate::time::Timestamper::new(time),
+                        siblings,
+                    });
+                    source_addrs.push(addr);
+                }
+                NodeSpec::Transform(_) | NodeSpec::Sink(_) => {
+                    let rxs = std::mem::take(&mut inputs[i][s as usize]);
+                    let octx = OperatorContext {
+                        name: node.name.clone(),
+                        subtask: s,
+                        parallelism: node.parallelism,
+                        max_parallelism: cfg.max_parallelism,
+                        key_groups: key_group_range(cfg.max_parallelism, node.parallelism, s),
+                        work_dir: cfg.work_dir.clone(),
+                        state: Some(state.clone()),
+                        checkpointing: cfg.checkpoint.is_some(),
+                        restoring: opts.restore.is_some(),
+                        managed: Default::default(),
+                    };
+                    let before: Vec<&Option<SavedState>> = restored.iter().filter(|((c, _), _)| **c == *node.name).map(|(_, v)| v).collect();
+                    let operator_state = |v: &Option<SavedState>| match v {
+                        Some(SavedState::Operator(o)) => Some(o.clone()),
+                        _ => None,
+                    };
+                    let restore = if before.len() as u32 == node.parallelism {
+                        restored.get(&(node.name.to_string(), s)).and_then(operator_state).map(actors::Restore::Own)
+                    } else if before.is_empty() {
+                        None
+                    } else {
+                        Some(actors::Restore::Rescaled(before.iter().filter_map(|v| operator_state(v)).collect()))
+                    };
+                    let spec = node.spec.clone();
+                    let addr = OperatorActor::start_in_arbiter(&arbiter, move |ctx| {
+                        let made = match &spec {
+                            NodeSpec::Transform(t) => (t.make)(&octx),
+                            NodeSpec::Sink(k) => (k.make)(&octx).map(|s| Box::new(SinkOperator(s)) as Box<dyn crate::operator::Operator>),
+                            NodeSpec::Source(_) => unreachable!("sources are started above"),
+                        };
+                        let (op, init_error) = match made {
+                            Ok(op) => (op, None),
+                            Err(e) => (Box::new(Unmade) as Box<dyn crate::operator::Operator>, Some(e)),
+                        };
+                        let n_inputs = rxs.len();
+                        let fault = crate::faults::for_instance(&octx.name, s);
+                        let (gate, control) = InputGate::new(rxs);
+                        ctx.add_stream(gate);
+                        OperatorActor {
+                            name: octx.name.clone(),
+                            subtask: s,
+                            op,
+                            outputs: Some(outs),
+                            gate: control,
+                            watermarks: WatermarkTracker::new(n_inputs),
+                            aligner: crate::runtime::alignment::BarrierAligner::new(n_inputs),
+                            open_inputs: n_inputs,
+                            collector: Default::default(),
+                            counters,
+                            shared,
+                            failed: false,
+                            octx,
+                            init_error,
+                            next_tick: None,
+                            restore,
+                            aligning_since: None,
+                            then: Vec::new(),
+                            busy: false,
+                            is_sink: matches!(spec, NodeSpec::Sink(_)),
+                            side_outputs: match &spec {
+                                NodeSpec::Transform(t) => t.side_outputs.clone(),
+                                _ => Vec::new(),
+                            },
+                            fault,
+                            chain: Default::default(),
+                        }
+                    });
+                    operator_addrs.push(addr);
+                }
+            }
+        }
+    }
+    Started { sources: source_addrs, operators: operator_addrs, instances: actors }
 }
 
 /// Writes checkpoint `done` (as a savepoint if asked) and counts it in `stats`. A write that
