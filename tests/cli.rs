@@ -166,7 +166,8 @@ fn readme_block(after: &str) -> Vec<String> {
 #[test]
 fn the_readme_shows_what_rill_prints_for_the_orders_demo() {
     let tmp = tempfile::tempdir().unwrap();
-    let r = run(&["run", "examples/orders.yaml", "--set", &format!("sinks.out.path={}", tmp.path().join("o.jsonl").display())]);
+    let (out, work) = (format!("sinks.out.path={}", tmp.path().join("o.jsonl").display()), format!("work_dir={}", tmp.path().display()));
+    let r = run(&["run", "examples/orders.yaml", "--set", &out, "--set", &work]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     // The summary's table, line for line (the timing line aside).
     let shown = readme_block("At the end `rill run` prints a summary");

@@ -631,10 +631,12 @@ fn the_restart_strategy_does_not_retry_a_user_error() {
 
 #[test]
 fn verbose_runs_say_what_the_job_does() {
-    let quiet = run(&["run", "examples/orders.yaml", "--set", "sinks.out.path=/dev/null", "--set", "work_dir=/tmp/rill-verbose-test"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let work = format!("work_dir={}", tmp.path().display());
+    let quiet = run(&["run", "examples/orders.yaml", "--set", "sinks.out.path=/dev/null", "--set", &work]);
     assert_eq!(quiet.code, 0, "{}", quiet.stderr);
     assert!(!quiet.stderr.contains("INFO"), "{}", quiet.stderr);
-    let loud = run(&["-v", "run", "examples/orders.yaml", "--set", "sinks.out.path=/dev/null", "--set", "work_dir=/tmp/rill-verbose-test"]);
+    let loud = run(&["-v", "run", "examples/orders.yaml", "--set", "sinks.out.path=/dev/null", "--set", &work]);
     assert_eq!(loud.code, 0, "{}", loud.stderr);
     assert!(loud.stderr.contains("INFO") && loud.stderr.contains("starting job `orders-demo`: 6 components, 9 instances"), "{}", loud.stderr);
     assert!(loud.stderr.contains("source `orders` instance 0 ended after 300 records"), "{}", loud.stderr);
