@@ -16,8 +16,8 @@
 //! Every file starts with a header line naming its kind, its format version and the CRC-32 and
 //! length of what follows (`RILL-CHECKPOINT 1 crc32=… len=…`): a damaged or cut file is detected
 //! before anything is restored from it, and [`latest`] falls back to the newest intact
-//! checkpoint, reporting the ones it skipped. Files without a header (written before versions
-//! existed) are read as format 0, unchecked.
+//! checkpoint, reporting the ones it skipped. A file without a header was written by a Rill
+//! from before format versions, whose layout this one does not read: it is refused as such.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -177,12 +177,15 @@ fn framed(magic: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The body of a file written by [`framed`], checked; a file without a header is returned
-/// whole (format 0).
+/// The body of a file written by [`framed`], checked. A file without a header (from before
+/// format versions) is refused, saying so.
 fn unframe<'a>(magic: &str, bytes: &'a [u8], path: &Path) -> Result<&'a [u8], String> {
     let damaged = |why: String| format!("{} is damaged: {why}", path.display());
     let Some(rest) = bytes.strip_prefix(magic.as_bytes()) else {
-        return Ok(bytes);
+        return Err(format!(
+            "{} has no `{magic}` header: an older Rill wrote it (before checkpoint format {FORMAT_VERSION}), in a layout this one does not read; resume with that Rill, or start afresh with --from-scratch",
+            path.display()
+        ));
     };
     let nl = rest.iter().position(|&b| b == b'\n').ok_or_else(|| damaged("its header line is cut".into()))?;
     let header = std::str::from_utf8(&rest[..nl]).map_err(|_| damaged("its header is not text".into()))?;
@@ -519,9 +522,10 @@ mod tests {
         fs::write(meta(1), b"RILL-CHECKPOINT 1 crc32=0 len=2\n{}").unwrap();
         let err = latest(&dir).unwrap_err();
         assert!(err.contains("no intact checkpoint") && err.contains("3 damaged"), "{err}");
-        // Metadata from before format versions (plain JSON) still reads.
+        // Metadata from before format versions (plain JSON) is refused as such, not as damage.
         fs::write(meta(1), serde_json::to_vec(&cp(1)).unwrap()).unwrap();
-        assert_eq!(latest(&dir).unwrap().0.map(|c| c.epoch), Some(1));
+        let err = load(&dir.join("chk-1")).unwrap_err();
+        assert!(err.contains("an older Rill wrote it"), "{err}");
         let _ = fs::remove_dir_all(&dir);
     }
 
