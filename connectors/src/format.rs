@@ -176,9 +176,9 @@ impl Decoder {
         match &self.format {
             Format::Json => {
                 let r = Record::from_json(line).map_err(|e| DecodeError::new(format!("invalid JSON: {e}"), e.column()))?;
-                // serde_json reads an integer literal beyond 64 bits as a double: look for one
-                // (only where a double was read, so integer-only records cost nothing more).
-                if r.fields().iter().any(|(_, v)| has_double(v)) {
+                // serde_json reads an integer literal beyond 64 bits as a double: look for one,
+                // only where a double that large was read (other records cost nothing more).
+                if r.fields().iter().any(|(_, v)| has_huge_double(v)) {
                     if let Some((column, digits)) = huge_integer(line) {
                         return Err(DecodeError::new(format!("invalid JSON: integer {digits} is beyond the 64-bit range (write it as a string or a double)"), column));
                     }
@@ -285,11 +285,12 @@ fn small_uint(cell: &str) -> Option<u32> {
     b.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32))
 }
 
-fn has_double(v: &Value) -> bool {
+/// Whether `v` holds a double at least as large as an integer beyond 64 bits would read as.
+fn has_huge_double(v: &Value) -> bool {
     match v {
-        Value::Float(_) => true,
-        Value::List(l) => l.iter().any(has_double),
-        Value::Map(m) => m.fields().iter().any(|(_, v)| has_double(v)),
+        Value::Float(f) => f.abs() >= 9.2e18,
+        Value::List(l) => l.iter().any(has_huge_double),
+        Value::Map(m) => m.fields().iter().any(|(_, v)| has_huge_double(v)),
         _ => false,
     }
 }
