@@ -127,7 +127,10 @@ fn sequence(exe: &Path, chaos_args: &[String], faults: &Faults, targets: &[(Stri
     let mut slowed = Vec::new();
     for i in 0..runs {
         let mut cmd = Command::new(exe);
-        cmd.args(chaos_args).stdout(Stdio::null()).stderr(Stdio::null());
+        // Its stderr is kept, to say why if it fails by itself.
+        let log = std::env::temp_dir().join(format!("rill-chaos-run-{}-{i}.log", std::process::id()));
+        let stderr = std::fs::File::create(&log).map(Stdio::from).unwrap_or_else(|_| Stdio::null());
+        cmd.args(chaos_args).stdout(Stdio::null()).stderr(stderr);
         if i == 0 {
             cmd.arg("--from-scratch");
         }
@@ -166,8 +169,14 @@ fn sequence(exe: &Path, chaos_args: &[String], faults: &Faults, targets: &[(Stri
             }
             Some(st) if st.success() => return Sequence::TooShort { faulted: killed + panicked },
             Some(_) if panic_run => panicked += 1,
-            Some(st) => return Sequence::Failed(format!("run {i} failed by itself ({st})")),
+            Some(st) => {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = said.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+                let _ = std::fs::remove_file(&log);
+                return Sequence::Failed(format!("run {i} failed by itself ({st}):\n{}", tail.join("\n")));
+            }
         }
+        let _ = std::fs::remove_file(&log);
     }
     let status = Command::new(exe).args(chaos_args).stdout(Stdio::null()).stderr(Stdio::null()).env_remove("RILL_FAULTS").status();
     if !status.as_ref().is_ok_and(|s| s.success()) {

@@ -61,6 +61,14 @@ impl StateBackend {
     fn db(&self) -> Result<&sled::Db, String> {
         self.db
             .get_or_init(|| {
+                // What an earlier run left is of no use (state comes from checkpoints), and a
+                // database killed mid-write would only be recovered to be cleared: remove it.
+                // The job's lock on its work folder makes this safe.
+                if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(format!("cannot clear the old state database at {}: {e}", self.dir.display()));
+                    }
+                }
                 let db = sled::Config::new()
                     .path(&self.dir)
                     .cache_capacity(64 << 20)
