@@ -25,6 +25,16 @@ fn exit_code(child: &mut std::process::Child) -> Option<i32> {
     code
 }
 
+/// Reads lines from `from` until one contains `needle` (failing if the stream ends first).
+fn read_until(from: &mut impl BufRead, needle: &str) -> String {
+    let mut line = String::new();
+    while !line.contains(needle) {
+        line.clear();
+        assert!(from.read_line(&mut line).unwrap() > 0, "the stream ended before `{needle}`");
+    }
+    line
+}
+
 /// Everything `child` wrote to stderr (killed first if it still runs, so this cannot hang).
 fn stderr_of(child: &mut std::process::Child) -> String {
     if !matches!(child.try_wait(), Ok(Some(_))) {
@@ -673,16 +683,9 @@ fn a_second_ctrl_c_aborts_a_job_that_cannot_drain() {
     let mut job = Guard(rill().args(["-v", "run", p.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
     // The job logs that it starts once it listens for Ctrl-C.
     let mut err = BufReader::new(job.0.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("starting job `stuck`") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "the job starts");
-    }
+    read_until(&mut err, "starting job `stuck`");
     interrupt(&job.0);
-    while !line.contains("stopping:") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "the job says it is stopping");
-    }
+    read_until(&mut err, "stopping:");
     assert!(job.0.try_wait().unwrap().is_none(), "still draining");
     interrupt(&job.0);
     assert_eq!(exit_code(&mut job.0), Some(130));

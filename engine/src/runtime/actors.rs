@@ -388,13 +388,9 @@ struct SavedInstance {
 
 impl SavedInstance {
     fn read(saved: &OperatorState) -> Result<SavedInstance, OperatorError> {
-        let chain = match &saved.snapshot {
-            Some(s) => s.read().map_err(OperatorError::new)?,
-            None => Vec::new(),
-        };
-        let files = match &saved.snapshot {
-            Some(Stored::Files(f)) => f.clone(),
-            _ => Vec::new(),
+        let (chain, files) = match &saved.snapshot {
+            Some(s) => (s.read().map_err(OperatorError::new)?, if let Stored::Files(f) = s { f.clone() } else { Vec::new() }),
+            None => (Vec::new(), Vec::new()),
         };
         let managed = match &saved.managed {
             Some(m) => decode_managed(&m.read().map_err(OperatorError::new)?.concat()).map_err(|e| OperatorError::new(format!("checkpoint keyed state: {e}")))?,
