@@ -129,8 +129,8 @@ impl FileSource {
 
     /// Reads up to `budget` records (and at most what fits in `out`).
     fn read(&mut self, out: &mut SourceOutput, budget: usize) -> Result<SourceStatus, OperatorError> {
-        let limit = out.records().len().saturating_add(budget);
-        while !out.is_full() && out.records().len() < limit {
+        let limit = out.len().saturating_add(budget);
+        while !out.is_full() && out.len() < limit {
             if self.reader.is_none() {
                 let Some(path) = self.files.get(self.current) else { return Ok(SourceStatus::Finished) };
                 let f = File::open(path).map_err(|e| OperatorError::external(format!("cannot open {}: {e}", path.display())))?;
@@ -162,7 +162,7 @@ impl FileSource {
                 if let Some(size) = self.sizes.get_mut(self.current) {
                     *size = (*size).max(self.offset + self.line_buf.len() as u64);
                 }
-                return Ok(if out.records().is_empty() { SourceStatus::Idle(self.poll) } else { SourceStatus::Ready });
+                return Ok(if out.is_empty() { SourceStatus::Idle(self.poll) } else { SourceStatus::Ready });
             }
             if !self.line_buf.is_empty() {
                 self.consume_line(out)?;
@@ -232,10 +232,10 @@ impl Source for FileSource {
                 Err(wait) => return Ok(SourceStatus::Idle(wait)),
             },
         };
-        let before = out.records().len();
+        let before = out.len();
         let status = self.read(out, budget);
         if let Some(pace) = &mut self.pace {
-            pace.sent((out.records().len() - before) as u64);
+            pace.sent((out.len() - before) as u64);
         }
         status
     }
@@ -431,7 +431,7 @@ impl Sink for FileSink {
 
     fn write(&mut self, batch: Batch, _out: &mut Collector) -> Result<(), OperatorError> {
         self.buf.clear();
-        for r in &batch.records {
+        for r in batch.records().iter() {
             self.encoder.encode(r, &mut self.buf);
         }
         let f = self.file.as_mut().expect("opened");

@@ -5,15 +5,13 @@
 //! pace and the set of events does not depend on parallelism. With `rate`, events are spread
 //! evenly over time (the rate is for the whole source).
 
-
-
 use rill_engine::config::{ConfigError, ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::operator::OperatorError;
-use rill_engine::record::Record;
+use rill_engine::columns::{Column, Columns};
 use rill_engine::registry::{BuildContext, SourceSpec};
 use rill_engine::source::{Progress, Source, SourceContext, SourceOutput, SourceStatus};
-use rill_engine::value::{Sym, Value};
+use rill_engine::value::Sym;
 use rill_engine::config::Ordered;
 
 #[derive(serde::Deserialize)]
@@ -69,17 +67,49 @@ pub struct Generator {
     next: u64,
     step: u64,
     emitted: u64,
-    scratch: Record,
     id: Sym,
 }
 
 impl Generator {
     pub fn new(fields: Vec<(Sym, Expr)>, start: i64, count: Option<u64>, rate: Option<f64>, subtask: u64, parallelism: u64) -> Generator {
         let id = Sym::new("id");
-        let mut scratch = Record::new();
-        scratch.push(id, Value::Int(0));
         let pace = rate.map(|r| crate::pace::Pace::new(r / parallelism as f64));
-        Generator { fields, start, count, pace, next: subtask, step: parallelism, emitted: 0, scratch, id }
+        Generator { fields, start, count, pace, next: subtask, step: parallelism, emitted: 0, id }
+    }
+}
+
+impl Generator {
+    /// Emits the next `n` events as one column batch: `id` is a column, each field an
+    /// expression evaluated over it. An event whose field fails is rejected.
+    fn emit(&mut self, n: usize, out: &mut SourceOutput) {
+        let offsets: Vec<u64> = (0..n as u64).map(|i| self.next + i * self.step).collect();
+        let mut ids = Columns::new(offsets.clone());
+        ids.set(self.id, Column::Int(offsets.iter().map(|&o| self.start + o as i64).collect()));
+        let mut events = Columns::new(offsets);
+        let mut failed: Vec<Option<String>> = Vec::new();
+        for (name, e) in &self.fields {
+            let evaluated = e.eval_columns(&ids);
+            for (row, err) in evaluated.errors {
+                if failed.is_empty() {
+                    failed = vec![None; n];
+                }
+                failed[row].get_or_insert_with(|| format!("field `{name}` = `{}`: {err}", e.source()));
+            }
+            events.set(*name, evaluated.column.into_owned());
+        }
+        if !failed.is_empty() {
+            for (row, msg) in failed.iter().enumerate() {
+                if let Some(msg) = msg {
+                    let id = self.start + events.offsets[row] as i64;
+                    out.reject_raw(format!("id = {id}"), msg.clone(), serde_json::json!({"id": id}));
+                }
+            }
+            let keep: Vec<bool> = failed.iter().map(Option::is_none).collect();
+            events = events.select(&keep);
+        }
+        out.emit_columns(events);
+        self.next += n as u64 * self.step;
+        self.emitted += n as u64;
     }
 }
 
@@ -95,33 +125,10 @@ impl Source for Generator {
                 Err(wait) => return Ok(SourceStatus::Idle(wait)),
             }
         }
-        let n = self.fields.len();
-        for _ in 0..budget {
-            if self.count.is_some_and(|c| self.next >= c) {
-                return Ok(SourceStatus::Finished);
-            }
-            let id = self.start + self.next as i64;
-            self.scratch.set(self.id, Value::Int(id));
-            let mut r = Record::with_capacity(n);
-            let mut failed = None;
-            for (name, e) in &self.fields {
-                match e.eval(&self.scratch) {
-                    Ok(v) => r.push(*name, v),
-                    Err(err) => {
-                        failed = Some(format!("field `{name}` = `{}`: {err}", e.source()));
-                        break;
-                    }
-                }
-            }
-            match failed {
-                None => {
-                    r.origin.offset = self.next;
-                    out.emit(r)
-                }
-                Some(msg) => out.reject_raw(format!("id = {id}"), msg, serde_json::json!({"id": id})),
-            }
-            self.next += self.step;
-            self.emitted += 1;
+        let left = self.count.map_or(u64::MAX, |c| c.saturating_sub(self.next).div_ceil(self.step));
+        let n = budget.min(left) as usize;
+        if n > 0 {
+            self.emit(n, out);
         }
         if self.count.is_some_and(|c| self.next >= c) {
             return Ok(SourceStatus::Finished);

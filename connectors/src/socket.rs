@@ -273,7 +273,7 @@ impl Source for SocketSource {
                 }
                 Ok(Line::Failed(msg)) => return Err(OperatorError::external(msg)),
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    return Ok(if out.records().is_empty() && out.rejected().is_empty() {
+                    return Ok(if out.is_empty() && out.rejected().is_empty() {
                         SourceStatus::Idle(Duration::from_millis(2))
                     } else {
                         SourceStatus::Ready
@@ -338,7 +338,7 @@ impl Sink for SocketSink {
 
     fn write(&mut self, batch: Batch, _out: &mut Collector) -> Result<(), OperatorError> {
         self.buf.clear();
-        for r in &batch.records {
+        for r in batch.records().iter() {
             self.encoder.encode(r, &mut self.buf);
         }
         self.stream

@@ -5,6 +5,7 @@ pub mod expr;
 pub mod exchange;
 pub mod message;
 pub mod record;
+pub mod columns;
 pub mod value;
 pub mod config;
 pub mod dead_letter;

@@ -38,7 +38,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::message::{Epoch, Watermark};
-use crate::record::{Batch, Record};
+use crate::columns::Columns;
+use crate::record::{Batch, Data, Emitted, Record};
 
 /// What [`Operator::snapshot_incremental`] returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -237,13 +238,13 @@ pub type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Co
 /// Where an operator puts its output.
 #[derive(Default)]
 pub struct Collector {
-    records: Vec<Record>,
+    main: Emitted,
     side: Vec<(usize, Record)>,
     rejected: Vec<Rejected>,
     timers: crate::state::Timers,
     /// Watermarks reached while collecting: (records emitted before it, watermark).
     marks: Vec<(usize, Watermark)>,
-    /// Output still being computed: (records emitted before it, watermarks before it, work).
+    /// Output still being computed: (pieces of output before it, watermarks before it, work).
     deferred: Vec<(usize, usize, Deferred)>,
 }
 
@@ -251,7 +252,12 @@ impl Collector {
     /// Emits a record on the main output.
     #[inline]
     pub fn emit(&mut self, record: Record) {
-        self.records.push(record)
+        self.main.push(record)
+    }
+
+    /// Emits a whole column batch on the main output (after everything emitted before).
+    pub fn emit_columns(&mut self, columns: Columns) {
+        self.main.push_columns(columns)
     }
 
     /// Emits a record on side output `port` (the index in the operator's declared outputs).
@@ -264,8 +270,9 @@ impl Collector {
         self.rejected.push(Rejected { input: RejectedInput::Record(record), error: error.to_string(), position: None })
     }
 
-    pub fn records(&self) -> &[Record] {
-        &self.records
+    /// The records emitted on the main output so far (as rows).
+    pub fn records(&self) -> Vec<Record> {
+        self.main.to_records()
     }
 
     /// Emits, in this place of the output, what `work` will produce (its emitted and rejected
@@ -274,7 +281,8 @@ impl Collector {
     /// one call run concurrently, and their output keeps its place relative to everything else
     /// the operator emits — records, watermarks, barriers. An error fails the job.
     pub fn defer(&mut self, work: impl std::future::Future<Output = Result<Collector, OperatorError>> + 'static) {
-        self.deferred.push((self.records.len(), self.marks.len(), Box::pin(work)))
+        let place = self.main.close();
+        self.deferred.push((place, self.marks.len(), Box::pin(work)))
     }
 
     /// Whether work was deferred (and not yet taken by the runtime).
@@ -299,7 +307,7 @@ impl Collector {
 
     pub(crate) fn take(&mut self) -> Collected {
         Collected {
-            main: std::mem::take(&mut self.records),
+            main: self.main.take(),
             side: std::mem::take(&mut self.side),
             rejected: std::mem::take(&mut self.rejected),
             marks: std::mem::take(&mut self.marks),
@@ -311,19 +319,20 @@ impl Collector {
     pub(crate) fn mark(&mut self, wm: Watermark) {
         let deferred_since_last_mark = matches!(self.deferred.last(), Some(d) if d.1 == self.marks.len());
         match self.marks.last_mut() {
-            Some((n, last)) if *n == self.records.len() && !deferred_since_last_mark => *last = wm,
-            _ => self.marks.push((self.records.len(), wm)),
+            Some((n, last)) if *n == self.main.len() && !deferred_since_last_mark => *last = wm,
+            _ => self.marks.push((self.main.len(), wm)),
         }
     }
 
     pub(crate) fn reserve(&mut self, n: usize) {
-        self.records.reserve(n)
+        self.main.reserve(n)
     }
 }
 
 /// What an instance emitted while handling one message.
 pub(crate) struct Collected {
-    pub(crate) main: Vec<Record>,
+    /// The main output, in pieces (in order).
+    pub(crate) main: Vec<Data>,
     pub(crate) side: Vec<(usize, Record)>,
     pub(crate) rejected: Vec<Rejected>,
     pub(crate) marks: Vec<(usize, Watermark)>,
@@ -339,7 +348,7 @@ impl Collected {
     /// Puts the output of the deferred works (in order) in their places.
     pub(crate) fn splice(&mut self, results: Vec<Result<Collector, OperatorError>>) -> Result<(), OperatorError> {
         let places: Vec<(usize, usize)> = self.deferred.drain(..).map(|(r, m, _)| (r, m)).collect();
-        let mut main = Vec::with_capacity(self.main.len());
+        let mut main = Vec::with_capacity(self.main.len() + places.len());
         let mut ready = std::mem::take(&mut self.main).into_iter();
         let mut taken = 0;
         for ((at, marks_before), result) in places.into_iter().zip(results) {
@@ -347,8 +356,9 @@ impl Collected {
             debug_assert!(c.deferred.is_empty(), "deferred work defers again");
             main.extend(ready.by_ref().take(at - taken));
             taken = at;
+            let added: usize = c.main.iter().map(Data::len).sum();
             for mark in &mut self.marks[marks_before..] {
-                mark.0 += c.main.len();
+                mark.0 += added;
             }
             main.append(&mut c.main);
             self.side.append(&mut c.side);
@@ -367,7 +377,7 @@ pub trait Operator: 'static {
 
     /// Handles a batch; the default calls [`process`](Self::process) for each record.
     fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
-        for r in batch.records {
+        for r in batch.into_records() {
             self.process(r, out)?;
         }
         Ok(())
@@ -566,7 +576,7 @@ mod tests {
         let mut c = out.take();
         let results = c.take_deferred().into_iter().map(futures::executor::block_on).collect();
         c.splice(results).unwrap();
-        let ids: Vec<i64> = c.main.iter().map(|r| match r.get_str("i") { Some(Value::Int(i)) => *i, _ => -1 }).collect();
+        let ids: Vec<i64> = c.main.into_iter().flat_map(Data::into_records).map(|r| match r.get_str("i") { Some(Value::Int(i)) => *i, _ => -1 }).collect();
         assert_eq!(ids, [1, 2, 3, 4, 5]);
         assert_eq!(c.marks, [(3, Watermark(10)), (4, Watermark(20)), (5, Watermark(30))]);
     }

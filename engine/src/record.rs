@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::ser::SerializeMap;
 
+use crate::columns::Columns;
 use crate::value::{Sym, Value};
 
 /// Timestamp of a record without one (before event or ingestion time is assigned).
@@ -170,24 +171,171 @@ impl<'de> serde::de::Visitor<'de> for RecordVisitor {
 /// A batch of records: the unit that moves between operators. One actor message carries a whole
 /// batch, so per-message costs are paid once per batch, not per record.
 ///
+/// The records are stored either as columns ([`Columns`]: what generators and column operators
+/// make, and what filters and maps evaluate with kernels) or as rows (what decoders of
+/// free-form input and per-record operators make). Either way a per-record operator reads them
+/// as [`Record`]s ([`into_records`](Self::into_records)).
+///
 /// A batch may be tagged with watermarks: `(n, wm)` means the sender's watermark became `wm`
 /// after its first `n` records. Tagging keeps watermarks exactly where they belong among the
 /// records without cutting batches into small pieces.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
-    pub records: Vec<Record>,
+    pub data: Data,
     pub watermarks: Vec<(usize, crate::message::Watermark)>,
+}
+
+/// How a batch stores its records.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Data {
+    Rows(Vec<Record>),
+    Columns(Columns),
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Data::Rows(Vec::new())
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::new(Vec::new())
+    }
+}
+
+impl Data {
+    pub fn len(&self) -> usize {
+        match self {
+            Data::Rows(r) => r.len(),
+            Data::Columns(c) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The records, as rows.
+    pub fn into_records(self) -> Vec<Record> {
+        match self {
+            Data::Rows(r) => r,
+            Data::Columns(c) => c.to_records(),
+        }
+    }
+
+    /// Splits off records `at..`, keeping `..at` here.
+    pub fn split_off(&mut self, at: usize) -> Data {
+        match self {
+            Data::Rows(r) => Data::Rows(r.split_off(at)),
+            Data::Columns(c) => Data::Columns(c.split_off(at)),
+        }
+    }
 }
 
 impl Batch {
     pub fn new(records: Vec<Record>) -> Batch {
-        Batch { records, watermarks: Vec::new() }
+        Batch { data: Data::Rows(records), watermarks: Vec::new() }
     }
+
+    pub fn from_columns(columns: Columns) -> Batch {
+        Batch { data: Data::Columns(columns), watermarks: Vec::new() }
+    }
+
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.data.len()
     }
+
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.data.is_empty()
+    }
+
+    /// The records, as rows (materialised from columns if need be).
+    pub fn into_records(self) -> Vec<Record> {
+        self.data.into_records()
+    }
+
+    /// The records, as rows, without consuming the batch.
+    pub fn records(&self) -> std::borrow::Cow<'_, [Record]> {
+        match &self.data {
+            Data::Rows(r) => std::borrow::Cow::Borrowed(r),
+            Data::Columns(c) => std::borrow::Cow::Owned(c.to_records()),
+        }
+    }
+
+    /// The columns, when the batch is stored as columns.
+    pub fn columns(&self) -> Option<&Columns> {
+        match &self.data {
+            Data::Columns(c) => Some(c),
+            Data::Rows(_) => None,
+        }
+    }
+}
+
+/// Output in the order it was emitted: runs of records emitted one by one, and column batches.
+/// Positions (of watermarks, of deferred work) count records across all of it.
+#[derive(Default, Debug)]
+pub(crate) struct Emitted {
+    done: Vec<Data>,
+    done_len: usize,
+    open: Vec<Record>,
+}
+
+impl Emitted {
+    #[inline]
+    pub(crate) fn push(&mut self, r: Record) {
+        self.open.push(r)
+    }
+
+    pub(crate) fn push_columns(&mut self, c: Columns) {
+        if c.is_empty() {
+            return;
+        }
+        self.close();
+        self.done_len += c.len();
+        self.done.push(Data::Columns(c));
+    }
+
+    /// Ends the current run of records, so that what comes next starts a new piece; returns the
+    /// number of pieces before it.
+    pub(crate) fn close(&mut self) -> usize {
+        if !self.open.is_empty() {
+            self.done_len += self.open.len();
+            self.done.push(Data::Rows(std::mem::take(&mut self.open)));
+        }
+        self.done.len()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.done_len + self.open.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.open.reserve(n)
+    }
+
+    /// Every record so far, as rows.
+    pub(crate) fn to_records(&self) -> Vec<Record> {
+        let mut out = Vec::with_capacity(self.len());
+        for d in &self.done {
+            match d {
+                Data::Rows(r) => out.extend(r.iter().cloned()),
+                Data::Columns(c) => out.extend(c.to_records()),
+            }
+        }
+        out.extend(self.open.iter().cloned());
+        out
+    }
+
+    /// Takes the pieces out, in order.
+    pub(crate) fn take(&mut self) -> Vec<Data> {
+        self.close();
+        self.done_len = 0;
+        std::mem::take(&mut self.done)
     }
 }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::operator::{OperatorError, Rejected, RejectedInput};
-use crate::record::Record;
+use crate::columns::Columns;
+use crate::record::{Data, Emitted, Record};
 
 /// What a poll found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,19 +35,26 @@ pub struct SourceContext {
 
 /// The output of one poll.
 pub struct SourceOutput {
-    pub(crate) records: Vec<Record>,
+    pub(crate) records: Emitted,
     pub(crate) rejected: Vec<Rejected>,
     pub(crate) max: usize,
 }
 
 impl SourceOutput {
     pub fn new(max: usize) -> SourceOutput {
-        SourceOutput { records: Vec::with_capacity(max), rejected: Vec::new(), max }
+        let mut records = Emitted::default();
+        records.reserve(max);
+        SourceOutput { records, rejected: Vec::new(), max }
     }
 
     #[inline]
     pub fn emit(&mut self, record: Record) {
         self.records.push(record)
+    }
+
+    /// Emits a batch of records as columns (sources that make records field by field).
+    pub fn emit_columns(&mut self, columns: Columns) {
+        self.records.push_columns(columns)
     }
 
     /// Input that could not be decoded: counted and sent to the dead-letter output.
@@ -60,12 +68,27 @@ impl SourceOutput {
         self.max.saturating_sub(self.records.len())
     }
 
+    /// How many records were emitted in this poll so far.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     pub fn is_full(&self) -> bool {
         self.records.len() >= self.max
     }
 
-    pub fn records(&self) -> &[Record] {
-        &self.records
+    /// The records emitted so far (as rows).
+    pub fn records(&self) -> Vec<Record> {
+        self.records.to_records()
+    }
+
+    /// Takes what was emitted, in pieces, in order.
+    pub(crate) fn take(&mut self) -> Vec<Data> {
+        self.records.take()
     }
 
     pub fn rejected(&self) -> &[Rejected] {

@@ -156,9 +156,9 @@ impl Harness {
         if !c.deferred.is_empty() {
             return Err(OperatorError::new("the harness does not run deferred work (`Collector::defer`)"));
         }
-        let mut outputs = Vec::with_capacity(c.main.len() + c.marks.len() + c.side.len() + c.rejected.len());
+        let mut outputs = Vec::with_capacity(c.marks.len() + c.side.len() + c.rejected.len());
         let mut marks = c.marks.into_iter().peekable();
-        for (i, r) in c.main.into_iter().enumerate() {
+        for (i, r) in c.main.into_iter().flat_map(crate::record::Data::into_records).enumerate() {
             while let Some((_, wm)) = marks.next_if(|(at, _)| *at <= i) {
                 outputs.push(Output::Watermark(wm.0));
             }

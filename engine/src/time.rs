@@ -28,7 +28,8 @@ use crate::config::{from_node, ConfigError, ConfigErrors, Node, Spanned};
 use crate::expr::Expr;
 use crate::message::Watermark;
 use crate::operator::{Rejected, RejectedInput};
-use crate::record::Record;
+use crate::columns::{Column, Columns};
+use crate::record::{Data, Record, NO_TIMESTAMP};
 use crate::value::Value;
 
 /// How a source stamps its records.
@@ -174,14 +175,41 @@ impl Timestamper {
         Timestamper { mode, max_seen: i64::MIN, emitted: i64::MIN, last_data: Instant::now(), idle: false }
     }
 
-    /// Stamps `records`; those whose time cannot be read are moved to `rejected`. Returns where
-    /// watermarks go: `(n, wm)` means "after the first n records, send wm".
-    pub(crate) fn stamp(&mut self, records: &mut Vec<Record>, rejected: &mut Vec<Rejected>) -> Vec<(usize, Watermark)> {
+    /// Stamps the records of one poll (`pieces`, in order); those whose time cannot be read are
+    /// moved to `rejected`. Returns where watermarks go: `(n, wm)` means "after the first n
+    /// records (of all pieces, counting those kept), send wm".
+    pub(crate) fn stamp(&mut self, pieces: &mut [Data], rejected: &mut Vec<Rejected>) -> Vec<(usize, Watermark)> {
         let mut marks = Vec::new();
-        if !records.is_empty() {
+        if pieces.iter().any(|p| !p.is_empty()) {
             self.last_data = Instant::now();
             self.idle = false;
         }
+        let mut before = 0;
+        for piece in pieces.iter_mut() {
+            match piece {
+                Data::Rows(records) => self.stamp_rows(records, before, rejected, &mut marks),
+                Data::Columns(columns) => self.stamp_columns(columns, before, rejected, &mut marks),
+            }
+            before += piece.len();
+        }
+        marks
+    }
+
+    /// The record kept at position `pos` (0-based, across the poll) has event time `ts`.
+    #[inline]
+    fn observe(&mut self, ts: i64, pos: usize, marks: &mut Vec<(usize, Watermark)>) {
+        let TimeMode::Event { max_out_of_orderness: ooo, interval, .. } = self.mode else { return };
+        if ts > self.max_seen {
+            self.max_seen = ts;
+            let wm = ts.saturating_sub(ooo).saturating_sub(1);
+            if self.emitted == i64::MIN || wm >= self.emitted.saturating_add(interval) {
+                self.emitted = wm;
+                marks.push((pos + 1, Watermark(wm)));
+            }
+        }
+    }
+
+    fn stamp_rows(&mut self, records: &mut Vec<Record>, before: usize, rejected: &mut Vec<Rejected>, marks: &mut Vec<(usize, Watermark)>) {
         match &self.mode {
             TimeMode::Processing => {}
             TimeMode::Ingestion { .. } => {
@@ -191,22 +219,15 @@ impl Timestamper {
                 }
                 self.max_seen = self.max_seen.max(now);
             }
-            TimeMode::Event { timestamp, max_out_of_orderness, interval, .. } => {
-                let (ooo, interval) = (*max_out_of_orderness, *interval);
+            TimeMode::Event { timestamp, .. } => {
+                let timestamp = timestamp.clone();
                 let mut bad: Vec<(usize, String)> = Vec::new();
-                for (i, r) in records.iter_mut().enumerate() {
-                    match timestamp.eval(r).map_err(|e| e.to_string()).and_then(|v| parse_timestamp(&v)) {
+                for i in 0..records.len() {
+                    match timestamp.eval(&records[i]).map_err(|e| e.to_string()).and_then(|v| parse_timestamp(&v)) {
                         Ok(ts) => {
-                            r.timestamp = ts;
-                            if ts > self.max_seen {
-                                self.max_seen = ts;
-                                let wm = ts.saturating_sub(ooo).saturating_sub(1);
-                                if self.emitted == i64::MIN || wm >= self.emitted.saturating_add(interval) {
-                                    self.emitted = wm;
-                                    // After this record, counting only the records kept.
-                                    marks.push((i + 1 - bad.len(), Watermark(wm)));
-                                }
-                            }
+                            records[i].timestamp = ts;
+                            // Counting only the records kept.
+                            self.observe(ts, before + i - bad.len(), marks);
                         }
                         Err(e) => bad.push((i, format!("event time `{}`: {e}", timestamp.source()))),
                     }
@@ -217,7 +238,55 @@ impl Timestamper {
                 }
             }
         }
-        marks
+    }
+
+    fn stamp_columns(&mut self, columns: &mut Columns, before: usize, rejected: &mut Vec<Rejected>, marks: &mut Vec<(usize, Watermark)>) {
+        match &self.mode {
+            TimeMode::Processing => {}
+            TimeMode::Ingestion { .. } => {
+                let now = now_millis();
+                columns.timestamps.iter_mut().for_each(|t| *t = now);
+                self.max_seen = self.max_seen.max(now);
+            }
+            TimeMode::Event { timestamp, .. } => {
+                let timestamp = timestamp.clone();
+                let evaluated = timestamp.eval_columns(columns);
+                let mut failed = evaluated.errors.into_iter().peekable();
+                let mut keep = Vec::new();
+                let mut stamps = Vec::with_capacity(columns.len());
+                let mut bad: Vec<(usize, String)> = Vec::new();
+                for i in 0..columns.len() {
+                    let ts = match failed.next_if(|(row, _)| *row == i) {
+                        Some((_, e)) => Err(e.to_string()),
+                        None => match &*evaluated.column {
+                            Column::Int(x) => in_range(x[i] as f64, &x[i]),
+                            other => parse_timestamp(&other.get(i)),
+                        },
+                    };
+                    match ts {
+                        Ok(ts) => {
+                            stamps.push(ts);
+                            self.observe(ts, before + i - bad.len(), marks);
+                        }
+                        Err(e) => {
+                            stamps.push(NO_TIMESTAMP);
+                            if keep.is_empty() {
+                                keep = vec![true; columns.len()];
+                            }
+                            keep[i] = false;
+                            bad.push((i, format!("event time `{}`: {e}", timestamp.source())));
+                        }
+                    }
+                }
+                columns.timestamps = stamps;
+                for (i, error) in bad {
+                    rejected.push(Rejected { input: RejectedInput::Record(columns.row(i)), error, position: None });
+                }
+                if !keep.is_empty() {
+                    *columns = columns.select(&keep);
+                }
+            }
+        }
     }
 
     /// Ingestion time: the watermark to send now, if the clock advanced it. (Event-time
@@ -292,7 +361,9 @@ mod tests {
         let mut recs: Vec<Record> = [1000i64, 1100, 1500, 1200, 1699, 1700].iter().map(|ts| [("ts", *ts)].into_iter().collect()).collect();
         recs.insert(2, [("ts", "bad")].into_iter().collect());
         let mut rejected = Vec::new();
-        let marks = t.stamp(&mut recs, &mut rejected);
+        let mut pieces = [Data::Rows(recs)];
+        let marks = t.stamp(&mut pieces, &mut rejected);
+        let [Data::Rows(recs)] = pieces else { unreachable!() };
         assert_eq!(recs.iter().map(|r| r.timestamp).collect::<Vec<_>>(), [1000, 1100, 1500, 1200, 1699, 1700]);
         assert_eq!(rejected.len(), 1);
         assert!(rejected[0].error.contains("not an RFC 3339 time"), "{:?}", rejected[0]);

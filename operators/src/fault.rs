@@ -42,7 +42,7 @@ impl Operator for Fault {
         if let Some(f) = &mut self.fault {
             f.before_batch(batch.len());
         }
-        for r in batch.records {
+        for r in batch.into_records() {
             out.emit(r);
         }
         Ok(())

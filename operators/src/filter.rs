@@ -3,7 +3,9 @@
 use rill_engine::config::{ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError};
-use rill_engine::record::Record;
+use rill_engine::columns::Column;
+use rill_engine::record::{Batch, Data, Record};
+use rill_engine::value::Value;
 use rill_engine::registry::{BuildContext, TransformSpec};
 
 #[derive(serde::Deserialize)]
@@ -31,6 +33,41 @@ impl Operator for Filter {
             Ok(false) => {}
             Err(e) => out.reject(record, format!("filter condition `{}`: {e}", self.condition.source())),
         }
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
+        let columns = match batch.data {
+            Data::Columns(c) => c,
+            Data::Rows(records) => {
+                for r in records {
+                    self.process(r, out)?;
+                }
+                return Ok(());
+            }
+        };
+        let evaluated = self.condition.eval_columns(&columns);
+        if let (Column::Bool(keep), true) = (&*evaluated.column, evaluated.errors.is_empty()) {
+            out.emit_columns(columns.select(keep));
+            return Ok(());
+        }
+        // Some records failed or gave something other than a bool: as `process` does, one by one.
+        let mut errors = evaluated.errors.into_iter().peekable();
+        let mut keep = vec![false; columns.len()];
+        for (i, k) in keep.iter_mut().enumerate() {
+            let error = match errors.next_if(|(row, _)| *row == i) {
+                Some((_, e)) => e,
+                None => match evaluated.column.get(i) {
+                    Value::Bool(b) => {
+                        *k = b;
+                        continue;
+                    }
+                    other => self.condition.not_a_bool(&other),
+                },
+            };
+            out.reject(columns.row(i), format!("filter condition `{}`: {error}", self.condition.source()));
+        }
+        out.emit_columns(columns.select(&keep));
         Ok(())
     }
 }

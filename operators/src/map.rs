@@ -3,7 +3,7 @@
 use rill_engine::config::{ConfigError, ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError};
-use rill_engine::record::Record;
+use rill_engine::record::{Batch, Data, Record};
 use rill_engine::registry::{BuildContext, TransformSpec};
 use rill_engine::value::{Sym, Value};
 
@@ -52,6 +52,49 @@ impl Operator for Map {
             record.remove(*d);
         }
         out.emit(record);
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
+        let mut columns = match batch.data {
+            Data::Columns(c) => c,
+            Data::Rows(records) => {
+                for r in records {
+                    self.process(r, out)?;
+                }
+                return Ok(());
+            }
+        };
+        // Every expression sees the input records; a record is rejected, unchanged, with the
+        // first field (in order) that fails on it, as `process` does.
+        let mut failed: Vec<Option<String>> = Vec::new();
+        let mut results = Vec::with_capacity(self.fields.len());
+        for (name, e) in &self.fields {
+            let evaluated = e.eval_columns(&columns);
+            for (row, err) in evaluated.errors {
+                if failed.is_empty() {
+                    failed = vec![None; columns.len()];
+                }
+                failed[row].get_or_insert_with(|| format!("map field `{name}` = `{}`: {err}", e.source()));
+            }
+            results.push(evaluated.column.into_owned());
+        }
+        let mut keep = Vec::new();
+        if !failed.is_empty() {
+            for (row, error) in failed.into_iter().enumerate() {
+                keep.push(error.is_none());
+                if let Some(error) = error {
+                    out.reject(columns.row(row), error);
+                }
+            }
+        }
+        for ((name, _), column) in self.fields.iter().zip(results) {
+            columns.set(*name, column);
+        }
+        for d in &self.drop {
+            columns.remove(*d);
+        }
+        out.emit_columns(if keep.is_empty() { columns } else { columns.select(&keep) });
         Ok(())
     }
 }

@@ -80,6 +80,25 @@ pub(crate) enum Func {
 const ANY: usize = usize::MAX;
 
 impl Node {
+    /// Adds the top-level fields this expression reads to `out`.
+    pub(crate) fn fields(&self, out: &mut Vec<Sym>) {
+        match self {
+            Node::Const(_) => {}
+            Node::Field(s) => out.push(*s),
+            Node::Select(a, _) | Node::Has(a, _) | Node::Not(a) | Node::Neg(a) | Node::ArithK(_, a, _) | Node::CmpK(_, a, _) | Node::Call1(_, a) => a.fields(out),
+            Node::And(a, b) | Node::Or(a, b) | Node::Arith(_, a, b) | Node::Cmp(_, a, b) | Node::Index(a, b) | Node::In(a, b) => {
+                a.fields(out);
+                b.fields(out)
+            }
+            Node::Cond(a, b, c) => {
+                a.fields(out);
+                b.fields(out);
+                c.fields(out)
+            }
+            Node::List(items) | Node::Coalesce(items) | Node::Call(_, items) => items.iter().for_each(|n| n.fields(out)),
+        }
+    }
+
     /// What the expression gives, whatever the record, when that is known to be something other
     /// than a bool (for checking conditions before a run); `None` when it may be a bool.
     pub(crate) fn never_bool(&self) -> Option<&'static str> {
@@ -302,6 +321,16 @@ fn cmp_ord(k: Cmp, o: Option<Ordering>) -> bool {
         (Cmp::Gt, Some(o)) => o == Ordering::Greater,
         (Cmp::Ge, Some(o)) => o != Ordering::Less,
     }
+}
+
+/// `a k b` on two values, as a record's evaluation computes it.
+pub(super) fn arith_values(k: Arith, a: Value, b: Value) -> Result<Value, EvalError> {
+    arith(k, a, b)
+}
+
+/// `f(v)` for a one-argument function, as a record's evaluation computes it.
+pub(super) fn call1_value(f: Func, v: Value) -> Result<Value, EvalError> {
+    call_values(f, std::slice::from_ref(&v))
 }
 
 #[inline(never)]

@@ -16,12 +16,16 @@
 mod compile;
 pub use eval::order;
 mod eval;
+mod vector;
 
 use std::fmt;
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
+use crate::columns::{Column, Columns};
 use crate::record::Record;
-use crate::value::Value;
+use crate::value::{Sym, Value};
 
 pub use compile::CompileError;
 
@@ -30,6 +34,16 @@ pub use compile::CompileError;
 pub struct Expr {
     source: Arc<str>,
     node: Arc<eval::Node>,
+    /// The top-level fields the expression reads (what a record built for it needs).
+    reads: Arc<[Sym]>,
+}
+
+/// The result of [`Expr::eval_columns`]: one value per record, and the records it failed on.
+pub struct Evaluated<'a> {
+    /// The values; a record that failed has `null` here.
+    pub column: Cow<'a, Column>,
+    /// (row, error) for the records it failed on, in row order.
+    pub errors: Vec<(usize, EvalError)>,
 }
 
 /// An expression failed on one record.
@@ -41,7 +55,11 @@ impl Expr {
     /// Parses and compiles `source`.
     pub fn compile(source: &str) -> Result<Expr, CompileError> {
         let node = compile::compile(source)?;
-        Ok(Expr { source: source.into(), node: Arc::new(node) })
+        let mut reads = Vec::new();
+        node.fields(&mut reads);
+        reads.sort();
+        reads.dedup();
+        Ok(Expr { source: source.into(), node: Arc::new(node), reads: reads.into() })
     }
 
     /// The text this expression was compiled from.
@@ -60,13 +78,46 @@ impl Expr {
     pub fn eval_bool(&self, record: &Record) -> Result<bool, EvalError> {
         match self.node.eval(record)? {
             Value::Bool(b) => Ok(b),
-            other => Err(EvalError(format!(
-                "condition `{}` gave {} ({}), not a bool",
-                self.source,
-                other,
-                other.type_name()
-            ))),
+            other => Err(self.not_a_bool(&other)),
         }
+    }
+
+    /// The error of a condition that gave `v`, which is not a bool.
+    pub fn not_a_bool(&self, v: &Value) -> EvalError {
+        EvalError(format!("condition `{}` gave {} ({}), not a bool", self.source, v, v.type_name()))
+    }
+
+    /// Evaluates against every record of `columns` at once: column kernels where the
+    /// expression and the column types allow it, record by record otherwise. The values and
+    /// errors are exactly what [`eval`](Self::eval) gives for each record.
+    pub fn eval_columns<'a>(&self, columns: &'a Columns) -> Evaluated<'a> {
+        match vector::eval(&self.node, columns) {
+            Some(vector::V::Col(column)) => Evaluated { column, errors: Vec::new() },
+            Some(vector::V::Scalar(v)) => Evaluated { column: Cow::Owned(Column::repeat(&v, columns.len())), errors: Vec::new() },
+            None => self.eval_rows(columns),
+        }
+    }
+
+    /// [`eval_columns`](Self::eval_columns) one record at a time.
+    #[inline(never)]
+    fn eval_rows<'a>(&self, columns: &'a Columns) -> Evaluated<'a> {
+        let mut values = Vec::with_capacity(columns.len());
+        let mut errors = Vec::new();
+        let mut scratch = Record::with_capacity(self.reads.len());
+        let read: Vec<(Sym, &Column)> = self.reads.iter().filter_map(|&s| columns.column(s).map(|c| (s, c))).collect();
+        for i in 0..columns.len() {
+            for (s, c) in &read {
+                scratch.set(*s, c.get(i));
+            }
+            match self.node.eval(&scratch) {
+                Ok(v) => values.push(v),
+                Err(e) => {
+                    values.push(Value::Null);
+                    errors.push((i, e));
+                }
+            }
+        }
+        Evaluated { column: Cow::Owned(Column::from_values(values)), errors }
     }
 
     /// Why this expression can never be a condition: it gives something other than a bool

@@ -112,3 +112,88 @@ mod no_panics {
         }
     }
 }
+
+/// Column kernels give exactly what the row evaluator gives, record by record: the same values
+/// (of the same types) and the same errors on the same records.
+mod columns_match_rows {
+    use super::*;
+    use crate::columns::{Column, Columns};
+    use proptest::prelude::*;
+
+    fn expr() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("c".to_string()),
+            Just("d".to_string()),
+            Just("missing".to_string()),
+            prop_oneof![Just(0i64), Just(1), Just(-1), Just(3), Just(1000), Just(i64::MAX)].prop_map(|i| i.to_string()),
+            prop_oneof![Just("2.5"), Just("0.0"), Just("-1.5"), Just("1e308")].prop_map(String::from),
+            prop_oneof![Just("true"), Just("false"), Just("'x'")].prop_map(String::from),
+        ];
+        leaf.prop_recursive(4, 24, 3, |inner| {
+            let ops = ["+", "-", "*", "/", "%", "<", "<=", ">", ">=", "==", "!=", "&&", "||"];
+            let calls = ["double", "int", "abs", "floor", "ceil", "round", "!", "-"];
+            prop_oneof![
+                (inner.clone(), 0..ops.len(), inner.clone()).prop_map(move |(x, o, y)| format!("({x} {} {y})", ops[o])),
+                (0..calls.len(), inner.clone()).prop_map(move |(f, x)| match calls[f] {
+                    "!" | "-" => format!("{}({x})", calls[f]),
+                    name => format!("{name}({x})"),
+                }),
+                (inner.clone(), inner.clone(), inner).prop_map(|(c, x, y)| format!("({c} ? {x} : {y})")),
+            ]
+        })
+    }
+
+    fn columns() -> impl Strategy<Value = Columns> {
+        let int = prop_oneof![Just(0i64), Just(1), Just(-1), Just(7), Just(i64::MAX), Just(i64::MIN), -1000i64..1000];
+        let float = prop_oneof![Just(0.0f64), Just(-0.0), Just(2.5), Just(1e308), -1e3f64..1e3];
+        let mixed = prop_oneof![int.clone().prop_map(Value::Int), float.clone().prop_map(Value::Float), Just(Value::Null), Just(Value::str("s"))];
+        (1usize..12).prop_flat_map(move |n| {
+            (
+                proptest::collection::vec(int.clone(), n),
+                proptest::collection::vec(float.clone(), n),
+                proptest::collection::vec(any::<bool>(), n),
+                proptest::collection::vec(mixed.clone(), n),
+            )
+                .prop_map(|(a, b, c, d)| {
+                    let mut cols = Columns::new((0..a.len() as u64).collect());
+                    cols.set(Sym::new("a"), Column::Int(a));
+                    cols.set(Sym::new("b"), Column::Float(b));
+                    cols.set(Sym::new("c"), Column::Bool(c));
+                    cols.set(Sym::new("d"), Column::from_values(d));
+                    cols
+                })
+        })
+    }
+
+    fn same(x: &Value, y: &Value) -> bool {
+        x.type_name() == y.type_name() && (x == y || matches!((x, y), (Value::Float(p), Value::Float(q)) if p.to_bits() == q.to_bits()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn kernels_agree_with_the_row_evaluator(text in expr(), cols in columns()) {
+            let Ok(e) = Expr::compile(&text) else { return Ok(()) };
+            let got = e.eval_columns(&cols);
+            prop_assert_eq!(got.column.len(), cols.len());
+            let mut errors = got.errors.iter().peekable();
+            for i in 0..cols.len() {
+                let row = cols.row(i);
+                match e.eval(&row) {
+                    Ok(v) => {
+                        prop_assert!(errors.peek().is_none_or(|(r, _)| *r != i), "{text}: row {i} failed in columns only");
+                        let c = got.column.get(i);
+                        prop_assert!(same(&v, &c), "{text}: row {i} ({row}): rows give {v:?}, columns {c:?}");
+                    }
+                    Err(want) => {
+                        let Some((r, err)) = errors.next() else { return Err(TestCaseError::fail(format!("{text}: row {i} failed in rows only: {want}"))) };
+                        prop_assert_eq!(*r, i, "{}", text);
+                        prop_assert_eq!(err, &want);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -16,7 +16,7 @@ use crate::message::{Message, Watermark};
 use crate::metrics::Counters;
 use crate::operator::{Collector, Operator, OperatorError, Rejected, RejectedInput, Snapshot};
 use crate::checkpoint::{OperatorState, SavedState, SavedTimer, StateFile, Stored};
-use crate::record::{Batch, Record};
+use crate::record::{Batch, Data, Record};
 use crate::source::{Source, SourceContext, SourceOutput, SourceStatus};
 
 /// What every actor shares with the job.
@@ -248,21 +248,31 @@ impl Handler<Step> for SourceActor {
             Ok(s) => s,
             Err(e) => return self.fail(ctx, e),
         };
-        let SourceOutput { mut records, rejected, .. } = out;
-        let mut rejected = rejected;
-        if !records.is_empty() {
+        let mut pieces = out.take();
+        let mut rejected = std::mem::take(&mut out.rejected);
+        if !pieces.is_empty() {
             let (origin, born) = (self.ctx.source_index, crate::time::mono_micros());
-            for r in &mut records {
-                r.origin.source = origin;
-                r.born = born;
+            let mut count = 0;
+            for piece in &mut pieces {
+                count += piece.len();
+                match piece {
+                    Data::Rows(records) => records.iter_mut().for_each(|r| {
+                        r.origin.source = origin;
+                        r.born = born;
+                    }),
+                    Data::Columns(c) => {
+                        c.source = origin;
+                        c.born = born;
+                    }
+                }
             }
-            Counters::add(&self.counters.records_in, records.len() as u64);
+            Counters::add(&self.counters.records_in, count as u64);
             Counters::add(&self.counters.batches, 1);
-            let marks = self.time.stamp(&mut records, &mut rejected);
+            let marks = self.time.stamp(&mut pieces, &mut rejected);
             if let Some(&(_, wm)) = marks.last() {
                 self.publish_watermark(wm.0);
             }
-            let sent = self.outputs.as_mut().expect("outputs present").route(0, records, &marks, &mut rejected);
+            let sent = self.outputs.as_mut().expect("outputs present").route(0, pieces, &marks, &mut rejected);
             Counters::add(&self.counters.records_out, sent);
         }
         if let Err(e) = self.shared.reject(&self.ctx.name, rejected, &self.counters) {
@@ -565,7 +575,7 @@ impl OperatorActor {
             }
             for (port, recs) in by_port {
                 if outs.reads(port) {
-                    sent += outs.route(port, recs, &[], &mut rejected);
+                    sent += outs.route(port, vec![Data::Rows(recs)], &[], &mut rejected);
                 } else {
                     // Nothing reads this side output (`late`, say): its records are not lost
                     // but dead-lettered, and counted.
@@ -609,8 +619,10 @@ impl OperatorActor {
                 if self.is_sink {
                     let now = crate::time::mono_micros();
                     let mut latency = self.counters.latency.lock().expect("latency lock");
-                    for r in batch.records.iter().filter(|r| r.born != 0) {
-                        latency.record(now.saturating_sub(r.born));
+                    match &batch.data {
+                        Data::Rows(records) => records.iter().filter(|r| r.born != 0).for_each(|r| latency.record(now.saturating_sub(r.born))),
+                        Data::Columns(c) if c.born != 0 => latency.record_n(now.saturating_sub(c.born), c.len() as u64),
+                        Data::Columns(_) => {}
                     }
                 }
                 Counters::add(&self.counters.records_in, batch.len() as u64);
@@ -622,30 +634,30 @@ impl OperatorActor {
                     })?;
                 }
                 self.collector.reserve(batch.len());
-                let Batch { records, watermarks } = batch;
+                let Batch { data, watermarks } = batch;
                 if watermarks.is_empty() {
                     let (op, out) = (&mut self.op, &mut self.collector);
-                    guarded("process", || op.process_batch(Batch::new(records), out))?;
+                    guarded("process", || op.process_batch(Batch { data, watermarks: Vec::new() }, out))?;
                 } else {
                     // Segment by segment, advancing the watermark between them.
-                    let mut rest = records.into_iter();
+                    let mut rest = data;
                     let mut done = 0;
                     for (pos, wm) in watermarks {
                         if pos > done {
-                            let segment: Vec<Record> = rest.by_ref().take(pos - done).collect();
+                            let after = rest.split_off(pos - done);
+                            let segment = std::mem::replace(&mut rest, after);
                             done = pos;
                             let (op, out) = (&mut self.op, &mut self.collector);
-                            guarded("process", || op.process_batch(Batch::new(segment), out))?;
+                            guarded("process", || op.process_batch(Batch { data: segment, watermarks: Vec::new() }, out))?;
                         }
                         self.gate.set_watermark(input, wm.0);
                         if let Some(w) = self.watermarks.update(input, wm) {
                             self.advance_watermark(w)?;
                         }
                     }
-                    let segment: Vec<Record> = rest.collect();
-                    if !segment.is_empty() {
+                    if !rest.is_empty() {
                         let (op, out) = (&mut self.op, &mut self.collector);
-                        guarded("process", || op.process_batch(Batch::new(segment), out))?;
+                        guarded("process", || op.process_batch(Batch { data: rest, watermarks: Vec::new() }, out))?;
                     }
                 }
             }

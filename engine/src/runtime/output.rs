@@ -18,14 +18,88 @@ use tokio::sync::mpsc::Sender;
 use crate::exchange::{Exchange, KeyGroup};
 use crate::message::{Message, Watermark};
 use crate::operator::Rejected;
-use crate::record::{Batch, Record};
+use crate::columns::{Column, Columns};
+use crate::record::{Batch, Data, Record};
+use crate::value::Value;
 
-/// Adds `wm` at the end of `b`, replacing a watermark already there.
-fn mark(b: &mut Batch, wm: Watermark) {
-    match b.watermarks.last_mut() {
-        Some((n, last)) if *n == b.records.len() => *last = wm,
-        _ => b.watermarks.push((b.records.len(), wm)),
+/// Adds `wm` after the first `len` records of a batch being built, replacing a watermark
+/// already there.
+fn mark_at(watermarks: &mut Vec<(usize, Watermark)>, len: usize, wm: Watermark) {
+    match watermarks.last_mut() {
+        Some((n, last)) if *n == len => *last = wm,
+        _ => watermarks.push((len, wm)),
     }
+}
+
+fn mark(b: &mut Batch, wm: Watermark) {
+    let len = b.len();
+    mark_at(&mut b.watermarks, len, wm)
+}
+
+fn key_error(key: &crate::expr::Expr, r: Record, err: impl std::fmt::Display) -> Rejected {
+    Rejected { input: crate::operator::RejectedInput::Record(r), error: format!("key `{}`: {err}", key.source()), position: None }
+}
+
+/// Splits records among `n` channels by the key group of their key.
+fn hash_rows(key: &crate::expr::Expr, max_parallelism: u32, n: usize, records: Vec<Record>, marks: &[(usize, Watermark)], failed: &mut Vec<Rejected>) -> Vec<Batch> {
+    let mut buckets: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
+    let mut rows: Vec<Vec<Record>> = (0..n).map(|_| Vec::new()).collect();
+    let mut m = 0;
+    for (i, r) in records.into_iter().enumerate() {
+        while m < marks.len() && marks[m].0 <= i {
+            for (b, rows) in buckets.iter_mut().zip(&rows) {
+                mark_at(&mut b.watermarks, rows.len(), marks[m].1);
+            }
+            m += 1;
+        }
+        match key.eval(&r) {
+            Ok(kv) => rows[KeyGroup::of_hash(kv.stable_hash(), max_parallelism).subtask(max_parallelism, n as u32) as usize].push(r),
+            Err(err) => failed.push(key_error(key, r, err)),
+        }
+    }
+    for (b, rows) in buckets.iter_mut().zip(rows) {
+        for &(_, wm) in &marks[m..] {
+            mark_at(&mut b.watermarks, rows.len(), wm);
+        }
+        b.data = Data::Rows(rows);
+    }
+    buckets
+}
+
+/// [`hash_rows`] for a column batch: the key is evaluated over the batch, each channel gets the
+/// rows of its key groups as columns.
+fn hash_columns(key: &crate::expr::Expr, max_parallelism: u32, n: usize, columns: Columns, marks: &[(usize, Watermark)], failed: &mut Vec<Rejected>) -> Vec<Batch> {
+    let evaluated = key.eval_columns(&columns);
+    let mut errors = evaluated.errors.into_iter().peekable();
+    let mut buckets: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
+    let mut rows: Vec<Vec<u32>> = (0..n).map(|_| Vec::with_capacity(columns.len() / n + 1)).collect();
+    let mut m = 0;
+    for i in 0..columns.len() {
+        while m < marks.len() && marks[m].0 <= i {
+            for (b, rows) in buckets.iter_mut().zip(&rows) {
+                mark_at(&mut b.watermarks, rows.len(), marks[m].1);
+            }
+            m += 1;
+        }
+        if let Some((_, err)) = errors.next_if(|(row, _)| *row == i) {
+            failed.push(key_error(key, columns.row(i), err));
+            continue;
+        }
+        let hash = match &*evaluated.column {
+            Column::Int(x) => Value::Int(x[i]).stable_hash(),
+            c => c.get(i).stable_hash(),
+        };
+        rows[KeyGroup::of_hash(hash, max_parallelism).subtask(max_parallelism, n as u32) as usize].push(i as u32);
+    }
+    for (b, rows) in buckets.iter_mut().zip(rows) {
+        for &(_, wm) in &marks[m..] {
+            mark_at(&mut b.watermarks, rows.len(), wm);
+        }
+        if !rows.is_empty() {
+            b.data = Data::Columns(columns.gather(&rows));
+        }
+    }
+    buckets
 }
 
 pub(crate) struct OutEdge {
@@ -56,76 +130,72 @@ impl Outputs {
         self.edges.iter().any(|e| e.port == port)
     }
 
-    /// Routes records emitted on `port` to every edge reading it, with the watermarks reached
-    /// among them (`marks`, positions in `records`). Every channel of those edges gets every
-    /// watermark in its place: inside the batch it sends there, or alone where it sends no
-    /// records. Returns how many records were emitted (counted once, however many edges read
-    /// them); records whose key cannot be computed are rejected.
-    pub(crate) fn route(&mut self, port: usize, records: Vec<Record>, marks: &[(usize, Watermark)], rejected: &mut Vec<Rejected>) -> u64 {
-        if records.is_empty() && marks.is_empty() {
+    /// Routes records emitted on `port` (`pieces`, in order) to every edge reading it, with the
+    /// watermarks reached among them (`marks`, positions across the pieces). Every channel of
+    /// those edges gets every watermark in its place: inside the batch it sends there, or alone
+    /// where it sends no records. Returns how many records were emitted (counted once, however
+    /// many edges read them); records whose key cannot be computed are rejected.
+    pub(crate) fn route(&mut self, port: usize, pieces: Vec<Data>, marks: &[(usize, Watermark)], rejected: &mut Vec<Rejected>) -> u64 {
+        let (mut sent, mut start, mut m) = (0, 0, 0);
+        let count = pieces.len();
+        for (p, piece) in pieces.into_iter().enumerate() {
+            let end = start + piece.len();
+            let mut local = Vec::new();
+            while m < marks.len() && (marks[m].0 <= end || p + 1 == count) {
+                local.push((marks[m].0.saturating_sub(start).min(piece.len()), marks[m].1));
+                m += 1;
+            }
+            sent += self.route_piece(port, piece, &local, rejected);
+            start = end;
+        }
+        if m < marks.len() {
+            self.route_piece(port, Data::default(), &marks[m..], rejected);
+        }
+        sent
+    }
+
+    fn route_piece(&mut self, port: usize, data: Data, marks: &[(usize, Watermark)], rejected: &mut Vec<Rejected>) -> u64 {
+        if data.is_empty() && marks.is_empty() {
             return 0;
         }
         let targets: Vec<usize> = (0..self.edges.len()).filter(|&e| self.edges[e].port == port).collect();
         let mut sent = 0;
-        let mut records = Some(records);
+        let mut data = Some(data);
         for (k, &e) in targets.iter().enumerate() {
-            let recs = if k + 1 == targets.len() {
-                records.take().expect("taken once")
-            } else {
-                records.as_ref().expect("present").clone()
-            };
-            if k == 0 {
-                sent = recs.len() as u64;
-            }
+            let data = if k + 1 == targets.len() { data.take().expect("taken once") } else { data.as_ref().expect("present").clone() };
             let edge = &mut self.edges[e];
             let n = edge.senders.len();
-            let mut buckets: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
-            match &edge.exchange {
-                Exchange::Hash { key, max_parallelism } if n > 1 => {
-                    let mut m = 0;
-                    for (i, r) in recs.into_iter().enumerate() {
-                        while m < marks.len() && marks[m].0 <= i {
-                            buckets.iter_mut().for_each(|b| mark(b, marks[m].1));
-                            m += 1;
-                        }
-                        match key.eval(&r) {
-                            Ok(kv) => {
-                                let kg = KeyGroup::of_hash(kv.stable_hash(), *max_parallelism);
-                                buckets[kg.subtask(*max_parallelism, n as u32) as usize].records.push(r)
-                            }
-                            Err(err) => {
-                                if k == 0 {
-                                    sent -= 1;
-                                }
-                                rejected.push(Rejected {
-                                    input: crate::operator::RejectedInput::Record(r),
-                                    error: format!("key `{}`: {err}", key.source()),
-                                    position: None,
-                                })
-                            }
-                        }
-                    }
-                    for &(_, wm) in &marks[m..] {
-                        buckets.iter_mut().for_each(|b| mark(b, wm));
-                    }
-                }
+            let mut failed = Vec::new();
+            let buckets: Vec<Batch> = match &edge.exchange {
+                Exchange::Hash { key, max_parallelism } if n > 1 => match data {
+                    Data::Rows(records) => hash_rows(key, *max_parallelism, n, records, marks, &mut failed),
+                    Data::Columns(columns) => hash_columns(key, *max_parallelism, n, columns, marks, &mut failed),
+                },
                 _ => {
                     let t = edge.next;
-                    if !recs.is_empty() {
+                    if !data.is_empty() {
                         edge.next = (edge.next + 1) % n;
                     }
-                    buckets[t] = Batch { records: recs, watermarks: marks.to_vec() };
-                    if let Some(&(_, last)) = marks.last() {
+                    let mut buckets: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
+                    let last = marks.last().map(|&(_, wm)| wm);
+                    buckets[t] = Batch { data, watermarks: marks.to_vec() };
+                    if let Some(last) = last {
                         for (i, b) in buckets.iter_mut().enumerate() {
                             if i != t {
                                 mark(b, last);
                             }
                         }
                     }
+                    buckets
                 }
+            };
+            let total: usize = buckets.iter().map(Batch::len).sum();
+            if k == 0 {
+                sent = total as u64;
             }
+            rejected.append(&mut failed);
             for (t, b) in buckets.into_iter().enumerate() {
-                if !b.records.is_empty() {
+                if !b.is_empty() {
                     self.push(e, t, Message::Data(b));
                 } else if let Some(&(_, wm)) = b.watermarks.last() {
                     self.push(e, t, Message::Watermark(wm));
@@ -134,7 +204,6 @@ impl Outputs {
         }
         sent
     }
-
     /// Sends watermark `wm` on the edges of every side output (they carry no records now).
     pub(crate) fn watermark_side_ports(&mut self, wm: Watermark) {
         for e in 0..self.edges.len() {

@@ -453,7 +453,7 @@ impl Operator for Infer {
     }
 
     fn process_batch(&mut self, batch: rill_engine::record::Batch, out: &mut Collector) -> Result<(), OperatorError> {
-        for r in batch.records {
+        for r in batch.into_records() {
             self.process(r, out)?;
         }
         // What is left waits at most `max_delay` for more.
