@@ -272,6 +272,11 @@ impl Handler<Step> for SourceActor {
             if let Some(&(_, wm)) = marks.last() {
                 self.publish_watermark(wm.0);
             }
+            // What the poll and the stamping rejected is written before the records go on, so
+            // that a source's dead letters come before those of the operators after it.
+            if let Err(e) = self.shared.reject(&self.ctx.name, std::mem::take(&mut rejected), &self.counters) {
+                return self.fail(ctx, e);
+            }
             let sent = self.outputs.as_mut().expect("outputs present").route(0, pieces, &marks, &mut rejected);
             Counters::add(&self.counters.records_out, sent);
         }
