@@ -7,7 +7,7 @@ use rill_engine::aggregate::{Acc, AggregateCall};
 use rill_engine::config::{ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError, Snapshot};
-use rill_engine::record::Record;
+use rill_engine::record::{Batch, Data, Origin, Record};
 use rill_engine::registry::{BuildContext, TransformSpec};
 use rill_engine::state::{Entries, KeyedState, StateKey, StateOptions};
 use rill_engine::value::{Key, Sym, Value};
@@ -93,6 +93,40 @@ impl Operator for Aggregate {
                 return Ok(());
             }
         };
+        self.process_keyed(key, record.timestamp, record.origin, out)
+    }
+
+    fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
+        let columns = match batch.data {
+            Data::Columns(c) => c,
+            Data::Rows(records) => {
+                for r in records {
+                    self.process(r, out)?;
+                }
+                return Ok(());
+            }
+        };
+        let evaluated = crate::keyed::evaluate_columns(&self.key, &self.calls, &columns);
+        let mut inputs = std::mem::take(&mut self.inputs);
+        for i in 0..columns.len() {
+            let key = evaluated.row(i, &self.calls, &mut inputs);
+            std::mem::swap(&mut self.inputs, &mut inputs);
+            let origin = Origin { source: columns.source, offset: columns.offsets[i] };
+            let done = match key {
+                Some(key) => self.process_keyed(key, columns.timestamps[i], origin, out),
+                None => self.process(columns.row(i), out),
+            };
+            std::mem::swap(&mut self.inputs, &mut inputs);
+            done?
+        }
+        self.inputs = inputs;
+        Ok(())
+    }
+}
+
+impl Aggregate {
+    /// Adds one record (its key given, its inputs in `self.inputs`) and emits the new result.
+    fn process_keyed(&mut self, key: Value, timestamp: i64, origin: Origin, out: &mut Collector) -> Result<(), OperatorError> {
         let (calls, inputs) = (&self.calls, &self.inputs);
         let groups = self.groups.get_or_insert_with(|| KeyedState::in_memory("groups"));
         let accs = groups.get_or_insert_with(&StateKey { key: Key(key.clone()), namespace: 0 }, || calls.iter().map(|(_, c)| c.function.create()).collect())?;
@@ -105,8 +139,8 @@ impl Operator for Aggregate {
             acc.add(v);
             result.push(*name, acc.result());
         }
-        result.timestamp = record.timestamp;
-        result.origin = record.origin;
+        result.timestamp = timestamp;
+        result.origin = origin;
         out.emit(result);
         Ok(())
     }

@@ -1,7 +1,10 @@
 //! What `aggregate` and `window` share: a `key_by` expression and `name: function(expression)`
 //! aggregates, checked at build time and evaluated per record.
 
+use std::borrow::Cow;
+
 use rill_engine::aggregate::AggregateCall;
+use rill_engine::columns::{Column, Columns};
 use rill_engine::config::{ConfigError, Ordered, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::record::Record;
@@ -62,4 +65,47 @@ pub(crate) fn evaluate(key: &Key, calls: &Calls, record: &Record, inputs: &mut V
         inputs.push(v);
     }
     Ok(k)
+}
+
+/// The keys and aggregate inputs of a whole column batch, evaluated with column kernels.
+pub(crate) struct ColumnInputs<'a> {
+    key: Option<Cow<'a, Column>>,
+    inputs: Vec<Option<Cow<'a, Column>>>,
+    /// Rows on which the key or an input failed (empty when none did).
+    failed: Vec<bool>,
+}
+
+pub(crate) fn evaluate_columns<'a>(key: &Key, calls: &Calls, columns: &'a Columns) -> ColumnInputs<'a> {
+    let mut failed = Vec::new();
+    let mut column = |e: &Expr| {
+        let evaluated = e.eval_columns(columns);
+        for (row, _) in &evaluated.errors {
+            if failed.is_empty() {
+                failed = vec![false; columns.len()];
+            }
+            failed[*row] = true;
+        }
+        evaluated.column
+    };
+    let key_column = key.as_ref().map(|(_, e)| column(e));
+    let inputs = calls.iter().map(|(_, c)| c.argument.as_ref().map(&mut column)).collect();
+    ColumnInputs { key: key_column, inputs, failed }
+}
+
+impl ColumnInputs<'_> {
+    /// Row `i`'s key, with its aggregate inputs in `inputs`, as [`evaluate`] gives them; `None`
+    /// when the row fails (hand the record to [`evaluate`] for the error).
+    #[inline]
+    pub(crate) fn row(&self, i: usize, calls: &Calls, inputs: &mut Vec<Value>) -> Option<Value> {
+        if self.failed.get(i) == Some(&true) {
+            return None;
+        }
+        inputs.clear();
+        for ((_, call), column) in calls.iter().zip(&self.inputs) {
+            let v = column.as_ref().map_or(Value::Int(1), |c| c.get(i));
+            call.function.check(&v).ok()?;
+            inputs.push(v);
+        }
+        Some(self.key.as_ref().map_or(Value::Null, |c| c.get(i)))
+    }
 }

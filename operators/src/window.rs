@@ -16,11 +16,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rill_engine::aggregate::{Acc, AggregateCall};
+use rill_engine::columns::{Column, Columns};
 use rill_engine::config::{ConfigError, ConfigErrors, Ordered, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::message::Watermark;
 use rill_engine::operator::{Collector, Operator, OperatorContext, OperatorError, Snapshot};
-use rill_engine::record::{Record, NO_TIMESTAMP};
+use rill_engine::record::{Batch, Data, Record, NO_TIMESTAMP};
 use rill_engine::registry::{BuildContext, TransformSpec};
 use rill_engine::state::{KeyedState, StateKey, StateOptions, TimeDomain, Timer};
 use rill_engine::value::{Key, Sym, Value};
@@ -142,6 +143,7 @@ pub struct Window {
     watermark: i64,
     inputs: Vec<Value>,
     shape: Shape,
+    results: Results,
     /// This instance's key groups, for restoring at another parallelism.
     key_groups: std::ops::Range<u32>,
     max_parallelism: u32,
@@ -179,8 +181,50 @@ impl Shape {
         r
     }
 
-    fn emit(&self, key: &Value, start: i64, end: i64, w: &Win, out: &mut Collector) {
-        out.emit(self.result(key, Value::Int(start), Value::Int(end), w, end - 1));
+}
+
+/// Results of windows fired by one watermark or timer, gathered into one column batch.
+#[derive(Default)]
+struct Results {
+    keys: Vec<Value>,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+    /// One vector per aggregate.
+    values: Vec<Vec<Value>>,
+    times: Vec<i64>,
+}
+
+impl Results {
+    fn push(&mut self, key: &Value, start: i64, end: i64, w: &Win, time: i64) {
+        self.keys.push(key.clone());
+        self.starts.push(start);
+        self.ends.push(end);
+        self.values.resize_with(w.accs.len(), Vec::new);
+        for (v, acc) in self.values.iter_mut().zip(&w.accs) {
+            v.push(acc.result());
+        }
+        self.times.push(time);
+    }
+
+    /// Emits what was gathered, with the fields of [`Shape::result`] in its order.
+    fn flush(&mut self, shape: &Shape, out: &mut Collector) {
+        let n = self.starts.len();
+        if n == 0 {
+            return;
+        }
+        let mut c = Columns::new(vec![0; n]);
+        let keys = std::mem::take(&mut self.keys);
+        if let Some(name) = shape.key {
+            c.set(name, Column::from_values(keys));
+        }
+        c.set(shape.window_start, Column::Int(std::mem::take(&mut self.starts)));
+        c.set(shape.window_end, Column::Int(std::mem::take(&mut self.ends)));
+        for (i, name) in shape.names.iter().enumerate() {
+            let values = self.values.get_mut(i).map(std::mem::take).unwrap_or_else(|| vec![Value::Null; n]);
+            c.set(*name, Column::from_values(values));
+        }
+        c.timestamps = std::mem::take(&mut self.times);
+        out.emit_columns(c);
     }
 }
 
@@ -202,6 +246,7 @@ impl Window {
             proc_fire: BTreeMap::new(),
             watermark: i64::MIN,
             inputs: Vec::new(),
+            results: Results::default(),
             key_groups: 0..u32::MAX,
             max_parallelism: rill_engine::exchange::DEFAULT_MAX_PARALLELISM,
             index_log: None,
@@ -212,6 +257,24 @@ impl Window {
                 window_start: Sym::new("window_start"),
                 window_end: Sym::new("window_end"),
             },
+        }
+    }
+
+    /// Adds one record (its key given, its aggregate inputs in `self.inputs`) to its windows;
+    /// `record` builds it if it has to go to the `late` output.
+    fn process_keyed(&mut self, key: Value, timestamp: i64, record: &dyn Fn() -> Record, out: &mut Collector) -> Result<(), OperatorError> {
+        if let Some(i) = self.interval {
+            if out.timers().next_processing().is_none() {
+                let now = rill_engine::time::now_millis();
+                out.timers().register(TimeDomain::Processing, &Value::Null, INTERVAL_TIMER, now + i);
+            }
+        }
+        let (ts, proc) = if timestamp == NO_TIMESTAMP { (rill_engine::time::now_millis(), true) } else { (timestamp, false) };
+        let key = Key(key);
+        match self.kind {
+            Kind::Tumbling { .. } | Kind::Sliding { .. } => self.process_time_window(key, ts, proc, record, out),
+            Kind::Session { .. } => self.process_session(key, ts, proc, record, out),
+            Kind::Count { .. } => self.process_count(key, ts, out),
         }
     }
 
@@ -263,7 +326,7 @@ impl Window {
         }
     }
 
-    fn process_time_window(&mut self, key: Key, ts: i64, proc: bool, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
+    fn process_time_window(&mut self, key: Key, ts: i64, proc: bool, record: &dyn Fn() -> Record, out: &mut Collector) -> Result<(), OperatorError> {
         // Tumbling windows are sliding windows whose slide is their size: one start per record.
         let (size, slide) = match self.kind {
             Kind::Tumbling { size } => (size, size),
@@ -297,16 +360,16 @@ impl Window {
             }
         }
         if !accepted {
-            out.emit_side(0, record);
+            out.emit_side(0, record());
         }
         Ok(())
     }
 
-    fn process_session(&mut self, key: Key, ts: i64, proc: bool, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
+    fn process_session(&mut self, key: Key, ts: i64, proc: bool, record: &dyn Fn() -> Record, out: &mut Collector) -> Result<(), OperatorError> {
         let Kind::Session { gap } = self.kind else { unreachable!("sessions only") };
         let (mut start, mut end) = (ts, ts + gap);
         if !proc && end - 1 + self.lateness <= self.watermark {
-            out.emit_side(0, record);
+            out.emit_side(0, record());
             return Ok(());
         }
         let mut merged = self.new_win();
@@ -383,16 +446,18 @@ impl Window {
                 match which {
                     Due::Fire | Due::Processing => {
                         let purge = self.lateness == 0 || which == Due::Processing;
-                        self.fire_window(&key, start, time, purge, out)?
+                        self.fire_window(&key, start, time, purge)?
                     }
                     Due::Cleanup => self.drop_window(&key, start, time)?,
                 }
             }
         }
+        self.results.flush(&self.shape, out);
         Ok(())
     }
 
-    fn fire_window(&mut self, key: &Key, start: i64, time: i64, purge: bool, out: &mut Collector) -> Result<(), OperatorError> {
+    /// Fires a window: its result goes to `self.results`.
+    fn fire_window(&mut self, key: &Key, start: i64, time: i64, purge: bool) -> Result<(), OperatorError> {
         if let Kind::Session { .. } = self.kind {
             let sk = StateKey { key: key.clone(), namespace: 0 };
             let calls = &self.calls;
@@ -403,8 +468,7 @@ impl Window {
             Self::rehydrate(calls, &mut sessions[i].win);
             let s = &mut sessions[i];
             s.win.fired = true;
-            let r = self.shape.result(&key.0, Value::Int(s.start), Value::Int(s.end), &s.win, s.end - 1);
-            out.emit(r);
+            self.results.push(&key.0, s.start, s.end, &s.win, s.end - 1);
             if purge {
                 let sessions = self.sessions.as_mut().expect("opened").get_mut(&sk)?.expect("present");
                 sessions.swap_remove(i);
@@ -417,13 +481,15 @@ impl Window {
         let sk = StateKey { key: key.clone(), namespace: start };
         let size = self.window_size();
         let wins = self.wins.as_mut().expect("opened");
-        let Some(w) = wins.get_mut(&sk)? else { return Ok(()) };
-        Self::rehydrate(&self.calls, w);
-        w.fired = true;
-        let w = self.wins.as_mut().expect("opened").get(&sk)?.expect("present");
-        self.shape.emit(&key.0, start, start + size, w, out);
         if purge {
-            self.wins.as_mut().expect("opened").remove(&sk)?;
+            let Some(mut w) = wins.remove(&sk)? else { return Ok(()) };
+            Self::rehydrate(&self.calls, &mut w);
+            self.results.push(&key.0, start, start + size, &w, start + size - 1);
+        } else {
+            let Some(w) = wins.get_mut(&sk)? else { return Ok(()) };
+            Self::rehydrate(&self.calls, w);
+            w.fired = true;
+            self.results.push(&key.0, start, start + size, w, start + size - 1);
         }
         Ok(())
     }
@@ -673,19 +739,36 @@ impl Operator for Window {
                 return Ok(());
             }
         };
-        if let Some(i) = self.interval {
-            if out.timers().next_processing().is_none() {
-                let now = rill_engine::time::now_millis();
-                out.timers().register(TimeDomain::Processing, &Value::Null, INTERVAL_TIMER, now + i);
+        let timestamp = record.timestamp;
+        self.process_keyed(key, timestamp, &move || record.clone(), out)
+    }
+
+    fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
+        let columns = match batch.data {
+            Data::Columns(c) => c,
+            Data::Rows(records) => {
+                for r in records {
+                    self.process(r, out)?;
+                }
+                return Ok(());
             }
+        };
+        // Keys and inputs read from columns; no record is built unless one is late or fails.
+        let evaluated = crate::keyed::evaluate_columns(&self.key, &self.calls, &columns);
+        let mut inputs = std::mem::take(&mut self.inputs);
+        for i in 0..columns.len() {
+            let key = evaluated.row(i, &self.calls, &mut inputs);
+            std::mem::swap(&mut self.inputs, &mut inputs);
+            let done = match key {
+                Some(key) => self.process_keyed(key, columns.timestamps[i], &|| columns.row(i), out),
+                // Failed somewhere: the record path says why.
+                None => self.process(columns.row(i), out),
+            };
+            std::mem::swap(&mut self.inputs, &mut inputs);
+            done?
         }
-        let (ts, proc) = if record.timestamp == NO_TIMESTAMP { (rill_engine::time::now_millis(), true) } else { (record.timestamp, false) };
-        let key = Key(key);
-        match self.kind {
-            Kind::Tumbling { .. } | Kind::Sliding { .. } => self.process_time_window(key, ts, proc, record, out),
-            Kind::Session { .. } => self.process_session(key, ts, proc, record, out),
-            Kind::Count { .. } => self.process_count(key, ts, out),
-        }
+        self.inputs = inputs;
+        Ok(())
     }
 
     fn on_watermark(&mut self, wm: Watermark, out: &mut Collector) -> Result<(), OperatorError> {
