@@ -12,7 +12,15 @@
 //! `rill_engine::state`), namespaced by window start. Fire and clean-up times are kept in
 //! ordered indexes, one entry per window.
 
+mod count;
+mod session;
+mod snapshot;
+mod time;
+
+use snapshot::{fold, save_index, WindowSnapshot};
+
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use rill_engine::aggregate::{Acc, AggregateCall};
@@ -23,7 +31,7 @@ use rill_engine::message::Watermark;
 use rill_engine::operator::{Collector, Operator, OperatorContext, OperatorError, Snapshot};
 use rill_engine::record::{Batch, Data, Record, NO_TIMESTAMP};
 use rill_engine::registry::{BuildContext, TransformSpec};
-use rill_engine::state::{KeyedState, StateKey, StateOptions, TimeDomain, Timer};
+use rill_engine::state::{KeyedState, StateOptions, TimeDomain, Timer};
 use rill_engine::value::{Key, Sym, Value};
 
 use rill_engine::config::de::duration;
@@ -117,12 +125,31 @@ struct Session {
     win: Win,
 }
 
+/// What one kind of window decides; the operator around it does keys, the indexes of fire and
+/// clean-up times, timers, lateness bookkeeping and checkpoints. The record's aggregate inputs
+/// are in `w.inputs`.
+trait WindowKind {
+    /// Adds a record of `key` at time `ts` (`proc`: processing time) to its windows, emitting
+    /// what early or late firing asks for; a record too late for all of them goes to the `late`
+    /// output (`record` builds it).
+    fn add(&self, w: &mut Window, key: Key, ts: i64, proc: bool, record: &dyn Fn() -> Record, out: &mut Collector) -> Result<(), OperatorError>;
+    /// The window of `key` starting at `start`, indexed to fire at `time`, fires: its result
+    /// goes to `w.results`; `purge` drops it after.
+    fn fire(&self, w: &mut Window, key: &Key, start: i64, time: i64, purge: bool) -> Result<(), OperatorError>;
+    /// Its allowed lateness is over (`time` as indexed for clean-up): drop it.
+    fn drop_window(&self, w: &mut Window, key: &Key, start: i64, time: i64) -> Result<(), OperatorError>;
+    /// Early firing: emit the window's current result unless it has fired.
+    fn partial(&self, w: &mut Window, key: &Key, start: i64, time: i64, out: &mut Collector) -> Result<(), OperatorError>;
+}
+
 /// Emitted window results are tagged with this namespace in processing-time timers for the
 /// early-firing interval (window timers use the fire time as their time and namespace 0).
 const INTERVAL_TIMER: i64 = 1;
 
 pub struct Window {
     kind: Kind,
+    /// What the kind of window decides (one file each: `time.rs`, `session.rs`, `count.rs`).
+    assigner: Rc<dyn WindowKind>,
     key: Option<(Sym, Expr)>,
     calls: Vec<(Sym, AggregateCall)>,
     lateness: i64,
@@ -232,8 +259,15 @@ impl Window {
     pub fn new(kind: Kind, key: Option<(Sym, Expr)>, calls: Vec<(Sym, AggregateCall)>, lateness: i64) -> Window {
         let key_name = key.as_ref().map(|(n, _)| *n);
         let call_names = calls.iter().map(|(n, _)| *n).collect();
+        let assigner: Rc<dyn WindowKind> = match kind {
+            Kind::Tumbling { size } => Rc::new(time::TimeWindows { size, slide: size }),
+            Kind::Sliding { size, slide } => Rc::new(time::TimeWindows { size, slide }),
+            Kind::Session { gap } => Rc::new(session::Sessions { gap }),
+            Kind::Count { size } => Rc::new(count::CountWindows { size }),
+        };
         Window {
             kind,
+            assigner,
             key,
             calls,
             lateness,
@@ -270,12 +304,7 @@ impl Window {
             }
         }
         let (ts, proc) = if timestamp == NO_TIMESTAMP { (rill_engine::time::now_millis(), true) } else { (timestamp, false) };
-        let key = Key(key);
-        match self.kind {
-            Kind::Tumbling { .. } | Kind::Sliding { .. } => self.process_time_window(key, ts, proc, record, out),
-            Kind::Session { .. } => self.process_session(key, ts, proc, record, out),
-            Kind::Count { .. } => self.process_count(key, ts, out),
-        }
+        self.assigner.clone().add(self, Key(key), ts, proc, record, out)
     }
 
     fn new_win(&self) -> Win {
@@ -319,112 +348,6 @@ impl Window {
         }
     }
 
-    fn window_size(&self) -> i64 {
-        match self.kind {
-            Kind::Tumbling { size } | Kind::Sliding { size, .. } => size,
-            _ => 0,
-        }
-    }
-
-    fn process_time_window(&mut self, key: Key, ts: i64, proc: bool, record: &dyn Fn() -> Record, out: &mut Collector) -> Result<(), OperatorError> {
-        // Tumbling windows are sliding windows whose slide is their size: one start per record.
-        let (size, slide) = match self.kind {
-            Kind::Tumbling { size } => (size, size),
-            Kind::Sliding { size, slide } => (size, slide),
-            _ => unreachable!("time windows only"),
-        };
-        let mut accepted = false;
-        for start in sliding_starts(ts, size, slide) {
-            let end = start + size;
-            if !proc && end - 1 + self.lateness <= self.watermark {
-                continue;
-            }
-            accepted = true;
-            let sk = StateKey { key: key.clone(), namespace: start };
-            let mut created = false;
-            let calls = &self.calls;
-            let wins = self.wins.as_mut().expect("opened");
-            let w = wins.get_or_insert_with(&sk, || {
-                created = true;
-                new_win(calls)
-            })?;
-            Self::rehydrate(&self.calls, w);
-            Self::add(&self.inputs, w, ts);
-            let (fired, count) = (w.fired, w.count);
-            if fired || self.every.is_some_and(|n| count % n == 0) {
-                let w = self.wins.as_mut().expect("opened").get(&sk)?.expect("just updated");
-                out.emit(self.shape.result(&key.0, Value::Int(start), Value::Int(end), w, end - 1));
-            }
-            if created {
-                self.schedule(&key, start, end, proc, out);
-            }
-        }
-        if !accepted {
-            out.emit_side(0, record());
-        }
-        Ok(())
-    }
-
-    fn process_session(&mut self, key: Key, ts: i64, proc: bool, record: &dyn Fn() -> Record, out: &mut Collector) -> Result<(), OperatorError> {
-        let Kind::Session { gap } = self.kind else { unreachable!("sessions only") };
-        let (mut start, mut end) = (ts, ts + gap);
-        if !proc && end - 1 + self.lateness <= self.watermark {
-            out.emit_side(0, record());
-            return Ok(());
-        }
-        let mut merged = self.new_win();
-        Self::add(&self.inputs, &mut merged, ts);
-        let sk = StateKey { key: key.clone(), namespace: 0 };
-        let calls = &self.calls;
-        let sessions = self.sessions.as_mut().expect("opened").get_or_insert_with(&sk, Vec::new)?;
-        let mut i = 0;
-        while i < sessions.len() {
-            let s = &sessions[i];
-            if s.start <= end && start <= s.end {
-                let mut s = sessions.swap_remove(i);
-                Self::rehydrate(calls, &mut s.win);
-                start = start.min(s.start);
-                end = end.max(s.end);
-                merged.fired |= s.win.fired;
-                merged.count += s.win.count;
-                merged.first_ts = merged.first_ts.min(s.win.first_ts);
-                merged.last_ts = merged.last_ts.max(s.win.last_ts);
-                for (a, b) in merged.accs.iter_mut().zip(s.win.accs) {
-                    a.merge(b);
-                }
-            } else {
-                i += 1;
-            }
-        }
-        if merged.fired {
-            out.emit(self.shape.result(&key.0, Value::Int(start), Value::Int(end), &merged, end - 1));
-        }
-        let sessions = self.sessions.as_mut().expect("opened").get_mut(&sk)?.expect("inserted above");
-        sessions.push(Session { start, end, win: merged });
-        self.schedule(&key, start, end, proc, out);
-        Ok(())
-    }
-
-    fn process_count(&mut self, key: Key, ts: i64, out: &mut Collector) -> Result<(), OperatorError> {
-        let Kind::Count { size } = self.kind else { unreachable!("count windows only") };
-        let sk = StateKey { key: key.clone(), namespace: 0 };
-        let calls = &self.calls;
-        let wins = self.wins.as_mut().expect("opened");
-        let w = wins.get_or_insert_with(&sk, || new_win(calls))?;
-        Self::rehydrate(&self.calls, w);
-        Self::add(&self.inputs, w, ts);
-        let count = w.count;
-        if count >= size || self.every.is_some_and(|n| count % n == 0) {
-            let w = self.wins.as_mut().expect("opened").get(&sk)?.expect("just updated");
-            let r = self.shape.result(&key.0, Value::Int(w.first_ts), Value::Int(w.last_ts + 1), w, w.last_ts);
-            out.emit(r);
-            if count >= size {
-                self.wins.as_mut().expect("opened").remove(&sk)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Fires the windows indexed in `index` at or before `upto`; `purge` drops them after.
     fn fire_due(&mut self, which: Due, upto: i64, out: &mut Collector) -> Result<(), OperatorError> {
         loop {
@@ -442,72 +365,18 @@ impl Window {
                 let generation = self.generation;
                 log.extend(windows.iter().filter(|w| w.2 < generation).map(|(k, start, _)| (which as u8, time, k.0.clone(), *start, false)));
             }
+            let kind = self.assigner.clone();
             for (key, start, _) in windows {
                 match which {
                     Due::Fire | Due::Processing => {
                         let purge = self.lateness == 0 || which == Due::Processing;
-                        self.fire_window(&key, start, time, purge)?
+                        kind.fire(self, &key, start, time, purge)?
                     }
-                    Due::Cleanup => self.drop_window(&key, start, time)?,
+                    Due::Cleanup => kind.drop_window(self, &key, start, time)?,
                 }
             }
         }
         self.results.flush(&self.shape, out);
-        Ok(())
-    }
-
-    /// Fires a window: its result goes to `self.results`.
-    fn fire_window(&mut self, key: &Key, start: i64, time: i64, purge: bool) -> Result<(), OperatorError> {
-        if let Kind::Session { .. } = self.kind {
-            let sk = StateKey { key: key.clone(), namespace: 0 };
-            let calls = &self.calls;
-            let Some(sessions) = self.sessions.as_mut().expect("opened").get_mut(&sk)? else { return Ok(()) };
-            let Some(i) = sessions.iter().position(|s| s.start == start && s.end - 1 == time && !s.win.fired) else {
-                return Ok(()); // merged into a larger session since
-            };
-            Self::rehydrate(calls, &mut sessions[i].win);
-            let s = &mut sessions[i];
-            s.win.fired = true;
-            self.results.push(&key.0, s.start, s.end, &s.win, s.end - 1);
-            if purge {
-                let sessions = self.sessions.as_mut().expect("opened").get_mut(&sk)?.expect("present");
-                sessions.swap_remove(i);
-                if sessions.is_empty() {
-                    self.sessions.as_mut().expect("opened").remove(&sk)?;
-                }
-            }
-            return Ok(());
-        }
-        let sk = StateKey { key: key.clone(), namespace: start };
-        let size = self.window_size();
-        let wins = self.wins.as_mut().expect("opened");
-        if purge {
-            let Some(mut w) = wins.remove(&sk)? else { return Ok(()) };
-            Self::rehydrate(&self.calls, &mut w);
-            self.results.push(&key.0, start, start + size, &w, start + size - 1);
-        } else {
-            let Some(w) = wins.get_mut(&sk)? else { return Ok(()) };
-            Self::rehydrate(&self.calls, w);
-            w.fired = true;
-            self.results.push(&key.0, start, start + size, w, start + size - 1);
-        }
-        Ok(())
-    }
-
-    fn drop_window(&mut self, key: &Key, start: i64, time: i64) -> Result<(), OperatorError> {
-        if let Kind::Session { .. } = self.kind {
-            let sk = StateKey { key: key.clone(), namespace: 0 };
-            let lateness = self.lateness;
-            let sessions = self.sessions.as_mut().expect("opened");
-            if let Some(list) = sessions.get_mut(&sk)? {
-                list.retain(|s| !(s.start == start && s.end - 1 + lateness == time));
-                if list.is_empty() {
-                    sessions.remove(&sk)?;
-                }
-            }
-            return Ok(());
-        }
-        self.wins.as_mut().expect("opened").remove(&StateKey { key: key.clone(), namespace: start })?;
         Ok(())
     }
 
@@ -519,23 +388,9 @@ impl Window {
             .chain(self.proc_fire.iter())
             .flat_map(|(t, ws)| ws.iter().map(move |(k, s, _)| (k.clone(), *s, *t)))
             .collect();
+        let kind = self.assigner.clone();
         for (key, start, time) in open {
-            if let Kind::Session { .. } = self.kind {
-                let sk = StateKey { key: key.clone(), namespace: 0 };
-                if let Some(list) = self.sessions.as_mut().expect("opened").get(&sk)? {
-                    if let Some(s) = list.iter().find(|s| s.start == start && s.end - 1 == time && !s.win.fired) {
-                        out.emit(self.shape.result(&key.0, Value::Int(s.start), Value::Int(s.end), &s.win, s.end - 1));
-                    }
-                }
-                continue;
-            }
-            let size = self.window_size();
-            let sk = StateKey { key: key.clone(), namespace: start };
-            if let Some(w) = self.wins.as_mut().expect("opened").get(&sk)? {
-                if !w.fired {
-                    out.emit(self.shape.result(&key.0, Value::Int(start), Value::Int(start + size), w, start + size - 1));
-                }
-            }
+            kind.partial(self, &key, start, time, out)?;
         }
         Ok(())
     }
@@ -547,117 +402,6 @@ enum Due {
     Fire,
     Cleanup,
     Processing,
-}
-
-/// What a checkpoint holds of a window operator: its state entries and its indexes.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct WindowSnapshot {
-    /// Window contents: every entry, or (in a delta) those written since the last snapshot.
-    wins: Vec<(Vec<u8>, Vec<u8>)>,
-    sessions: Vec<(Vec<u8>, Vec<u8>)>,
-    /// In a delta: entries removed since the last snapshot.
-    #[serde(default)]
-    wins_removed: Vec<Vec<u8>>,
-    #[serde(default)]
-    sessions_removed: Vec<Vec<u8>>,
-    /// In a delta: the index changes since the last snapshot, in order (the indexes above are
-    /// then empty).
-    #[serde(default)]
-    index_changes: Vec<IndexChange>,
-    fire: Vec<(i64, Vec<(Value, i64)>)>,
-    cleanup: Vec<(i64, Vec<(Value, i64)>)>,
-    proc_fire: Vec<(i64, Vec<(Value, i64)>)>,
-    watermark: i64,
-}
-
-impl Window {
-    /// Keeps this instance's key groups of the old instances' states (rescaling).
-    fn restore_rescaled_snapshots(&mut self, states: Vec<WindowSnapshot>) -> Result<(), OperatorError> {
-        let mine = |e: &(Vec<u8>, Vec<u8>)| self.key_groups.contains(&KeyedState::<Win>::entry_key_group(e));
-        let mut merged = WindowSnapshot { watermark: i64::MIN, ..Default::default() };
-        let owns = |k: &Value| self.key_groups.contains(&rill_engine::exchange::KeyGroup::of_hash(k.stable_hash(), self.max_parallelism).0);
-        let keep = |idx: Vec<(i64, Vec<(Value, i64)>)>| -> Vec<(i64, Vec<(Value, i64)>)> {
-            idx.into_iter().map(|(t, ws)| (t, ws.into_iter().filter(|(k, _)| owns(k)).collect::<Vec<_>>())).filter(|(_, ws)| !ws.is_empty()).collect()
-        };
-        for snap in states {
-            merged.wins.extend(snap.wins.into_iter().filter(|e| mine(e)));
-            merged.sessions.extend(snap.sessions.into_iter().filter(|e| mine(e)));
-            merged.fire.extend(keep(snap.fire));
-            merged.cleanup.extend(keep(snap.cleanup));
-            merged.proc_fire.extend(keep(snap.proc_fire));
-            // The slowest old instance's watermark: nothing it had not yet seen counts as late.
-            merged.watermark = if merged.watermark == i64::MIN { snap.watermark } else { merged.watermark.min(snap.watermark) };
-        }
-        self.install(merged)
-    }
-
-    /// Takes a whole snapshot's state as this instance's.
-    fn install(&mut self, snap: WindowSnapshot) -> Result<(), OperatorError> {
-        if let Some(w) = self.wins.as_mut() {
-            w.restore_entries(&snap.wins)?;
-        }
-        if let Some(s) = self.sessions.as_mut() {
-            s.restore_entries(&snap.sessions)?;
-        }
-        self.fire = load_index(snap.fire);
-        self.cleanup = load_index(snap.cleanup);
-        self.proc_fire = load_index(snap.proc_fire);
-        self.watermark = snap.watermark;
-        Ok(())
-    }
-}
-
-/// A chain of window snapshots (a full one, then deltas) folded into one full snapshot.
-fn fold(chain: &[Vec<u8>]) -> Result<Option<WindowSnapshot>, OperatorError> {
-    let parse = |b: &[u8]| serde_json::from_slice::<WindowSnapshot>(b).map_err(|e| OperatorError::new(format!("window checkpoint: {e}")));
-    let Some((first, deltas)) = chain.split_first() else { return Ok(None) };
-    let mut snap = parse(first)?;
-    if deltas.is_empty() {
-        return Ok(Some(snap));
-    }
-    let mut wins: BTreeMap<Vec<u8>, Vec<u8>> = std::mem::take(&mut snap.wins).into_iter().collect();
-    let mut sessions: BTreeMap<Vec<u8>, Vec<u8>> = std::mem::take(&mut snap.sessions).into_iter().collect();
-    let as_map = |v: Vec<(i64, Vec<(Value, i64)>)>| v.into_iter().collect::<BTreeMap<i64, Vec<(Value, i64)>>>();
-    let mut indexes = [as_map(std::mem::take(&mut snap.fire)), as_map(std::mem::take(&mut snap.cleanup)), as_map(std::mem::take(&mut snap.proc_fire))];
-    for d in deltas {
-        let d = parse(d)?;
-        wins.extend(d.wins);
-        d.wins_removed.iter().for_each(|k| drop(wins.remove(k)));
-        sessions.extend(d.sessions);
-        d.sessions_removed.iter().for_each(|k| drop(sessions.remove(k)));
-        for (which, time, key, start, added) in d.index_changes {
-            let index = indexes.get_mut(which as usize).ok_or_else(|| OperatorError::new(format!("window checkpoint: unknown index {which}")))?;
-            let at = index.entry(time).or_default();
-            if added {
-                at.push((key, start));
-            } else if let Some(i) = at.iter().position(|(k, s)| *s == start && Key(k.clone()) == Key(key.clone())) {
-                at.remove(i);
-            }
-            if at.is_empty() {
-                index.remove(&time);
-            }
-        }
-        snap.watermark = d.watermark;
-    }
-    snap.wins = wins.into_iter().collect();
-    snap.sessions = sessions.into_iter().collect();
-    let [fire, cleanup, proc_fire] = indexes.map(|m| m.into_iter().collect::<Vec<_>>());
-    (snap.fire, snap.cleanup, snap.proc_fire) = (fire, cleanup, proc_fire);
-    Ok(Some(snap))
-}
-
-fn save_index(m: &Index) -> Vec<(i64, Vec<(Value, i64)>)> {
-    m.iter().map(|(t, v)| (*t, v.iter().map(|(k, s, _)| (k.0.clone(), *s)).collect())).collect()
-}
-
-/// Restored entries belong to a snapshot: generation 0. Entries of one time from several
-/// snapshots (rescaling) are merged.
-fn load_index(v: Vec<(i64, Vec<(Value, i64)>)>) -> Index {
-    let mut m: Index = BTreeMap::new();
-    for (t, ws) in v {
-        m.entry(t).or_default().extend(ws.into_iter().map(|(k, s)| (Key(k), s, 0)));
-    }
-    m
 }
 
 impl Operator for Window {
