@@ -25,7 +25,7 @@ for ((r = 1; r <= REPEAT; r++)); do
     out=$($RILL run examples/w0.yaml --set "parallelism=$p" --set "sources.events.count=$N" --progress never 2>&1)
     end=$(date +%s.%N)
     job=$(sed -n 's/.*finished in \([0-9.]*\) s.*/\1/p' <<<"$out")
-    kept=$(awk '$1 == "discard" {print $4}' <<<"$out")
+    kept=$(awk '$1 == "discard" && $2 == "blackhole" {print $4}' <<<"$out")
     echo "rill p=$p secs=$job proc_secs=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.3f", b - a}') kept=$kept" | tee -a "$results"
   done
 done

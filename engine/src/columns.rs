@@ -91,20 +91,23 @@ impl Column {
 
     /// The rows where `keep` is set (`keep` has one entry per row).
     pub fn select(&self, keep: &[bool]) -> Column {
-        fn s<T: Clone>(v: &[T], keep: &[bool]) -> Vec<T> {
-            let mut out = Vec::with_capacity(v.len());
-            for (x, &k) in v.iter().zip(keep) {
-                if k {
-                    out.push(x.clone());
-                }
+        self.select_runs(&runs(keep))
+    }
+
+    /// The rows in `runs` (ranges of rows, in order).
+    fn select_runs(&self, runs: &[(usize, usize)]) -> Column {
+        fn s<T: Clone>(v: &[T], runs: &[(usize, usize)]) -> Vec<T> {
+            let mut out = Vec::with_capacity(runs.iter().map(|(a, b)| b - a).sum());
+            for &(a, b) in runs {
+                out.extend_from_slice(&v[a..b]);
             }
             out
         }
         match self {
-            Column::Int(v) => Column::Int(s(v, keep)),
-            Column::Float(v) => Column::Float(s(v, keep)),
-            Column::Bool(v) => Column::Bool(s(v, keep)),
-            Column::Any(v) => Column::Any(s(v, keep)),
+            Column::Int(v) => Column::Int(s(v, runs)),
+            Column::Float(v) => Column::Float(s(v, runs)),
+            Column::Bool(v) => Column::Bool(s(v, runs)),
+            Column::Any(v) => Column::Any(s(v, runs)),
         }
     }
 
@@ -117,6 +120,24 @@ impl Column {
             Column::Any(v) => Column::Any(v.split_off(at)),
         }
     }
+}
+
+/// The runs of set entries of `keep`, as ranges `(start, end)`.
+fn runs(keep: &[bool]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < keep.len() {
+        if keep[i] {
+            let start = i;
+            while i < keep.len() && keep[i] {
+                i += 1;
+            }
+            runs.push((start, i));
+        } else {
+            i += 1;
+        }
+    }
+    runs
 }
 
 /// Records stored as columns (see the module docs).
@@ -193,19 +214,29 @@ impl Columns {
         (0..self.len).map(|i| self.row(i)).collect()
     }
 
-    /// The records where `keep` is set, in order.
-    pub fn select(&self, keep: &[bool]) -> Columns {
+    /// The records where `keep` is set, in order. Copies runs of kept records whole (a
+    /// selective filter keeps long runs).
+    pub fn select(self, keep: &[bool]) -> Columns {
         debug_assert_eq!(keep.len(), self.len);
-        let n = keep.iter().filter(|&&k| k).count();
-        if n == self.len {
-            return self.clone();
+        let runs = runs(keep);
+        if runs.len() == 1 && runs[0] == (0, self.len) {
+            return self;
         }
-        let pick = |v: &[i64]| v.iter().zip(keep).filter(|(_, &k)| k).map(|(x, _)| *x).collect::<Vec<_>>();
+        let slices = |v: &[u64]| {
+            let mut out = Vec::with_capacity(self.len);
+            runs.iter().for_each(|&(a, b)| out.extend_from_slice(&v[a..b]));
+            out
+        };
+        let timestamps = {
+            let mut out = Vec::with_capacity(self.len);
+            runs.iter().for_each(|&(a, b)| out.extend_from_slice(&self.timestamps[a..b]));
+            out
+        };
         Columns {
-            len: n,
-            fields: self.fields.iter().map(|(k, c)| (*k, c.select(keep))).collect(),
-            timestamps: pick(&self.timestamps),
-            offsets: self.offsets.iter().zip(keep).filter(|(_, &k)| k).map(|(x, _)| *x).collect(),
+            len: runs.iter().map(|(a, b)| b - a).sum(),
+            fields: self.fields.iter().map(|(k, c)| (*k, c.select_runs(&runs))).collect(),
+            timestamps,
+            offsets: slices(&self.offsets),
             source: self.source,
             born: self.born,
         }
@@ -262,7 +293,7 @@ mod tests {
     #[test]
     fn select_gather_and_split_keep_rows_and_metadata_together() {
         let c = batch();
-        let s = c.select(&[true, false, true]);
+        let s = c.clone().select(&[true, false, true]);
         assert_eq!(s.to_records(), vec![c.row(0), c.row(2)]);
         let g = c.gather(&[2, 0]);
         assert_eq!(g.to_records(), vec![c.row(2), c.row(0)]);

@@ -283,7 +283,7 @@ impl Timestamper {
                     rejected.push(Rejected { input: RejectedInput::Record(columns.row(i)), error, position: None });
                 }
                 if !keep.is_empty() {
-                    *columns = columns.select(&keep);
+                    *columns = std::mem::replace(columns, Columns::new(Vec::new())).select(&keep);
                 }
             }
         }

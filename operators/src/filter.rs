@@ -48,16 +48,18 @@ impl Operator for Filter {
         };
         let evaluated = self.condition.eval_columns(&columns);
         if let (Column::Bool(keep), true) = (&*evaluated.column, evaluated.errors.is_empty()) {
-            out.emit_columns(columns.select(keep));
+            let keep = keep.clone(); // the condition may be a column of `columns` itself
+            out.emit_columns(columns.select(&keep));
             return Ok(());
         }
         // Some records failed or gave something other than a bool: as `process` does, one by one.
-        let mut errors = evaluated.errors.into_iter().peekable();
+        let (column, errors) = (evaluated.column, evaluated.errors);
+        let mut errors = errors.into_iter().peekable();
         let mut keep = vec![false; columns.len()];
         for (i, k) in keep.iter_mut().enumerate() {
             let error = match errors.next_if(|(row, _)| *row == i) {
                 Some((_, e)) => e,
-                None => match evaluated.column.get(i) {
+                None => match column.get(i) {
                     Value::Bool(b) => {
                         *k = b;
                         continue;
@@ -67,6 +69,7 @@ impl Operator for Filter {
             };
             out.reject(columns.row(i), format!("filter condition `{}`: {error}", self.condition.source()));
         }
+        drop(column);
         out.emit_columns(columns.select(&keep));
         Ok(())
     }

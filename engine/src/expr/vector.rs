@@ -118,13 +118,17 @@ fn arith<'a>(k: Arith, n: usize, a: V<'_>, b: V<'_>) -> Option<V<'a>> {
     let (x, y) = (num(&a)?, num(&b)?);
     if let (Num::Int(x), Num::Int(y)) = (&x, &y) {
         let mut bad = false;
-        let out = match k {
-            Arith::Add => zip_map(n, *x, *y, |x, y| x.checked_add(y).unwrap_or_else(|| { bad = true; 0 })),
-            Arith::Sub => zip_map(n, *x, *y, |x, y| x.checked_sub(y).unwrap_or_else(|| { bad = true; 0 })),
-            Arith::Mul => zip_map(n, *x, *y, |x, y| x.checked_mul(y).unwrap_or_else(|| { bad = true; 0 })),
+        let out = match (k, y) {
+            // Overflow flags or-ed together, without a branch per element.
+            (Arith::Add, _) => zip_map(n, *x, *y, |x, y| { let (r, o) = x.overflowing_add(y); bad |= o; r }),
+            (Arith::Sub, _) => zip_map(n, *x, *y, |x, y| { let (r, o) = x.overflowing_sub(y); bad |= o; r }),
+            (Arith::Mul, _) => zip_map(n, *x, *y, |x, y| { let (r, o) = x.overflowing_mul(y); bad |= o; r }),
+            // A constant divisor other than 0 and -1 can neither fail nor overflow.
+            (Arith::Div, Arg::Scalar(d)) if *d != 0 && *d != -1 => zip_map(n, *x, *y, |x, y| x / y),
+            (Arith::Rem, Arg::Scalar(d)) if *d != 0 && *d != -1 => zip_map(n, *x, *y, |x, y| x % y),
             // checked_div and checked_rem are `None` for a zero divisor too.
-            Arith::Div => zip_map(n, *x, *y, |x, y| x.checked_div(y).unwrap_or_else(|| { bad = true; 0 })),
-            Arith::Rem => zip_map(n, *x, *y, |x, y| x.checked_rem(y).unwrap_or_else(|| { bad = true; 0 })),
+            (Arith::Div, _) => zip_map(n, *x, *y, |x, y| x.checked_div(y).unwrap_or_else(|| { bad = true; 0 })),
+            (Arith::Rem, _) => zip_map(n, *x, *y, |x, y| x.checked_rem(y).unwrap_or_else(|| { bad = true; 0 })),
         };
         return (!bad).then(|| V::Col(Cow::Owned(Column::Int(out))));
     }
