@@ -263,6 +263,20 @@ impl Batch {
         }
     }
 
+    /// For operators with a column path: the batch's columns, or, for a batch of rows, `None`
+    /// after handing each record to `each` (the operator's `process`).
+    pub fn into_columns_or<E>(self, mut each: impl FnMut(Record) -> Result<(), E>) -> Result<Option<Columns>, E> {
+        match self.data {
+            Data::Columns(c) => Ok(Some(c)),
+            Data::Rows(records) => {
+                for r in records {
+                    each(r)?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
     /// The columns, when the batch is stored as columns.
     pub fn columns(&self) -> Option<&Columns> {
         match &self.data {

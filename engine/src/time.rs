@@ -370,4 +370,28 @@ mod tests {
         // After 1000 (wm 799), after 1500 (1299: 500 on), then 1700 (1499: 200 on); 1699 is not enough.
         assert_eq!(marks, [(1, Watermark(799)), (3, Watermark(1299)), (6, Watermark(1499))]);
     }
+
+    #[test]
+    fn column_batches_are_stamped_as_rows_are() {
+        let mode = || TimeMode::Event { timestamp: Expr::compile("ts").unwrap(), max_out_of_orderness: 200, idle_timeout: None, interval: 200, max_drift: 2000 };
+        let stamps = [Value::Int(1000), Value::Int(1100), Value::str("bad"), Value::Int(1500), Value::Int(1200), Value::Int(1699), Value::Int(1700)];
+        let mut columns = Columns::new((0..stamps.len() as u64).collect());
+        columns.set(crate::value::Sym::new("ts"), Column::from_values(stamps.to_vec()));
+        let rows = columns.to_records();
+        let (mut by_rows, mut by_columns) = (Timestamper::new(mode()), Timestamper::new(mode()));
+        let (mut rejected_rows, mut rejected_columns) = (Vec::new(), Vec::new());
+        // Split in two pieces: positions count across the poll.
+        let mut cols = columns.clone();
+        let second = cols.split_off(3);
+        let mut pieces = [Data::Columns(cols), Data::Columns(second)];
+        let mut row_pieces = [Data::Rows(rows)];
+        let marks = by_columns.stamp(&mut pieces, &mut rejected_columns);
+        assert_eq!(marks, by_rows.stamp(&mut row_pieces, &mut rejected_rows));
+        let stamped: Vec<Record> = pieces.into_iter().flat_map(Data::into_records).collect();
+        let [Data::Rows(want)] = row_pieces else { unreachable!() };
+        assert_eq!(stamped.iter().map(|r| r.timestamp).collect::<Vec<_>>(), want.iter().map(|r| r.timestamp).collect::<Vec<_>>());
+        assert_eq!(stamped, want);
+        assert_eq!(rejected_columns.len(), 1);
+        assert_eq!(rejected_columns[0].error, rejected_rows[0].error);
+    }
 }

@@ -7,7 +7,7 @@ use rill_engine::aggregate::{Acc, AggregateCall};
 use rill_engine::config::{ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError, Snapshot};
-use rill_engine::record::{Batch, Data, Origin, Record};
+use rill_engine::record::{Batch, Origin, Record};
 use rill_engine::registry::{BuildContext, TransformSpec};
 use rill_engine::state::{Entries, KeyedState, StateKey, StateOptions};
 use rill_engine::value::{Key, Sym, Value};
@@ -97,15 +97,7 @@ impl Operator for Aggregate {
     }
 
     fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
-        let columns = match batch.data {
-            Data::Columns(c) => c,
-            Data::Rows(records) => {
-                for r in records {
-                    self.process(r, out)?;
-                }
-                return Ok(());
-            }
-        };
+        let Some(columns) = batch.into_columns_or(|r| self.process(r, out))? else { return Ok(()) };
         let evaluated = crate::keyed::evaluate_columns(&self.key, &self.calls, &columns);
         let mut inputs = std::mem::take(&mut self.inputs);
         for i in 0..columns.len() {

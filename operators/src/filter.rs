@@ -4,7 +4,7 @@ use rill_engine::config::{ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError};
 use rill_engine::columns::Column;
-use rill_engine::record::{Batch, Data, Record};
+use rill_engine::record::{Batch, Record};
 use rill_engine::value::Value;
 use rill_engine::registry::{BuildContext, TransformSpec};
 
@@ -37,15 +37,7 @@ impl Operator for Filter {
     }
 
     fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
-        let columns = match batch.data {
-            Data::Columns(c) => c,
-            Data::Rows(records) => {
-                for r in records {
-                    self.process(r, out)?;
-                }
-                return Ok(());
-            }
-        };
+        let Some(columns) = batch.into_columns_or(|r| self.process(r, out))? else { return Ok(()) };
         let evaluated = self.condition.eval_columns(&columns);
         if let (Column::Bool(keep), true) = (&*evaluated.column, evaluated.errors.is_empty()) {
             let keep = keep.clone(); // the condition may be a column of `columns` itself

@@ -3,7 +3,7 @@
 use rill_engine::config::{ConfigError, ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError};
-use rill_engine::record::{Batch, Data, Record};
+use rill_engine::record::{Batch, Record};
 use rill_engine::registry::{BuildContext, TransformSpec};
 use rill_engine::value::{Sym, Value};
 
@@ -56,15 +56,7 @@ impl Operator for Map {
     }
 
     fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
-        let mut columns = match batch.data {
-            Data::Columns(c) => c,
-            Data::Rows(records) => {
-                for r in records {
-                    self.process(r, out)?;
-                }
-                return Ok(());
-            }
-        };
+        let Some(mut columns) = batch.into_columns_or(|r| self.process(r, out))? else { return Ok(()) };
         // Every expression sees the input records; a record is rejected, unchanged, with the
         // first field (in order) that fails on it, as `process` does.
         let mut failed: Vec<Option<String>> = Vec::new();

@@ -158,21 +158,23 @@ fn compare_args<T: PartialOrd + Copy>(k: Cmp, n: usize, x: Arg<T>, y: Arg<T>) ->
     }
 }
 
+/// A boolean operand as `n` bools.
+fn bools(v: &V<'_>, n: usize) -> Option<Vec<bool>> {
+    match v {
+        V::Col(c) => match c.as_ref() {
+            Column::Bool(x) => Some(x.clone()),
+            _ => None,
+        },
+        V::Scalar(Value::Bool(b)) => Some(vec![*b; n]),
+        V::Scalar(_) => None,
+    }
+}
+
 fn compare<'a>(k: Cmp, n: usize, a: V<'_>, b: V<'_>) -> Option<V<'a>> {
     if let (V::Scalar(_), V::Scalar(_)) = (&a, &b) {
         return None;
     }
-    let bools = |v: &V<'_>| -> Option<Vec<bool>> {
-        match v {
-            V::Col(c) => match c.as_ref() {
-                Column::Bool(x) => Some(x.clone()),
-                _ => None,
-            },
-            V::Scalar(Value::Bool(b)) => Some(vec![*b; n]),
-            V::Scalar(_) => None,
-        }
-    };
-    if let (Some(x), Some(y)) = (bools(&a), bools(&b)) {
+    if let (Some(x), Some(y)) = (bools(&a, n), bools(&b, n)) {
         return Some(V::Col(Cow::Owned(Column::Bool(compare_args(k, n, Arg::Slice(&x), Arg::Slice(&y))))));
     }
     let (x, y) = (num(&a)?, num(&b)?);
@@ -212,16 +214,6 @@ fn call1<'a>(f: Func, a: V<'a>) -> Option<V<'a>> {
 }
 
 fn logic<'a>(n: usize, a: V<'_>, b: V<'_>, f: impl Fn(bool, bool) -> bool) -> Option<V<'a>> {
-    let arg = |v: &V<'_>| -> Option<Vec<bool>> {
-        match v {
-            V::Col(c) => match c.as_ref() {
-                Column::Bool(x) => Some(x.clone()),
-                _ => None,
-            },
-            V::Scalar(Value::Bool(b)) => Some(vec![*b; n]),
-            V::Scalar(_) => None,
-        }
-    };
-    let (x, y) = (arg(&a)?, arg(&b)?);
+    let (x, y) = (bools(&a, n)?, bools(&b, n)?);
     Some(V::Col(Cow::Owned(Column::Bool(x.iter().zip(&y).map(|(&x, &y)| f(x, y)).collect()))))
 }

@@ -29,7 +29,7 @@ use rill_engine::config::{ConfigError, ConfigErrors, Ordered, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::message::Watermark;
 use rill_engine::operator::{Collector, Operator, OperatorContext, OperatorError, Snapshot};
-use rill_engine::record::{Batch, Data, Record, NO_TIMESTAMP};
+use rill_engine::record::{Batch, Record, NO_TIMESTAMP};
 use rill_engine::registry::{BuildContext, TransformSpec};
 use rill_engine::state::{KeyedState, StateOptions, TimeDomain, Timer};
 use rill_engine::value::{Key, Sym, Value};
@@ -488,15 +488,7 @@ impl Operator for Window {
     }
 
     fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
-        let columns = match batch.data {
-            Data::Columns(c) => c,
-            Data::Rows(records) => {
-                for r in records {
-                    self.process(r, out)?;
-                }
-                return Ok(());
-            }
-        };
+        let Some(columns) = batch.into_columns_or(|r| self.process(r, out))? else { return Ok(()) };
         // Keys and inputs read from columns; no record is built unless one is late or fails.
         let evaluated = crate::keyed::evaluate_columns(&self.key, &self.calls, &columns);
         let mut inputs = std::mem::take(&mut self.inputs);
