@@ -34,9 +34,7 @@ pub struct Stdout {
 impl Sink for Stdout {
     fn write(&mut self, batch: Batch, _out: &mut Collector) -> Result<(), OperatorError> {
         self.buf.clear();
-        for r in batch.records().iter() {
-            self.encoder.encode(r, &mut self.buf);
-        }
+        self.encoder.encode_batch(&batch, &mut self.buf);
         let mut out = std::io::stdout().lock();
         out.write_all(&self.buf)?;
         out.flush()?;

@@ -431,9 +431,7 @@ impl Sink for FileSink {
 
     fn write(&mut self, batch: Batch, _out: &mut Collector) -> Result<(), OperatorError> {
         self.buf.clear();
-        for r in batch.records().iter() {
-            self.encoder.encode(r, &mut self.buf);
-        }
+        self.encoder.encode_batch(&batch, &mut self.buf);
         let f = self.file.as_mut().expect("opened");
         f.write_all(&self.buf).map_err(|e| OperatorError::external(format!("cannot write {}: {e}", self.path.display())))?;
         self.staged_len += self.buf.len() as u64;

@@ -4,7 +4,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use rill_engine::config::{ConfigError, Spanned};
-use rill_engine::record::Record;
+use rill_engine::columns::{Column, Columns};
+use rill_engine::record::{Batch, Data, Record};
 use rill_engine::value::{Sym, Value};
 use rill_engine::config::Ordered;
 
@@ -502,6 +503,53 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// Appends every record of `batch`, a line each.
+    pub fn encode_batch(&mut self, batch: &Batch, out: &mut Vec<u8>) {
+        match &batch.data {
+            Data::Columns(c) => self.encode_columns(c, out),
+            Data::Rows(records) => records.iter().for_each(|r| self.encode(r, out)),
+        }
+    }
+
+    /// Appends every record of `columns` (a line each) to `out`, as [`encode`](Self::encode)
+    /// would for the records they hold. JSON is written straight from the columns: field names
+    /// once per batch, no record built.
+    pub fn encode_columns(&mut self, columns: &Columns, out: &mut Vec<u8>) {
+        if !matches!(self.format, Format::Json) {
+            for i in 0..columns.len() {
+                self.encode(&columns.row(i), out);
+            }
+            return;
+        }
+        let names: Vec<Vec<u8>> = columns
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| {
+                let mut n = if i == 0 { b"{".to_vec() } else { b",".to_vec() };
+                serde_json::to_writer(&mut n, k.as_str()).expect("JSON to a Vec");
+                n.push(b':');
+                n
+            })
+            .collect();
+        for i in 0..columns.len() {
+            if names.is_empty() {
+                out.push(b'{');
+            }
+            for (name, (_, c)) in names.iter().zip(columns.fields()) {
+                out.extend_from_slice(name);
+                match c {
+                    Column::Int(v) => out.extend_from_slice(itoa::Buffer::new().format(v[i]).as_bytes()),
+                    Column::Bool(v) => out.extend_from_slice(if v[i] { b"true" } else { b"false" }),
+                    c => serde_json::to_writer(&mut *out, &c.get(i)).expect("JSON to a Vec"),
+                }
+            }
+            out.extend_from_slice(b"}\n");
+        }
+    }
+}
+
 fn csv_cell(s: &str, d: char) -> String {
     if s.contains([d, '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -513,6 +561,25 @@ fn csv_cell(s: &str, d: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_batches_encode_as_their_records_do() {
+        let mut c = Columns::new(vec![0, 1, 2]);
+        c.set(Sym::new("i"), Column::Int(vec![1, -5, i64::MAX]));
+        c.set(Sym::new("f"), Column::Float(vec![0.5, -0.0, 1e300]));
+        c.set(Sym::new("b"), Column::Bool(vec![true, false, true]));
+        c.set(Sym::new("a \"q\""), Column::Any(vec![Value::Null, Value::str("x\ny"), Value::List(vec![Value::Int(1)].into())]));
+        for format in [Format::Json, Format::Csv { delimiter: b',', header: true, schema: None }] {
+            let (mut by_rows, mut by_columns) = (Vec::new(), Vec::new());
+            let mut e = Encoder::new(&format);
+            c.to_records().iter().for_each(|r| e.encode(r, &mut by_rows));
+            Encoder::new(&format).encode_columns(&c, &mut by_columns);
+            assert_eq!(String::from_utf8(by_columns).unwrap(), String::from_utf8(by_rows).unwrap());
+        }
+        let mut empty = Vec::new();
+        Encoder::new(&Format::Json).encode_columns(&Columns::new(vec![7]), &mut empty);
+        assert_eq!(empty, b"{}\n");
+    }
 
     #[test]
     fn csv_quoting() {

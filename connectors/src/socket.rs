@@ -338,9 +338,7 @@ impl Sink for SocketSink {
 
     fn write(&mut self, batch: Batch, _out: &mut Collector) -> Result<(), OperatorError> {
         self.buf.clear();
-        for r in batch.records().iter() {
-            self.encoder.encode(r, &mut self.buf);
-        }
+        self.encoder.encode_batch(&batch, &mut self.buf);
         self.stream
             .as_mut()
             .expect("connected")
