@@ -20,7 +20,7 @@ transforms:
   w:
     type: window
     inputs: [f]
-    key_by: k
+    key_by: "label + string(k)"
     window: {type: tumbling, size: 100ms}
     aggregates: {n: count(), total: sum(r)}
 "#;
