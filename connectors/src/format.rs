@@ -603,6 +603,9 @@ mod tests {
         assert_eq!(cells[3].1, 14);
         let plain = split_csv("a,,héllo,d", ',').unwrap();
         assert_eq!(plain.iter().map(|(s, c)| (s.as_ref(), *c)).collect::<Vec<_>>(), [("a", 1), ("", 3), ("héllo", 4), ("d", 10)]);
+        let ascii = split_csv("a,,hello,d", ',').unwrap();
+        assert_eq!(ascii.iter().map(|(s, c)| (s.as_ref(), *c)).collect::<Vec<_>>(), [("a", 1), ("", 3), ("hello", 4), ("d", 10)]);
+        assert_eq!(split_csv("", ',').unwrap().len(), 1);
         assert!(split_csv(r#"a,"b"#, ',').is_err());
     }
 
