@@ -1,0 +1,242 @@
+//! The source actor: polls its source, stamps time, routes batches, injects barriers.
+
+use super::*;
+
+pub(crate) struct SourceActor {
+    pub(crate) ctx: SourceContext,
+    pub(crate) source: Option<Box<dyn Source>>,
+    pub(crate) make: crate::registry::MakeSource,
+    pub(crate) outputs: Option<Outputs>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) shared: Shared,
+    pub(crate) stop_requested: bool,
+    pub(crate) done: bool,
+    pub(crate) time: crate::time::Timestamper,
+    /// Watermarks of every instance of this source (alignment); this one's slot is `ctx.subtask`.
+    pub(crate) siblings: Arc<Vec<std::sync::atomic::AtomicI64>>,
+    /// Position to resume from (restoring a checkpoint).
+    pub(crate) restore: Option<serde_json::Value>,
+}
+
+/// Checkpoint `barrier`: the source records its position and sends the barrier downstream.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Inject(pub(crate) crate::message::Barrier);
+
+/// Checkpoint `epoch` is complete.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Commit(pub(crate) crate::message::Epoch);
+
+impl SourceActor {
+    fn publish_watermark(&self, wm: i64) {
+        self.siblings[self.ctx.subtask as usize].store(wm, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this instance is too far ahead of its slowest sibling to read more now.
+    fn ahead(&self) -> bool {
+        let Some(drift) = self.time.max_drift() else { return false };
+        if self.siblings.len() < 2 {
+            return false;
+        }
+        let mine = self.time.emitted();
+        let slowest = self.siblings.iter().map(|w| w.load(std::sync::atomic::Ordering::Relaxed)).min().unwrap_or(i64::MIN);
+        slowest != i64::MIN && mine > slowest.saturating_add(drift)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Step;
+
+/// Asks a source to stop at its next poll (Ctrl-C): it then ends its stream as if its input had
+/// ended, so everything downstream drains and sinks flush.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Stop;
+
+impl HasOutputs for SourceActor {
+    fn outputs(&mut self) -> &mut Option<Outputs> {
+        &mut self.outputs
+    }
+
+    fn downstream_gone(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!("source `{}` instance {}: a receiver stopped; stopping", self.ctx.name, self.ctx.subtask);
+        self.done = true;
+        self.publish_watermark(i64::MAX);
+        ctx.stop();
+    }
+}
+
+impl Actor for SourceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let make = self.make.clone();
+        let sctx = self.ctx.clone();
+        let restore = self.restore.take();
+        let opened = guarded("open", || {
+            let mut s = make(&sctx)?;
+            s.open(&sctx)?;
+            if let Some(pos) = &restore {
+                s.restore(pos)?;
+            }
+            Ok(s)
+        });
+        match opened {
+            Ok(s) => {
+                self.source = Some(s);
+                ctx.notify(Step);
+            }
+            Err(e) => self.fail(ctx, e),
+        }
+    }
+}
+
+impl SourceActor {
+    fn fail(&mut self, ctx: &mut Context<Self>, e: OperatorError) {
+        self.done = true;
+        self.publish_watermark(i64::MAX);
+        let _ = self.shared.events.send(JobEvent::Failed {
+            component: self.ctx.name.to_string(),
+            subtask: self.ctx.subtask,
+            message: e.message,
+            domain: e.domain,
+        });
+        ctx.stop();
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(
+            "source `{}` instance {} ended after {} records",
+            self.ctx.name,
+            self.ctx.subtask,
+            self.counters.records_in.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        self.done = true;
+        self.publish_watermark(i64::MAX);
+        let outs = self.outputs.as_mut().expect("outputs present");
+        outs.broadcast(Message::Watermark(Watermark::MAX));
+        outs.broadcast(Message::End);
+        after_flush(self, ctx, |act, ctx| {
+            let _ = act.shared.events.send(JobEvent::Finished);
+            ctx.stop();
+        });
+    }
+}
+
+impl Handler<Step> for SourceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Step, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        if self.outputs.is_none() {
+            // A flush is still waiting for channel space: come back when it may be done.
+            ctx.notify_later(Step, std::time::Duration::from_micros(100));
+            return;
+        }
+        if self.stop_requested {
+            return self.finish(ctx);
+        }
+        if self.ahead() {
+            ctx.notify_later(Step, std::time::Duration::from_micros(200));
+            return;
+        }
+        let mut out = SourceOutput::new(self.ctx.batch_size);
+        let source = self.source.as_mut().expect("opened");
+        let status = guarded("poll", || source.poll(&mut out));
+        if let Some(p) = source.progress() {
+            self.counters.progress_done.store(p.done, std::sync::atomic::Ordering::Relaxed);
+            self.counters.progress_total.store(p.total, std::sync::atomic::Ordering::Relaxed);
+        }
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => return self.fail(ctx, e),
+        };
+        let mut pieces = out.take();
+        let mut rejected = std::mem::take(&mut out.rejected);
+        if !pieces.is_empty() {
+            let (origin, born) = (self.ctx.source_index, crate::time::mono_micros());
+            let mut count = 0;
+            for piece in &mut pieces {
+                count += piece.len();
+                match piece {
+                    Data::Rows(records) => records.iter_mut().for_each(|r| {
+                        r.origin.source = origin;
+                        r.born = born;
+                    }),
+                    Data::Columns(c) => {
+                        c.source = origin;
+                        c.born = born;
+                    }
+                }
+            }
+            Counters::add(&self.counters.records_in, count as u64);
+            Counters::add(&self.counters.batches, 1);
+            let marks = self.time.stamp(&mut pieces, &mut rejected);
+            if let Some(&(_, wm)) = marks.last() {
+                self.publish_watermark(wm.0);
+            }
+            // What the poll and the stamping rejected is written before the records go on, so
+            // that a source's dead letters come before those of the operators after it.
+            if let Err(e) = self.shared.reject(&self.ctx.name, std::mem::take(&mut rejected), &self.counters) {
+                return self.fail(ctx, e);
+            }
+            let sent = self.outputs.as_mut().expect("outputs present").route(0, pieces, &marks, &mut rejected);
+            Counters::add(&self.counters.records_out, sent);
+        }
+        if let Err(e) = self.shared.reject(&self.ctx.name, rejected, &self.counters) {
+            return self.fail(ctx, e);
+        }
+        let outs = self.outputs.as_mut().expect("outputs present");
+        if let Some(wm) = self.time.watermark() {
+            outs.broadcast(Message::Watermark(wm));
+        }
+        if matches!(status, SourceStatus::Idle(_)) && self.time.became_idle() {
+            outs.broadcast(Message::Idle);
+            self.publish_watermark(i64::MAX);
+        }
+        match status {
+            SourceStatus::Ready => after_flush(self, ctx, |_, ctx| ctx.notify(Step)),
+            SourceStatus::Idle(d) => after_flush(self, ctx, move |_, ctx| {
+                ctx.notify_later(Step, d);
+            }),
+            SourceStatus::Finished => after_flush(self, ctx, |act, ctx| act.finish(ctx)),
+        }
+    }
+}
+
+impl Handler<Inject> for SourceActor {
+    type Result = ();
+    fn handle(&mut self, Inject(barrier): Inject, ctx: &mut Context<Self>) {
+        if self.done {
+            return;
+        }
+        if self.outputs.is_none() {
+            ctx.notify_later(Inject(barrier), std::time::Duration::from_micros(100));
+            return;
+        }
+        let position = self.source.as_ref().map(|s| SavedState::Source(s.position()));
+        let _ = self.shared.events.send(JobEvent::Ack {
+            epoch: barrier.epoch.0,
+            component: self.ctx.name.to_string(),
+            subtask: self.ctx.subtask,
+            state: position,
+            alignment_ms: 0,
+        });
+        self.outputs.as_mut().expect("outputs present").broadcast(Message::Barrier(barrier));
+        after_flush(self, ctx, |_, _| {});
+    }
+}
+
+impl Handler<Stop> for SourceActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        if !self.stop_requested && !self.done {
+            self.stop_requested = true;
+            ctx.notify(Step);
+        }
+    }
+}
