@@ -86,33 +86,25 @@ impl Operator for Aggregate {
     }
 
     fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
-        let key = match crate::keyed::evaluate(&self.key, &self.calls, &record, &mut self.inputs) {
-            Ok(k) => k,
-            Err(e) => {
-                out.reject(record, e);
-                return Ok(());
-            }
-        };
-        self.process_keyed(key, record.timestamp, record.origin, out)
+        crate::keyed::process(self, record, out)
     }
 
     fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
-        let Some(columns) = batch.into_columns_or(|r| self.process(r, out))? else { return Ok(()) };
-        let evaluated = crate::keyed::evaluate_columns(&self.key, &self.calls, &columns);
-        let mut inputs = std::mem::take(&mut self.inputs);
-        for i in 0..columns.len() {
-            let key = evaluated.row(i, &self.calls, &mut inputs);
-            std::mem::swap(&mut self.inputs, &mut inputs);
-            let origin = Origin { source: columns.source, offset: columns.offsets[i] };
-            let done = match key {
-                Some(key) => self.process_keyed(key, columns.timestamps[i], origin, out),
-                None => self.process(columns.row(i), out),
-            };
-            std::mem::swap(&mut self.inputs, &mut inputs);
-            done?
-        }
-        self.inputs = inputs;
-        Ok(())
+        crate::keyed::process_batch(self, batch, out)
+    }
+}
+
+impl crate::keyed::KeyedOperator for Aggregate {
+    fn key_and_calls(&self) -> (&crate::keyed::Key, &crate::keyed::Calls) {
+        (&self.key, &self.calls)
+    }
+
+    fn inputs(&mut self) -> &mut Vec<Value> {
+        &mut self.inputs
+    }
+
+    fn keyed(&mut self, key: Value, timestamp: i64, origin: Origin, _record: &dyn Fn() -> Record, out: &mut Collector) -> Result<(), OperatorError> {
+        self.process_keyed(key, timestamp, origin, out)
     }
 }
 

@@ -7,7 +7,8 @@ use rill_engine::aggregate::AggregateCall;
 use rill_engine::columns::{Column, Columns};
 use rill_engine::config::{ConfigError, Ordered, Spanned};
 use rill_engine::expr::Expr;
-use rill_engine::record::Record;
+use rill_engine::operator::{Collector, OperatorError};
+use rill_engine::record::{Batch, Origin, Record};
 use rill_engine::registry::BuildContext;
 use rill_engine::value::{Sym, Value};
 
@@ -108,4 +109,56 @@ impl ColumnInputs<'_> {
         }
         Some(self.key.as_ref().map_or(Value::Null, |c| c.get(i)))
     }
+}
+
+/// What `aggregate` and `window` do around their own per-record work: evaluate the key and the
+/// aggregate inputs (per record, or per column batch), reject a record on which they fail, and
+/// hand the others to [`keyed`](Self::keyed).
+pub(crate) trait KeyedOperator {
+    fn key_and_calls(&self) -> (&Key, &Calls);
+    /// Where a record's aggregate inputs are put for [`keyed`](Self::keyed).
+    fn inputs(&mut self) -> &mut Vec<Value>;
+    /// One record whose key evaluated (its inputs in [`inputs`](Self::inputs)); `record` builds
+    /// it if it is needed (a late record to the side output).
+    fn keyed(&mut self, key: Value, timestamp: i64, origin: Origin, record: &dyn Fn() -> Record, out: &mut Collector) -> Result<(), OperatorError>;
+}
+
+/// [`Operator::process`](rill_engine::operator::Operator::process) of a keyed operator.
+pub(crate) fn process<O: KeyedOperator>(op: &mut O, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
+    let mut inputs = std::mem::take(op.inputs());
+    let (key, calls) = op.key_and_calls();
+    let evaluated = evaluate(key, calls, &record, &mut inputs);
+    *op.inputs() = inputs;
+    match evaluated {
+        Ok(k) => {
+            let (timestamp, origin) = (record.timestamp, record.origin);
+            op.keyed(k, timestamp, origin, &move || record.clone(), out)
+        }
+        Err(e) => {
+            out.reject(record, e);
+            Ok(())
+        }
+    }
+}
+
+/// [`Operator::process_batch`](rill_engine::operator::Operator::process_batch) of a keyed
+/// operator: keys and inputs read from columns; no record is built unless one is needed.
+pub(crate) fn process_batch<O: KeyedOperator>(op: &mut O, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
+    let Some(columns) = batch.into_columns_or(|r| process(op, r, out))? else { return Ok(()) };
+    let (key, calls) = op.key_and_calls();
+    let evaluated = evaluate_columns(key, calls, &columns);
+    for i in 0..columns.len() {
+        let mut inputs = std::mem::take(op.inputs());
+        let key = evaluated.row(i, op.key_and_calls().1, &mut inputs);
+        *op.inputs() = inputs;
+        match key {
+            Some(key) => {
+                let origin = Origin { source: columns.source, offset: columns.offsets[i] };
+                op.keyed(key, columns.timestamps[i], origin, &|| columns.row(i), out)?
+            }
+            // Failed somewhere: the record path says why.
+            None => process(op, columns.row(i), out)?,
+        }
+    }
+    Ok(())
 }

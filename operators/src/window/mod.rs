@@ -125,6 +125,20 @@ struct Session {
     win: Win,
 }
 
+impl crate::keyed::KeyedOperator for Window {
+    fn key_and_calls(&self) -> (&crate::keyed::Key, &crate::keyed::Calls) {
+        (&self.key, &self.calls)
+    }
+
+    fn inputs(&mut self) -> &mut Vec<Value> {
+        &mut self.inputs
+    }
+
+    fn keyed(&mut self, key: Value, timestamp: i64, _origin: rill_engine::record::Origin, record: &dyn Fn() -> Record, out: &mut Collector) -> Result<(), OperatorError> {
+        self.process_keyed(key, timestamp, record, out)
+    }
+}
+
 /// What one kind of window decides; the operator around it does keys, the indexes of fire and
 /// clean-up times, timers, lateness bookkeeping and checkpoints. The record's aggregate inputs
 /// are in `w.inputs`.
@@ -476,35 +490,11 @@ impl Operator for Window {
     }
 
     fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
-        let key = match crate::keyed::evaluate(&self.key, &self.calls, &record, &mut self.inputs) {
-            Ok(k) => k,
-            Err(e) => {
-                out.reject(record, e);
-                return Ok(());
-            }
-        };
-        let timestamp = record.timestamp;
-        self.process_keyed(key, timestamp, &move || record.clone(), out)
+        crate::keyed::process(self, record, out)
     }
 
     fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
-        let Some(columns) = batch.into_columns_or(|r| self.process(r, out))? else { return Ok(()) };
-        // Keys and inputs read from columns; no record is built unless one is late or fails.
-        let evaluated = crate::keyed::evaluate_columns(&self.key, &self.calls, &columns);
-        let mut inputs = std::mem::take(&mut self.inputs);
-        for i in 0..columns.len() {
-            let key = evaluated.row(i, &self.calls, &mut inputs);
-            std::mem::swap(&mut self.inputs, &mut inputs);
-            let done = match key {
-                Some(key) => self.process_keyed(key, columns.timestamps[i], &|| columns.row(i), out),
-                // Failed somewhere: the record path says why.
-                None => self.process(columns.row(i), out),
-            };
-            std::mem::swap(&mut self.inputs, &mut inputs);
-            done?
-        }
-        self.inputs = inputs;
-        Ok(())
+        crate::keyed::process_batch(self, batch, out)
     }
 
     fn on_watermark(&mut self, wm: Watermark, out: &mut Collector) -> Result<(), OperatorError> {
