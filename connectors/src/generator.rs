@@ -83,19 +83,25 @@ impl Generator {
     /// expression evaluated over it. An event whose field fails is rejected.
     fn emit(&mut self, n: usize, out: &mut SourceOutput) {
         let offsets: Vec<u64> = (0..n as u64).map(|i| self.next + i * self.step).collect();
-        let mut ids = Columns::new(offsets.clone());
-        ids.set(self.id, Column::Int(offsets.iter().map(|&o| self.start + o as i64).collect()));
+        let ids: Vec<i64> = offsets.iter().map(|&o| self.start + o as i64).collect();
         let mut events = Columns::new(offsets);
+        events.set(self.id, Column::Int(ids));
         let mut failed: Vec<Option<String>> = Vec::new();
+        let mut columns = Vec::with_capacity(self.fields.len());
         for (name, e) in &self.fields {
-            let evaluated = e.eval_columns(&ids);
+            let evaluated = e.eval_columns(&events);
             for (row, err) in evaluated.errors {
                 if failed.is_empty() {
                     failed = vec![None; n];
                 }
                 failed[row].get_or_insert_with(|| format!("field `{name}` = `{}`: {err}", e.source()));
             }
-            events.set(*name, evaluated.column.into_owned());
+            columns.push(evaluated.column.into_owned());
+        }
+        // The fields replace `id`, which the expressions read: the batch is the events'.
+        events.remove(self.id);
+        for ((name, _), column) in self.fields.iter().zip(columns) {
+            events.set(*name, column);
         }
         if !failed.is_empty() {
             for (row, msg) in failed.iter().enumerate() {

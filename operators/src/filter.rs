@@ -39,8 +39,9 @@ impl Operator for Filter {
     fn process_batch(&mut self, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
         let Some(columns) = batch.into_columns_or(|r| self.process(r, out))? else { return Ok(()) };
         let evaluated = self.condition.eval_columns(&columns);
-        if let (Column::Bool(keep), true) = (&*evaluated.column, evaluated.errors.is_empty()) {
-            let keep = keep.clone(); // the condition may be a column of `columns` itself
+        if evaluated.errors.is_empty() && matches!(&*evaluated.column, Column::Bool(_)) {
+            // A copy only when the condition is a column of `columns` itself.
+            let Column::Bool(keep) = evaluated.column.into_owned() else { unreachable!("matched above") };
             out.emit_columns(columns.select(&keep));
             return Ok(());
         }

@@ -158,14 +158,14 @@ fn compare_args<T: PartialOrd + Copy>(k: Cmp, n: usize, x: Arg<T>, y: Arg<T>) ->
     }
 }
 
-/// A boolean operand as `n` bools.
-fn bools(v: &V<'_>, n: usize) -> Option<Vec<bool>> {
+/// A boolean operand as `n` bools (the column itself, not a copy, when it is one).
+fn bools<'v>(v: &'v V<'_>, n: usize) -> Option<Cow<'v, [bool]>> {
     match v {
         V::Col(c) => match c.as_ref() {
-            Column::Bool(x) => Some(x.clone()),
+            Column::Bool(x) => Some(Cow::Borrowed(x)),
             _ => None,
         },
-        V::Scalar(Value::Bool(b)) => Some(vec![*b; n]),
+        V::Scalar(Value::Bool(b)) => Some(Cow::Owned(vec![*b; n])),
         V::Scalar(_) => None,
     }
 }
@@ -215,5 +215,5 @@ fn call1<'a>(f: Func, a: V<'a>) -> Option<V<'a>> {
 
 fn logic<'a>(n: usize, a: V<'_>, b: V<'_>, f: impl Fn(bool, bool) -> bool) -> Option<V<'a>> {
     let (x, y) = (bools(&a, n)?, bools(&b, n)?);
-    Some(V::Col(Cow::Owned(Column::Bool(x.iter().zip(&y).map(|(&x, &y)| f(x, y)).collect()))))
+    Some(V::Col(Cow::Owned(Column::Bool(x.iter().zip(y.iter()).map(|(&x, &y)| f(x, y)).collect()))))
 }
