@@ -110,6 +110,12 @@ impl Harness {
         self.drain()
     }
 
+    /// Processes `columns` as one column batch (what the generator and column operators send).
+    pub fn push_columns(&mut self, columns: crate::columns::Columns) -> Result<Vec<Output>, OperatorError> {
+        self.op.process_batch(Batch::from_columns(columns), &mut self.out)?;
+        self.drain()
+    }
+
     /// Advances event time to `wm` on the instance's input.
     pub fn watermark(&mut self, wm: i64) -> Result<Vec<Output>, OperatorError> {
         for t in self.out.timers().due(TimeDomain::Event, wm) {

@@ -19,7 +19,8 @@
 //! as it sends data.
 //!
 //! Instances of one event-time source are aligned: one whose watermark is more than
-//! `max_drift` (2 s by default) ahead of the slowest pauses until that one catches up, so that
+//! `max_drift` (2 s by default), plus twice the event time its last poll covered, ahead of the
+//! slowest pauses until that one catches up, so that
 //! windows waiting on the slowest instance do not pile up in state (Flink's watermark alignment).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -94,6 +94,27 @@ pub(crate) fn evaluate_columns<'a>(key: &Key, calls: &Calls, columns: &'a Column
 }
 
 impl ColumnInputs<'_> {
+    /// The key column (`None`: no `key_by`).
+    pub(crate) fn key_column(&self) -> Option<&Column> {
+        self.key.as_deref()
+    }
+
+    /// Aggregate `j`'s input column (`None`: `count()`, one per record).
+    pub(crate) fn input_column(&self, j: usize) -> Option<&Column> {
+        self.inputs[j].as_deref()
+    }
+
+    /// Whether the key or an input failed on any row.
+    pub(crate) fn any_failed(&self) -> bool {
+        !self.failed.is_empty()
+    }
+
+    /// Whether every aggregate takes row `i`'s input ([`evaluate`] says why one does not).
+    #[inline]
+    pub(crate) fn accepted(&self, i: usize, calls: &Calls) -> bool {
+        calls.iter().zip(&self.inputs).all(|((_, call), column)| column.as_ref().is_none_or(|c| call.function.check(&c.get(i)).is_ok()))
+    }
+
     /// Row `i`'s key, with its aggregate inputs in `inputs`, as [`evaluate`] gives them; `None`
     /// when the row fails (hand the record to [`evaluate`] for the error).
     #[inline]
@@ -121,6 +142,11 @@ pub(crate) trait KeyedOperator {
     /// One record whose key evaluated (its inputs in [`inputs`](Self::inputs)); `record` builds
     /// it if it is needed (a late record to the side output).
     fn keyed(&mut self, key: Value, timestamp: i64, origin: Origin, record: &dyn Fn() -> Record, out: &mut Collector) -> Result<(), OperatorError>;
+    /// A whole column batch at once, where the operator has a faster way than record by
+    /// record; `false`: it has not (and has done nothing), the rows go to [`keyed`](Self::keyed).
+    fn keyed_columns(&mut self, _columns: &Columns, _evaluated: &ColumnInputs, _out: &mut Collector) -> Result<bool, OperatorError> {
+        Ok(false)
+    }
 }
 
 /// [`Operator::process`](rill_engine::operator::Operator::process) of a keyed operator.
@@ -147,6 +173,9 @@ pub(crate) fn process_batch<O: KeyedOperator>(op: &mut O, batch: Batch, out: &mu
     let Some(columns) = batch.into_columns_or(|r| process(op, r, out))? else { return Ok(()) };
     let (key, calls) = op.key_and_calls();
     let evaluated = evaluate_columns(key, calls, &columns);
+    if op.keyed_columns(&columns, &evaluated, out)? {
+        return Ok(());
+    }
     for i in 0..columns.len() {
         let mut inputs = std::mem::take(op.inputs());
         let key = evaluated.row(i, op.key_and_calls().1, &mut inputs);

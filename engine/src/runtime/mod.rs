@@ -484,6 +484,7 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                         restore: position,
                         time: crate::time::Timestamper::new(time),
                         siblings,
+                        last_span: 0,
                     });
                     source_addrs.push(addr);
                 }

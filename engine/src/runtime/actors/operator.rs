@@ -311,25 +311,30 @@ impl OperatorActor {
                     let (op, out) = (&mut self.op, &mut self.collector);
                     guarded("process", || op.process_batch(Batch { data, watermarks: Vec::new() }, out))?;
                 } else {
-                    // Segment by segment, advancing the watermark between them.
+                    // Segment by segment, advancing the watermark between them. Cut from the
+                    // back, so that each row is copied once (into its own segment).
                     let mut rest = data;
-                    let mut done = 0;
-                    for (pos, wm) in watermarks {
-                        if pos > done {
-                            let after = rest.split_off(pos - done);
-                            let segment = std::mem::replace(&mut rest, after);
-                            done = pos;
-                            let (op, out) = (&mut self.op, &mut self.collector);
-                            guarded("process", || op.process_batch(Batch { data: segment, watermarks: Vec::new() }, out))?;
+                    let mut segments = Vec::with_capacity(watermarks.len() + 1);
+                    for (pos, _) in watermarks.iter().rev() {
+                        let at = (*pos).min(rest.len());
+                        segments.push(rest.split_off(at));
+                    }
+                    segments.push(rest);
+                    let mut segments = segments.into_iter().rev();
+                    let process = |this: &mut Self, segment: Option<Data>| match segment {
+                        Some(segment) if !segment.is_empty() => {
+                            let (op, out) = (&mut this.op, &mut this.collector);
+                            guarded("process", || op.process_batch(Batch { data: segment, watermarks: Vec::new() }, out))
                         }
+                        _ => Ok(()),
+                    };
+                    process(self, segments.next())?;
+                    for (_, wm) in watermarks {
                         self.gate.set_watermark(input, wm.0);
                         if let Some(w) = self.watermarks.update(input, wm) {
                             self.advance_watermark(w)?;
                         }
-                    }
-                    if !rest.is_empty() {
-                        let (op, out) = (&mut self.op, &mut self.collector);
-                        guarded("process", || op.process_batch(Batch { data: rest, watermarks: Vec::new() }, out))?;
+                        process(self, segments.next())?;
                     }
                 }
             }

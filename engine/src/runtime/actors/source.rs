@@ -14,6 +14,8 @@ pub(crate) struct SourceActor {
     pub(crate) time: crate::time::Timestamper,
     /// Watermarks of every instance of this source (alignment); this one's slot is `ctx.subtask`.
     pub(crate) siblings: Arc<Vec<std::sync::atomic::AtomicI64>>,
+    /// How far this instance's last poll moved its watermark (event time).
+    pub(crate) last_span: i64,
     /// Position to resume from (restoring a checkpoint).
     pub(crate) restore: Option<serde_json::Value>,
 }
@@ -33,16 +35,25 @@ impl SourceActor {
         self.siblings[self.ctx.subtask as usize].store(wm, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether this instance is too far ahead of its slowest sibling to read more now.
+    /// Whether this instance is too far ahead of its slowest sibling to read more now: by more
+    /// than `max_drift` plus twice what its last poll covered, so that instances whose batches
+    /// each span more than `max_drift` of event time run side by side instead of taking turns
+    /// (W1 at p = 2: 4 s of event time per batch, 2 s allowed; taking turns made it slower than
+    /// p = 1).
     fn ahead(&self) -> bool {
         let Some(drift) = self.time.max_drift() else { return false };
         if self.siblings.len() < 2 {
             return false;
         }
-        let mine = self.time.emitted();
         let slowest = self.siblings.iter().map(|w| w.load(std::sync::atomic::Ordering::Relaxed)).min().unwrap_or(i64::MIN);
-        slowest != i64::MIN && mine > slowest.saturating_add(drift)
+        too_far_ahead(self.time.emitted(), slowest, drift, self.last_span)
     }
+}
+
+/// Whether an instance at watermark `mine`, whose last poll moved it by `span`, is ahead of the
+/// slowest sibling (`slowest`; `i64::MIN`: one has not started) by more than it may be.
+fn too_far_ahead(mine: i64, slowest: i64, drift: i64, span: i64) -> bool {
+    slowest != i64::MIN && mine > slowest.saturating_add(drift).saturating_add(span.saturating_mul(2))
 }
 
 #[derive(Message)]
@@ -175,8 +186,12 @@ impl Handler<Step> for SourceActor {
             }
             Counters::add(&self.counters.records_in, count as u64);
             Counters::add(&self.counters.batches, 1);
+            let before = self.time.emitted();
             let marks = self.time.stamp(&mut pieces, &mut rejected);
             if let Some(&(_, wm)) = marks.last() {
+                if before != i64::MIN {
+                    self.last_span = wm.0.saturating_sub(before);
+                }
                 self.publish_watermark(wm.0);
             }
             // What the poll and the stamping rejected is written before the records go on, so
@@ -238,5 +253,23 @@ impl Handler<Stop> for SourceActor {
             self.stop_requested = true;
             ctx.notify(Step);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::too_far_ahead;
+
+    #[test]
+    fn an_instance_pauses_only_beyond_max_drift_plus_two_polls() {
+        // Polls of 100 ms of event time: 2 s + 200 ms ahead is allowed, more is not.
+        assert!(!too_far_ahead(12_200, 10_000, 2_000, 100));
+        assert!(too_far_ahead(12_201, 10_000, 2_000, 100));
+        // Polls of 4 s each (W1 at p = 2): two of them ahead still run side by side.
+        assert!(!too_far_ahead(18_000, 8_000, 2_000, 4_000));
+        assert!(too_far_ahead(18_001, 8_000, 2_000, 4_000));
+        // A sibling that has not started yet holds nobody back; the end of time saturates.
+        assert!(!too_far_ahead(i64::MAX, i64::MIN, 2_000, 100));
+        assert!(!too_far_ahead(i64::MAX, i64::MAX - 1, 2_000, i64::MAX));
     }
 }
