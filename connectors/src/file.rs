@@ -72,6 +72,7 @@ pub(crate) fn build_source(ctx: &BuildContext) -> Result<SourceSpec, ConfigError
         if n == 1 { "" } else { "s" },
         match format {
             Format::Json => "JSON Lines",
+            Format::Raw => "text lines",
             Format::Csv { .. } => "CSV",
         },
         if follow { ", following new data" } else { "" }

@@ -80,6 +80,8 @@ impl ColumnType {
 #[derive(Clone, Debug)]
 pub enum Format {
     Json,
+    /// Each line (each message) is one string field, `value`; written back as that field's text.
+    Raw,
     Csv { header: bool, delimiter: u8, schema: Option<Arc<Vec<(Sym, ColumnType)>>> },
 }
 
@@ -99,6 +101,12 @@ impl FormatConfig {
                     }
                 }
                 Ok(Format::Json)
+            }
+            "raw" | "text" => {
+                if spec.is_some_and(|s| s.header.is_some() || s.delimiter.is_some() || s.schema.is_some()) {
+                    return Err(ConfigError::new(Some(span), "`header`, `delimiter` and `schema` are CSV options"));
+                }
+                Ok(Format::Raw)
             }
             "csv" => {
                 let header = spec.and_then(|s| s.header).unwrap_or(true);
@@ -126,7 +134,7 @@ impl FormatConfig {
                 }
                 Ok(Format::Csv { header, delimiter: delimiter as u8, schema })
             }
-            other => Err(ConfigError::new(Some(span), format!("unknown format `{other}`")).hint("formats: json, csv")),
+            other => Err(ConfigError::new(Some(span), format!("unknown format `{other}`")).hint("formats: json, csv, raw")),
         }
     }
 }
@@ -175,6 +183,11 @@ impl Decoder {
             return Ok(None);
         }
         match &self.format {
+            Format::Raw => {
+                let mut r = Record::with_capacity(1);
+                r.push(Sym::new("value"), Value::str(&String::from_utf8_lossy(line)));
+                Ok(Some(r))
+            }
             Format::Json => {
                 let r = Record::from_json(line).map_err(|e| DecodeError::new(format!("invalid JSON: {e}"), e.column()))?;
                 // serde_json reads an integer literal beyond 64 bits as a double: look for one,
@@ -490,6 +503,11 @@ impl Encoder {
     pub fn encode(&mut self, record: &Record, out: &mut Vec<u8>) {
         match &self.format {
             Format::Json => record.write_json(out),
+            Format::Raw => match record.get(Sym::new("value")) {
+                None | Some(Value::Null) => {}
+                Some(Value::Str(s)) => out.extend_from_slice(s.as_bytes()),
+                Some(v) => out.extend_from_slice(v.to_string().as_bytes()),
+            },
             Format::Csv { delimiter, header, .. } => {
                 let d = *delimiter as char;
                 if self.columns.is_none() {

@@ -8,7 +8,12 @@
 //!   once per process, so a job restarted in the same process (`restart:`) runs through;
 //! - `slow=COMPONENT:DURATION`: every instance of `COMPONENT` sleeps that long per batch;
 //! - `checkpoint=fail`: writing a checkpoint's metadata fails as on a read-only file system
-//!   (as root, a test cannot make a folder read-only).
+//!   (as root, a test cannot make a folder read-only);
+//! - `crash=POINT@N`: the process aborts (as if killed) the N-th time it reaches the named
+//!   point ([`crash_point`]; the Kafka sink has `kafka-before-commit`, between "checkpoint
+//!   complete" and "transaction committed", `kafka-before-flush`, between producing and
+//!   flushing at a barrier, and `kafka-after-final-commit`, after the last transaction of a
+//!   finished job and before the job records that it finished).
 //!
 //! Unknown entries are ignored with a warning (the variable is for tests, not for users).
 
@@ -43,6 +48,7 @@ fn parse(spec: &str, component: &str, subtask: u32) -> Option<InjectedFault> {
                 }
             }),
             Some(("checkpoint", "fail")) => Some(()),
+            Some(("crash", rest)) => crash_entry(rest).map(|_| ()),
             _ => None,
         };
         if parsed.is_none() {
@@ -50,6 +56,37 @@ fn parse(spec: &str, component: &str, subtask: u32) -> Option<InjectedFault> {
         }
     }
     (f.panic_at.is_some() || f.slow.is_some()).then_some(f)
+}
+
+fn crash_entry(rest: &str) -> Option<(&str, u64)> {
+    rest.rsplit_once('@').and_then(|(p, n)| Some((p, n.parse::<u64>().ok().filter(|n| *n > 0)?)))
+}
+
+/// How many times each crash point was reached in this process.
+static CRASH_HITS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
+
+/// A named point where `RILL_FAULTS=crash=POINT@N` aborts the process the N-th time it is
+/// reached (nothing is flushed or cleaned up, as with `kill -9`).
+pub fn crash_point(point: &str) {
+    let Ok(spec) = std::env::var("RILL_FAULTS") else { return };
+    let Some(at) = spec.split(';').filter_map(|e| e.trim().strip_prefix("crash=")).filter_map(crash_entry).find(|(p, _)| *p == point).map(|(_, n)| n) else {
+        return;
+    };
+    let mut hits = CRASH_HITS.lock().unwrap_or_else(|e| e.into_inner());
+    let n = match hits.iter_mut().find(|(p, _)| p == point) {
+        Some((_, n)) => {
+            *n += 1;
+            *n
+        }
+        None => {
+            hits.push((point.to_string(), 1));
+            1
+        }
+    };
+    if n == at {
+        eprintln!("RILL_FAULTS: crashing at `{point}` (time {n})");
+        std::process::abort();
+    }
 }
 
 /// Whether `RILL_FAULTS` makes checkpoint writes fail (`checkpoint=fail`).
@@ -90,5 +127,8 @@ mod tests {
         let g = parse(spec, "w", 1).unwrap();
         assert_eq!((g.panic_at, g.slow), (None, Some(Duration::from_millis(5))));
         assert!(parse(spec, "x", 0).is_none());
+        assert_eq!(crash_entry("kafka-before-commit@3"), Some(("kafka-before-commit", 3)));
+        assert_eq!(crash_entry("kafka-before-commit@0"), None);
+        assert_eq!(crash_entry("kafka-before-commit"), None);
     }
 }

@@ -90,6 +90,9 @@ pub struct SourceSpec {
     pub make: MakeSource,
     /// Upper bound on instances (a single file can only be read by one).
     pub max_parallelism: Option<u32>,
+    /// Whether a checkpoint taken at another parallelism can be restored
+    /// ([`Source::restore_rescaled`](crate::source::Source::restore_rescaled)).
+    pub rescalable: bool,
     /// One line for `rill graph`.
     pub description: String,
 }
@@ -123,6 +126,7 @@ impl SourceSpec {
         SourceSpec {
             make: Arc::new(move |c| make(c).map(|s| Box::new(s) as Box<dyn Source>)),
             max_parallelism: None,
+            rescalable: false,
             description: description.into(),
         }
     }

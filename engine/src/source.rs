@@ -38,13 +38,39 @@ pub struct SourceOutput {
     pub(crate) records: Emitted,
     pub(crate) rejected: Vec<Rejected>,
     pub(crate) max: usize,
+    /// (records emitted before, split) each time the split changes.
+    pub(crate) splits: Vec<(usize, u64)>,
+    pub(crate) finished_splits: Vec<u64>,
+    pub(crate) idle: bool,
 }
 
 impl SourceOutput {
     pub fn new(max: usize) -> SourceOutput {
         let mut records = Emitted::default();
         records.reserve(max);
-        SourceOutput { records, rejected: Vec::new(), max }
+        SourceOutput { records, rejected: Vec::new(), max, splits: Vec::new(), finished_splits: Vec::new(), idle: false }
+    }
+
+    /// The records emitted from now on come from split `id` (a Kafka partition): with event
+    /// time, the instance's watermark is then the lowest of its splits' (each trailing its own
+    /// largest timestamp), so that one split far ahead of another makes no record late. A split
+    /// named before it has data is declared: it holds the watermark back until it has some, is
+    /// idle for `idle_timeout`, or finishes.
+    pub fn split(&mut self, id: u64) {
+        if self.splits.last().is_none_or(|(_, s)| *s != id) {
+            self.splits.push((self.records.len(), id));
+        }
+    }
+
+    /// Split `id` has ended (bounded input): it no longer holds the watermark back.
+    pub fn split_finished(&mut self, id: u64) {
+        self.finished_splits.push(id);
+    }
+
+    /// The instance has nothing to read for now (e.g. no partition is assigned to it): it stops
+    /// holding back the watermark of what it feeds until it emits again.
+    pub fn idle(&mut self) {
+        self.idle = true;
     }
 
     #[inline]
@@ -123,6 +149,20 @@ pub trait Source: 'static {
     /// checkpoint): the next poll emits the first record after it.
     fn restore(&mut self, _position: &serde_json::Value) -> Result<(), OperatorError> {
         Err(OperatorError::new("this source cannot resume from a checkpoint"))
+    }
+
+    /// Continues from the positions of every instance of an earlier run at another parallelism
+    /// (a source whose [`SourceSpec::rescalable`](crate::registry::SourceSpec::rescalable) is
+    /// set): this instance takes what it now owns (Kafka: its partitions' offsets).
+    fn restore_rescaled(&mut self, _positions: &[serde_json::Value]) -> Result<(), OperatorError> {
+        Err(OperatorError::new("this source cannot change parallelism"))
+    }
+
+    /// The checkpoint that recorded `position` (what [`position`](Self::position) returned at
+    /// its barrier) is complete (Kafka: commit the offsets to the consumer group, for
+    /// monitoring). Recovery never relies on it.
+    fn checkpoint_complete(&mut self, _position: &serde_json::Value) -> Result<(), OperatorError> {
+        Ok(())
     }
 
     /// Progress through a bounded input.

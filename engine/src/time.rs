@@ -169,11 +169,81 @@ pub(crate) struct Timestamper {
     emitted: i64,
     last_data: Instant,
     idle: bool,
+    /// The clocks of the instance's splits, for sources that have them (Kafka partitions):
+    /// then the watermark follows the slowest split that is neither finished nor idle.
+    splits: Vec<SplitClock>,
+    /// This poll's records by split: (position among the poll's records, index in `splits`).
+    runs: Vec<(usize, usize)>,
+    run_at: usize,
+    /// The lowest `max_seen` of the splits that count.
+    low: i64,
+}
+
+/// One split's event-time clock.
+struct SplitClock {
+    id: u64,
+    max_seen: i64,
+    last_data: Instant,
+    finished: bool,
+    /// Counts for the watermark (not finished, not idle).
+    counts: bool,
 }
 
 impl Timestamper {
     pub(crate) fn new(mode: TimeMode) -> Timestamper {
-        Timestamper { mode, max_seen: i64::MIN, emitted: i64::MIN, last_data: Instant::now(), idle: false }
+        Timestamper { mode, max_seen: i64::MIN, emitted: i64::MIN, last_data: Instant::now(), idle: false, splits: Vec::new(), runs: Vec::new(), run_at: 0, low: i64::MIN }
+    }
+
+    /// Where this poll's records come from: `(n, split)` means "from the n-th record of the
+    /// poll on, split `split`" (a split named with no record after it is only declared: it holds
+    /// the watermark back until it has data, is idle or finishes); `finished`: splits that ended.
+    /// Call before [`stamp`](Self::stamp), with `total` records in the poll.
+    pub(crate) fn splits(&mut self, runs: &[(usize, u64)], finished: &[u64], total: usize) {
+        self.splits.retain(|c| !c.finished);
+        self.runs.clear();
+        self.run_at = 0;
+        let now = Instant::now();
+        for (i, (pos, id)) in runs.iter().enumerate() {
+            let slot = match self.splits.iter().position(|c| c.id == *id) {
+                Some(s) => s,
+                None => {
+                    self.splits.push(SplitClock { id: *id, max_seen: i64::MIN, last_data: now, finished: false, counts: true });
+                    self.splits.len() - 1
+                }
+            };
+            let end = runs.get(i + 1).map_or(total, |r| r.0);
+            if end > *pos {
+                self.splits[slot].last_data = now;
+            }
+            self.runs.push((*pos, slot));
+        }
+        for id in finished {
+            if let Some(c) = self.splits.iter_mut().find(|c| c.id == *id) {
+                c.finished = true;
+            }
+        }
+        self.refresh_splits();
+    }
+
+    /// Which splits count now (idle ones do not, with `idle_timeout`), and the lowest clock.
+    fn refresh_splits(&mut self) {
+        let timeout = match &self.mode {
+            TimeMode::Event { idle_timeout, .. } => *idle_timeout,
+            _ => return,
+        };
+        for c in &mut self.splits {
+            c.counts = !c.finished && timeout.is_none_or(|t| c.last_data.elapsed() < t);
+        }
+        self.low = self.splits.iter().filter(|c| c.counts).map(|c| c.max_seen).min().unwrap_or(i64::MIN);
+    }
+
+    /// The split of the poll's `raw`-th record, if the source has splits.
+    #[inline]
+    fn split_of(&mut self, raw: usize) -> Option<usize> {
+        while self.runs.get(self.run_at + 1).is_some_and(|r| r.0 <= raw) {
+            self.run_at += 1;
+        }
+        self.runs.get(self.run_at).filter(|r| r.0 <= raw).map(|r| r.1)
     }
 
     /// Stamps the records of one poll (`pieces`, in order); those whose time cannot be read are
@@ -196,17 +266,42 @@ impl Timestamper {
         marks
     }
 
-    /// The record kept at position `pos` (0-based, across the poll) has event time `ts`.
+    /// The record kept at position `pos` (0-based, across the poll; `raw` counting those
+    /// rejected too) has event time `ts`.
     #[inline]
-    fn observe(&mut self, ts: i64, pos: usize, marks: &mut Vec<(usize, Watermark)>) {
+    fn observe(&mut self, ts: i64, pos: usize, raw: usize, marks: &mut Vec<(usize, Watermark)>) {
         let TimeMode::Event { max_out_of_orderness: ooo, interval, .. } = self.mode else { return };
-        if ts > self.max_seen {
-            self.max_seen = ts;
-            let wm = ts.saturating_sub(ooo).saturating_sub(1);
-            if self.emitted == i64::MIN || wm >= self.emitted.saturating_add(interval) {
-                self.emitted = wm;
-                marks.push((pos + 1, Watermark(wm)));
+        let candidate = match self.split_of(raw) {
+            None => {
+                if ts <= self.max_seen {
+                    return;
+                }
+                self.max_seen = ts;
+                ts
             }
+            Some(slot) => {
+                self.max_seen = self.max_seen.max(ts);
+                let c = &mut self.splits[slot];
+                if ts <= c.max_seen {
+                    return;
+                }
+                let (was, counted) = (c.max_seen, c.counts);
+                c.max_seen = ts;
+                c.counts = !c.finished;
+                if counted && was > self.low {
+                    return; // not the slowest: the watermark stays
+                }
+                self.low = self.splits.iter().filter(|c| c.counts).map(|c| c.max_seen).min().unwrap_or(i64::MIN);
+                if self.low == i64::MIN {
+                    return;
+                }
+                self.low
+            }
+        };
+        let wm = candidate.saturating_sub(ooo).saturating_sub(1);
+        if self.emitted == i64::MIN || wm >= self.emitted.saturating_add(interval) {
+            self.emitted = wm;
+            marks.push((pos + 1, Watermark(wm)));
         }
     }
 
@@ -228,7 +323,7 @@ impl Timestamper {
                         Ok(ts) => {
                             records[i].timestamp = ts;
                             // Counting only the records kept.
-                            self.observe(ts, before + i - bad.len(), marks);
+                            self.observe(ts, before + i - bad.len(), before + i, marks);
                         }
                         Err(e) => bad.push((i, format!("event time `{}`: {e}", timestamp.source()))),
                     }
@@ -267,7 +362,7 @@ impl Timestamper {
                     match ts {
                         Ok(ts) => {
                             stamps.push(ts);
-                            self.observe(ts, before + i - bad.len(), marks);
+                            self.observe(ts, before + i - bad.len(), before + i, marks);
                         }
                         Err(e) => {
                             stamps.push(NO_TIMESTAMP);
@@ -295,6 +390,15 @@ impl Timestamper {
     pub(crate) fn watermark(&mut self) -> Option<Watermark> {
         let wm = match &self.mode {
             TimeMode::Ingestion { .. } => now_millis() - 1,
+            // A split that finished or went idle no longer holds the watermark back.
+            TimeMode::Event { max_out_of_orderness, .. } if !self.splits.is_empty() => {
+                let ooo = *max_out_of_orderness;
+                self.refresh_splits();
+                if self.low == i64::MIN {
+                    return None;
+                }
+                self.low.saturating_sub(ooo).saturating_sub(1)
+            }
             TimeMode::Processing | TimeMode::Event { .. } => return None,
         };
         (wm > self.emitted).then(|| {
@@ -314,6 +418,12 @@ impl Timestamper {
             TimeMode::Event { max_drift, .. } => Some(*max_drift),
             _ => None,
         }
+    }
+
+    /// The source says it is idle (it has nothing to read, e.g. no partitions): true if that is
+    /// news.
+    pub(crate) fn force_idle(&mut self) -> bool {
+        !std::mem::replace(&mut self.idle, true)
     }
 
     /// Whether the source has just become idle (true once per idle period).
@@ -370,6 +480,27 @@ mod tests {
         assert!(rejected[0].error.contains("not an RFC 3339 time"), "{:?}", rejected[0]);
         // After 1000 (wm 799), after 1500 (1299: 500 on), then 1700 (1499: 200 on); 1699 is not enough.
         assert_eq!(marks, [(1, Watermark(799)), (3, Watermark(1299)), (6, Watermark(1499))]);
+    }
+
+    #[test]
+    fn the_watermark_follows_the_slowest_split() {
+        let mode = TimeMode::Event { timestamp: Expr::compile("ts").unwrap(), max_out_of_orderness: 0, idle_timeout: None, interval: 1, max_drift: 2000 };
+        let mut t = Timestamper::new(mode);
+        let rows = |ts: &[i64]| Data::Rows(ts.iter().map(|ts| [("ts", *ts)].into_iter().collect()).collect());
+        let mut rejected = Vec::new();
+        // Split 1 is declared and has no data yet: split 0 alone moves nothing.
+        t.splits(&[(0, 0), (3, 1)], &[], 3);
+        assert_eq!(t.stamp(&mut [rows(&[100, 200, 300])], &mut rejected), []);
+        // Split 1 far behind: the watermark follows it, not split 0's 300.
+        t.splits(&[(0, 1), (2, 0)], &[], 3);
+        assert_eq!(t.stamp(&mut [rows(&[10, 20, 400])], &mut rejected), [(1, Watermark(9)), (2, Watermark(19))]);
+        // Split 1 catches up past split 0's 400: now split 0 is the slowest.
+        t.splits(&[(0, 1)], &[], 2);
+        assert_eq!(t.stamp(&mut [rows(&[350, 500])], &mut rejected), [(1, Watermark(349)), (2, Watermark(399))]);
+        assert_eq!(t.watermark(), None, "nothing new without records");
+        // Split 0 ends: split 1's clock alone decides, at once.
+        t.splits(&[], &[0], 0);
+        assert_eq!(t.watermark(), Some(Watermark(499)));
     }
 
     #[test]

@@ -300,6 +300,9 @@ async fn drive(
                                 // are; nothing after it is committed, and the next run resumes
                                 // from it (Flink's stop without drain).
                                 commit(&operator_addrs, e, stop.is_some()).await;
+                                for a in &source_addrs {
+                                    a.do_send(actors::Commit(crate::message::Epoch(e)));
+                                }
                                 if let Some(why) = stop {
                                     break Ok(match why {
                                         StopAt::Savepoint => Outcome::Savepoint(ck.dir.join(format!("chk-{e}"))),
@@ -464,13 +467,25 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                     let make = spec.make.clone();
                     let time = node.time.clone();
                     let siblings = siblings.clone();
-                    let position = match restored.get(&(node.name.to_string(), s)) {
-                        Some(Some(SavedState::Source(p))) => Some(p.clone()),
-                        Some(Some(SavedState::Operator(_))) => {
-                            tracing::warn!("the checkpoint holds an operator's state for source `{}`; it starts from the beginning", node.name);
-                            None
-                        }
-                        _ => None,
+                    let saved: Vec<(u32, serde_json::Value)> = restored
+                        .iter()
+                        .filter(|((c, _), _)| **c == *node.name)
+                        .filter_map(|((_, i), v)| match v {
+                            Some(SavedState::Source(p)) => Some((*i, p.clone())),
+                            Some(SavedState::Operator(_)) => {
+                                tracing::warn!("the checkpoint holds an operator's state for source `{}`; it starts from the beginning", node.name);
+                                None
+                            }
+                            None => None,
+                        })
+                        .collect();
+                    let instances_before = restored.keys().filter(|(c, _)| **c == *node.name).count() as u32;
+                    let position = if instances_before != 0 && instances_before != node.parallelism && spec.rescalable {
+                        let mut all = saved;
+                        all.sort_by_key(|(i, _)| *i);
+                        Some(actors::SourceRestore::Rescaled(all.into_iter().map(|(_, p)| p).collect()))
+                    } else {
+                        saved.into_iter().find(|(i, _)| *i == s).map(|(_, p)| actors::SourceRestore::Own(p))
                     };
                     let addr = SourceActor::start_in_arbiter(&arbiter, move |_| SourceActor {
                         ctx: sctx,
@@ -482,6 +497,7 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                         stop_requested: false,
                         done: false,
                         restore: position,
+                        positions: Default::default(),
                         time: crate::time::Timestamper::new(time),
                         siblings,
                         last_span: 0,

@@ -100,4 +100,4 @@ mod operator;
 mod source;
 
 pub(crate) use operator::{OperatorActor, Restore, Unmade};
-pub(crate) use source::{Commit, Inject, SourceActor, Stop};
+pub(crate) use source::{Commit, Inject, SourceActor, SourceRestore, Stop};

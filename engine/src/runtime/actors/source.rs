@@ -16,8 +16,18 @@ pub(crate) struct SourceActor {
     pub(crate) siblings: Arc<Vec<std::sync::atomic::AtomicI64>>,
     /// How far this instance's last poll moved its watermark (event time).
     pub(crate) last_span: i64,
-    /// Position to resume from (restoring a checkpoint).
-    pub(crate) restore: Option<serde_json::Value>,
+    /// Where to resume from (restoring a checkpoint).
+    pub(crate) restore: Option<SourceRestore>,
+    /// Positions recorded at barriers whose checkpoint is not complete yet, by epoch.
+    pub(crate) positions: std::collections::BTreeMap<u64, serde_json::Value>,
+}
+
+/// What a source instance resumes from.
+pub(crate) enum SourceRestore {
+    /// Its own position in the checkpoint.
+    Own(serde_json::Value),
+    /// Every instance's position: the checkpoint was taken at another parallelism.
+    Rescaled(Vec<serde_json::Value>),
 }
 
 /// Checkpoint `barrier`: the source records its position and sends the barrier downstream.
@@ -89,8 +99,10 @@ impl Actor for SourceActor {
         let opened = guarded("open", || {
             let mut s = make(&sctx)?;
             s.open(&sctx)?;
-            if let Some(pos) = &restore {
-                s.restore(pos)?;
+            match &restore {
+                Some(SourceRestore::Own(pos)) => s.restore(pos)?,
+                Some(SourceRestore::Rescaled(all)) => s.restore_rescaled(all)?,
+                None => {}
             }
             Ok(s)
         });
@@ -168,6 +180,8 @@ impl Handler<Step> for SourceActor {
         };
         let mut pieces = out.take();
         let mut rejected = std::mem::take(&mut out.rejected);
+        let total: usize = pieces.iter().map(Data::len).sum();
+        self.time.splits(&out.splits, &out.finished_splits, total);
         if !pieces.is_empty() {
             let (origin, born) = (self.ctx.source_index, crate::time::mono_micros());
             let mut count = 0;
@@ -209,7 +223,7 @@ impl Handler<Step> for SourceActor {
         if let Some(wm) = self.time.watermark() {
             outs.broadcast(Message::Watermark(wm));
         }
-        if matches!(status, SourceStatus::Idle(_)) && self.time.became_idle() {
+        if (out.idle && self.time.force_idle()) || (matches!(status, SourceStatus::Idle(_)) && self.time.became_idle()) {
             outs.broadcast(Message::Idle);
             self.publish_watermark(i64::MAX);
         }
@@ -233,7 +247,11 @@ impl Handler<Inject> for SourceActor {
             ctx.notify_later(Inject(barrier), std::time::Duration::from_micros(100));
             return;
         }
-        let position = self.source.as_ref().map(|s| SavedState::Source(s.position()));
+        let position = self.source.as_ref().map(|s| s.position());
+        if let Some(p) = &position {
+            self.positions.insert(barrier.epoch.0, p.clone());
+        }
+        let position = position.map(SavedState::Source);
         let _ = self.shared.events.send(JobEvent::Ack {
             epoch: barrier.epoch.0,
             component: self.ctx.name.to_string(),
@@ -243,6 +261,18 @@ impl Handler<Inject> for SourceActor {
         });
         self.outputs.as_mut().expect("outputs present").broadcast(Message::Barrier(barrier));
         after_flush(self, ctx, |_, _| {});
+    }
+}
+
+impl Handler<Commit> for SourceActor {
+    type Result = ();
+    fn handle(&mut self, Commit(epoch): Commit, ctx: &mut Context<Self>) {
+        let later = self.positions.split_off(&(epoch.0 + 1));
+        let done = std::mem::replace(&mut self.positions, later);
+        let (Some((_, position)), Some(source)) = (done.into_iter().next_back(), self.source.as_mut()) else { return };
+        if let Err(e) = guarded("checkpoint_complete", || source.checkpoint_complete(&position)) {
+            self.fail(ctx, e);
+        }
     }
 }
 

@@ -1,0 +1,178 @@
+//! Kafka end to end, against a real Kafka-protocol broker (tansu): the source reads every
+//! partition, with message metadata, and dead-letters what does not decode; the exactly-once
+//! sink's committed output survives kills anywhere, including between "checkpoint complete"
+//! and "transaction committed".
+
+mod common;
+
+use common::kafka::Broker;
+use common::*;
+
+/// `n` card transactions over 4 partitions (by card), event time increasing per partition,
+/// plus one malformed message in partition 2.
+fn transactions(n: u64) -> Vec<(i32, String, String)> {
+    let mut out: Vec<(i32, String, String)> = (0..n)
+        .map(|i| {
+            let card = i % 13;
+            ((card % 4) as i32, format!("card-{card}"), format!("{{\"card\":{card},\"amount\":{},\"ts\":{}}}", (i * 7) % 100, 1_000_000 + i * 3))
+        })
+        .collect();
+    out.insert(out.len() / 2, (2, "bad".into(), "{\"card\": 1, \"amount\": ".into()));
+    out
+}
+
+#[test]
+fn kafka_source_reads_every_partition_with_metadata_and_dead_letters_a_bad_message() {
+    let broker = Broker::start();
+    broker.create_topic("tx", 4);
+    broker.produce("tx", &transactions(2000));
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().display();
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: kafka-read\nparallelism: 3\nwork_dir: {d}/w\ndead_letter: {{type: file, path: {d}/dead.jsonl}}\n\
+             sources:\n  tx: {{type: kafka, bootstrap_servers: '{}', topic: tx, stop: latest, metadata: kafka}}\n\
+             transforms:\n  m: {{type: map, inputs: [tx], fields: {{key: kafka.key, partition: kafka.partition, offset: kafka.offset}}, drop: [kafka]}}\n\
+             sinks:\n  out: {{type: file, inputs: [m], path: {d}/out.jsonl}}\n",
+            broker.bootstrap()
+        ),
+    );
+    let r = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = lines(&tmp.path().join("out.jsonl"));
+    assert_eq!(out.len(), 2000, "every good message once");
+    let mut seen = std::collections::HashSet::new();
+    for m in &out {
+        let card = m["card"].as_i64().unwrap();
+        assert_eq!(m["key"], format!("card-{card}"), "{m}");
+        assert_eq!(m["partition"], card % 4, "{m}");
+        assert!(seen.insert((m["partition"].as_i64().unwrap(), m["offset"].as_i64().unwrap())), "twice: {m}");
+    }
+    let dead = lines(&tmp.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["component"], "tx");
+    assert_eq!(dead[0]["position"]["topic"], "tx");
+    assert_eq!(dead[0]["position"]["partition"], 2);
+    assert!(dead[0]["error"].as_str().unwrap().contains("invalid JSON"), "{}", dead[0]);
+    // Its offset is the one the good messages of partition 2 skip.
+    let bad = dead[0]["position"]["offset"].as_i64().unwrap();
+    assert!(!seen.contains(&(2, bad)) && seen.contains(&(2, bad - 1)) && seen.contains(&(2, bad + 1)));
+}
+
+#[test]
+fn a_missing_topic_is_a_clear_error() {
+    let broker = Broker::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: kafka-missing\nwork_dir: {}/w\nsources:\n  tx: {{type: kafka, bootstrap_servers: '{}', topic: nope, stop: latest}}\nsinks:\n  out: {{type: stdout, inputs: [tx]}}\n",
+            tmp.path().display(),
+            broker.bootstrap()
+        ),
+    );
+    let r = run(&["run", p.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("Kafka topic `nope` does not exist") && r.stderr.contains("create it first"), "{}", r.stderr);
+}
+
+/// The fraud pipeline: transactions → count and sum per card per second → alerts topic,
+/// exactly-once, checkpoints every 50 ms. The sink has one instance: tansu 0.6 loses messages
+/// when two transactional producers write one partition at once (README, "Kafka"). Each instance reads two partitions, interleaved as
+/// the consumer fetches them, far apart in event time: only per-partition watermarks keep
+/// records of the one behind from being late.
+fn fraud_pipeline(dir: &std::path::Path, bootstrap: &str, out_topic: &str) -> std::path::PathBuf {
+    let d = dir.display();
+    write(
+        dir,
+        "p.yaml",
+        &format!(
+            "name: kafka-eos-{out_topic}\nparallelism: 2\nbatch_size: 128\nwork_dir: {d}/w\ncheckpoint: {{interval: 50ms, dir: {d}/ck}}\n\
+             dead_letter: {{type: file, path: {d}/dead.jsonl}}\n\
+             sources:\n  tx:\n    type: kafka\n    bootstrap_servers: '{bootstrap}'\n    topic: tx\n    stop: latest\n    event_time: {{field: ts, max_out_of_orderness: 100ms}}\n\
+             transforms:\n  per_card:\n    type: window\n    inputs: [tx]\n    key_by: card\n    window: {{type: tumbling, size: 1s}}\n    aggregates: {{n: count(), total: sum(amount)}}\n\
+             sinks:\n  alerts: {{type: kafka, parallelism: 1, inputs: [per_card], bootstrap_servers: '{bootstrap}', topic: {out_topic}, key: card, delivery: exactly_once}}\n"
+        ),
+    )
+}
+
+fn values(broker: &Broker, topic: &str) -> Vec<String> {
+    let mut v: Vec<String> = broker.committed(topic).iter().map(|m| m["value"].as_str().unwrap().to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn exactly_once_kafka_output_survives_kills_and_crashes_at_the_commit_points() {
+    let broker = Broker::start();
+    broker.create_topic("tx", 4);
+    broker.create_topic("clean", 4);
+    broker.create_topic("chaos", 4);
+    broker.produce("tx", &transactions(120_000));
+
+    // The reference: one run without failures.
+    let clean = tempfile::tempdir().unwrap();
+    let p = fraud_pipeline(clean.path(), &broker.bootstrap(), "clean");
+    let r = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let want = values(&broker, "clean");
+    let windows: std::collections::BTreeSet<(i64, i64)> = want
+        .iter()
+        .map(|v| serde_json::from_str::<serde_json::Value>(v).unwrap())
+        .map(|v| (v["card"].as_i64().unwrap(), v["window_start"].as_i64().unwrap()))
+        .collect();
+    let missing: Vec<(i64, i64)> = (0..13).flat_map(|c| (0..360).map(move |w| (c, 1_000_000 + w * 1000))).filter(|k| !windows.contains(k)).collect();
+    assert_eq!(want.len() as u64, 13 * (120_000 * 3 / 1000), "one result per card and second; missing {} e.g. {:?} of {:?}: {}", missing.len(), &missing[..missing.len().min(5)], missing.iter().map(|m| m.0).collect::<std::collections::BTreeSet<_>>(), broker.dump("clean"));
+    let counted: i64 = want.iter().map(|v| serde_json::from_str::<serde_json::Value>(v).unwrap()["n"].as_i64().unwrap()).sum();
+    assert_eq!(counted, 120_000, "every transaction in its window: none late");
+
+    // The same job, killed and crashed again and again, each time resumed from its checkpoint.
+    let chaos = tempfile::tempdir().unwrap();
+    let p = fraud_pipeline(chaos.path(), &broker.bootstrap(), "chaos");
+    let mut x: u64 = 7;
+    let faults = ["", "crash=kafka-before-commit@1", "", "crash=kafka-before-flush@1", "", "crash=kafka-before-commit@2", "", "crash=kafka-before-flush@1", "", "crash=kafka-before-commit@1", "crash=kafka-after-final-commit@1"];
+    let (mut interrupted, mut crashed, mut finished) = (0, 0, false);
+    let mut outcomes = Vec::new();
+    for fault in faults {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let log = chaos.path().join(format!("run-{interrupted}-{}.log", fault.replace(['=', '@'], "-")));
+        let mut child = Guard(
+            rill().args(["run", p.to_str().unwrap(), "--progress", "never"]).env("RILL_FAULTS", format!("slow=per_card:10ms;{fault}")).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap(),
+        );
+        // Killed at a random moment (or it finishes, or crashes at its fault point, first).
+        let limit = if fault.is_empty() { std::time::Duration::from_millis(100 + (x >> 33) % 500) } else { std::time::Duration::from_secs(60) };
+        let ended = wait_for(limit, || child.0.try_wait().unwrap().is_some());
+        assert!(ended || fault.is_empty(), "the run with {fault} neither crashed nor finished in 60 s: {}", std::fs::read_to_string(&log).unwrap());
+        let _ = child.0.kill();
+        let status = child.0.wait().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        outcomes.push(format!("[{fault}] {status}: {}", text.lines().filter(|l| !l.contains("WARN")).take(3).collect::<Vec<_>>().join(" / ")));
+        if status.success() {
+            finished = true;
+            break; // a rerun would be a new run of the job, writing everything again
+        }
+        interrupted += 1;
+        crashed += std::fs::read_to_string(&log).unwrap().contains("RILL_FAULTS: crashing at") as u32;
+    }
+    assert!(interrupted >= 3 && crashed >= 1, "most runs end by a kill or a crash ({interrupted} interrupted, {crashed} at a fault point): {outcomes:#?}");
+    if !finished {
+        let r = run(&["run", p.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let got = values(&broker, "chaos");
+    let missing: Vec<&String> = want.iter().filter(|w| !got.contains(w)).take(3).collect();
+    let mut dups = got.clone();
+    dups.dedup();
+    assert!(
+        got == want,
+        "committed output differs from the failure-free run's: {} results for {}, {} duplicated, missing e.g. {missing:?}",
+        got.len(),
+        want.len(),
+        got.len() - dups.len()
+    );
+    let dead = lines(&chaos.path().join("dead.jsonl"));
+    assert!(!dead.is_empty() && dead.iter().all(|d| d["position"]["partition"] == 2), "the malformed message, dead-lettered (once per run that reached it)");
+}
