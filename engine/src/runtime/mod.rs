@@ -301,7 +301,9 @@ async fn drive(
                                 // from it (Flink's stop without drain).
                                 commit(&operator_addrs, e, stop.is_some()).await;
                                 for a in &source_addrs {
-                                    a.do_send(actors::Commit(crate::message::Epoch(e)));
+                                    if a.try_send(actors::Commit(crate::message::Epoch(e))).is_err() {
+                                        tracing::warn!("a source instance did not take the completion of checkpoint {e}; it hears of the next one");
+                                    }
                                 }
                                 if let Some(why) = stop {
                                     break Ok(match why {
