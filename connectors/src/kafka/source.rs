@@ -273,6 +273,8 @@ pub struct KafkaSource {
     /// Partitions assigned since the last poll, to declare as splits.
     declared: Vec<u64>,
     next_end_check: Instant,
+    /// The partition of the last message (the key into `parts`).
+    current: (String, i32),
 }
 
 impl KafkaSource {
@@ -292,6 +294,7 @@ impl KafkaSource {
             value: Sym::new("value"),
             declared: Vec::new(),
             next_end_check: Instant::now(),
+            current: (String::new(), -1),
         }
     }
 
@@ -414,8 +417,11 @@ impl KafkaSource {
     }
 
     fn message(&mut self, m: &BorrowedMessage<'_>, out: &mut SourceOutput) {
-        let key = (m.topic().to_string(), m.partition());
-        let Some(part) = self.parts.get_mut(&key) else { return };
+        // Messages come in runs from one partition: its key is made once per run, not per message.
+        if self.current.0 != m.topic() || self.current.1 != m.partition() {
+            self.current = (m.topic().to_string(), m.partition());
+        }
+        let Some(part) = self.parts.get_mut(&self.current) else { return };
         let offset = m.offset();
         if offset < part.next || part.done() || part.stop.is_some_and(|s| offset >= s) {
             return;
