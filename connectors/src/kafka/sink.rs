@@ -169,12 +169,20 @@ struct Msg {
     value: Vec<u8>,
 }
 
-/// Delivery reports: the first error is kept and fails the job at the next flush; where each
-/// partition's first record since the last look went (for [`super::control::fate`]).
-#[derive(Clone, Default)]
+/// Delivery reports: the first error is kept and fails the job at the next flush; where the
+/// first message delivered since the last look went (for [`super::control::fate`]), taken
+/// without a lock per message.
+#[derive(Clone)]
 struct Reports {
     failed: Arc<Mutex<Option<String>>>,
-    firsts: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
+    want_location: Arc<std::sync::atomic::AtomicBool>,
+    location: Arc<Mutex<Option<(String, i32, i64)>>>,
+}
+
+impl Default for Reports {
+    fn default() -> Reports {
+        Reports { failed: Arc::default(), want_location: Arc::new(true.into()), location: Arc::default() }
+    }
 }
 
 impl ClientContext for Reports {}
@@ -188,9 +196,9 @@ impl ProducerContext for Reports {
                 f.get_or_insert_with(|| format!("delivery to {}/{} failed: {e}", m.topic(), m.partition()));
             }
             Ok(m) => {
-                let mut firsts = self.firsts.lock().expect("not poisoned");
-                let at = firsts.entry((m.topic().to_string(), m.partition())).or_insert(m.offset());
-                *at = (*at).min(m.offset());
+                if self.want_location.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    *self.location.lock().expect("not poisoned") = Some((m.topic().to_string(), m.partition(), m.offset()));
+                }
             }
         }
     }
@@ -213,7 +221,6 @@ pub struct KafkaSink {
     producer: Option<ThreadedProducer<Reports>>,
     reports: Reports,
     encoder: Encoder,
-    buf: Vec<u8>,
     /// Exactly-once: the group whose offset marks committed epochs.
     marker: Option<BaseConsumer>,
     /// Exactly-once: records produced into the open transaction since the last barrier.
@@ -246,7 +253,6 @@ impl KafkaSink {
             producer: None,
             reports: Reports::default(),
             encoder,
-            buf: Vec::new(),
             marker: None,
             open: Vec::new(),
             in_transaction: false,
@@ -297,12 +303,12 @@ impl KafkaSink {
                 Err(err) => return Err(format!("key `{}`: {err}", e.source())),
             },
         };
-        self.buf.clear();
-        self.encoder.encode(r, &mut self.buf);
-        if self.buf.last() == Some(&b'\n') {
-            self.buf.pop();
+        let mut value = Vec::new();
+        self.encoder.encode(r, &mut value);
+        if value.last() == Some(&b'\n') {
+            value.pop();
         }
-        Ok(Msg { topic, key, value: self.buf.clone() })
+        Ok(Msg { topic, key, value })
     }
 
     /// Hands one message to librdkafka, waiting while its queue is full.
@@ -337,9 +343,8 @@ impl KafkaSink {
 
     /// Where the records flushed since the last call went (one location suffices).
     fn take_location(&self) -> Option<(String, i32, i64)> {
-        let mut firsts = self.reports.firsts.lock().expect("not poisoned");
-        let at = firsts.iter().next().map(|((t, p), o)| (t.clone(), *p, *o));
-        firsts.clear();
+        let at = self.reports.location.lock().expect("not poisoned").take();
+        self.reports.want_location.store(true, std::sync::atomic::Ordering::Relaxed);
         at
     }
 
