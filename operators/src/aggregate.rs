@@ -1,15 +1,13 @@
 //! `aggregate`: a running aggregate per key. After each record it emits the record's key and the
 //! updated aggregates (an "upsert" stream: the last record per key is the current total).
 
-use std::collections::BTreeMap;
-
 use rill_engine::aggregate::{Acc, AggregateCall};
 use rill_engine::config::{ConfigErrors, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::operator::{Collector, Operator, OperatorError, Snapshot};
 use rill_engine::record::{Batch, Origin, Record};
 use rill_engine::registry::{BuildContext, TransformSpec};
-use rill_engine::state::{Entries, KeyedState, StateKey, StateOptions};
+use rill_engine::state::{KeyedState, StateKey, StateOptions};
 use rill_engine::value::{Key, Sym, Value};
 
 use crate::Ordered;
@@ -44,18 +42,6 @@ impl Aggregate {
     }
 }
 
-/// A chain of snapshots (a full one, then deltas) folded into every group's latest entry. A
-/// snapshot is its groups' state entries (all of them, or in a delta those written since the
-/// last snapshot), as [`rill_engine::state::entries_to_bytes`] writes them; groups are never
-/// removed.
-fn fold(chain: &[Vec<u8>]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, OperatorError> {
-    let mut groups = BTreeMap::new();
-    for s in chain {
-        groups.extend(rill_engine::state::entries_from_bytes(s).map_err(|e| OperatorError::new(format!("aggregate checkpoint: {e}")))?);
-    }
-    Ok(groups)
-}
-
 impl Operator for Aggregate {
     fn open(&mut self, ctx: &rill_engine::operator::OperatorContext) -> Result<(), OperatorError> {
         self.key_groups = ctx.key_groups.clone();
@@ -64,25 +50,16 @@ impl Operator for Aggregate {
     }
 
     fn restore_rescaled_chains(&mut self, chains: &[Vec<Vec<u8>>]) -> Result<(), OperatorError> {
-        let mut mine: Entries = Vec::new();
-        for chain in chains {
-            mine.extend(fold(chain)?.into_iter().filter(|e| self.key_groups.contains(&rill_engine::state::entry_key_group(e))));
-        }
-        self.groups().restore_entries(&mine)?;
-        Ok(())
+        let key_groups = self.key_groups.clone();
+        crate::keyed::checkpoint::restore_rescaled(self.groups(), chains, &key_groups, "aggregate")
     }
 
     fn snapshot_incremental(&mut self, _epoch: rill_engine::message::Epoch, full: bool) -> Result<Option<Snapshot>, OperatorError> {
-        let groups = self.groups();
-        let groups = if full { groups.snapshot_entries()? } else { groups.snapshot_changes()?.0 };
-        let bytes = rill_engine::state::entries_to_bytes(&groups);
-        Ok(Some(if full { Snapshot::Full(bytes) } else { Snapshot::Delta(bytes) }))
+        crate::keyed::checkpoint::snapshot(self.groups(), full)
     }
 
     fn restore_chain(&mut self, chain: &[Vec<u8>]) -> Result<(), OperatorError> {
-        let all: Entries = fold(chain)?.into_iter().collect();
-        self.groups().restore_entries(&all)?;
-        Ok(())
+        crate::keyed::checkpoint::restore_chain(self.groups(), chain, "aggregate")
     }
 
     fn process(&mut self, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
@@ -156,6 +133,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
     use rill_engine::aggregate::AggregateRegistry;
     use rill_engine::message::Epoch;
 

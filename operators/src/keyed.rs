@@ -191,3 +191,49 @@ pub(crate) fn process_batch<O: KeyedOperator>(op: &mut O, batch: Batch, out: &mu
     }
     Ok(())
 }
+
+/// Checkpoints of an operator whose whole state is one [`KeyedState`]: a snapshot is its
+/// entries (all of them, or in a delta those written since the last snapshot), as
+/// [`rill_engine::state::entries_to_bytes`] writes them; a chain is folded into every key's
+/// latest entry.
+pub(crate) mod checkpoint {
+    use std::collections::BTreeMap;
+
+    use rill_engine::operator::{OperatorError, Snapshot};
+    use rill_engine::state::{Entries, KeyedState};
+
+    fn fold(chain: &[Vec<u8>], what: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, OperatorError> {
+        let mut entries = BTreeMap::new();
+        for s in chain {
+            entries.extend(rill_engine::state::entries_from_bytes(s).map_err(|e| OperatorError::new(format!("{what} checkpoint: {e}")))?);
+        }
+        Ok(entries)
+    }
+
+    pub(crate) fn snapshot<T: serde::Serialize + serde::de::DeserializeOwned>(state: &mut KeyedState<T>, full: bool) -> Result<Option<Snapshot>, OperatorError> {
+        let entries = if full { state.snapshot_entries()? } else { state.snapshot_changes()?.0 };
+        let bytes = rill_engine::state::entries_to_bytes(&entries);
+        Ok(Some(if full { Snapshot::Full(bytes) } else { Snapshot::Delta(bytes) }))
+    }
+
+    pub(crate) fn restore_chain<T: serde::Serialize + serde::de::DeserializeOwned>(state: &mut KeyedState<T>, chain: &[Vec<u8>], what: &str) -> Result<(), OperatorError> {
+        let all: Entries = fold(chain, what)?.into_iter().collect();
+        state.restore_entries(&all)?;
+        Ok(())
+    }
+
+    /// Keeps the keys of `key_groups` from every old instance's chain.
+    pub(crate) fn restore_rescaled<T: serde::Serialize + serde::de::DeserializeOwned>(
+        state: &mut KeyedState<T>,
+        chains: &[Vec<Vec<u8>>],
+        key_groups: &std::ops::Range<u32>,
+        what: &str,
+    ) -> Result<(), OperatorError> {
+        let mut mine: Entries = Vec::new();
+        for chain in chains {
+            mine.extend(fold(chain, what)?.into_iter().filter(|e| key_groups.contains(&rill_engine::state::entry_key_group(e))));
+        }
+        state.restore_entries(&mine)?;
+        Ok(())
+    }
+}

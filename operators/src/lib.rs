@@ -4,6 +4,7 @@ mod aggregate;
 mod fault;
 mod infer;
 mod keyed;
+pub mod learn;
 mod filter;
 mod map;
 pub mod window;
@@ -15,7 +16,7 @@ pub use map::Map;
 pub use rill_engine::config::Ordered;
 use rill_engine::registry::Registry;
 
-/// Registers the built-in transforms: `filter`, `map`, `aggregate`, `window`, `fault`, `infer`.
+/// Registers the built-in transforms: `filter`, `map`, `aggregate`, `window`, `fault`, `infer`, `logistic_regression`.
 pub fn register(registry: &mut Registry) {
     registry.register_transform("filter", filter::build);
     registry.register_transform("map", map::build);
@@ -23,4 +24,5 @@ pub fn register(registry: &mut Registry) {
     registry.register_transform("window", window::build);
     registry.register_transform("fault", fault::build);
     registry.register_transform("infer", infer::build);
+    registry.register_transform("logistic_regression", learn::build);
 }

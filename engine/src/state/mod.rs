@@ -407,6 +407,25 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         Ok(())
     }
 
+    /// Every live key (in memory and spilled), in no particular order; changes nothing.
+    pub fn keys(&self) -> Result<Vec<StateKey>, StateError> {
+        let mut keys: std::collections::HashSet<StateKey> = std::collections::HashSet::new();
+        if let (Some(tree), true) = (&self.tree, self.in_store) {
+            for item in tree.iter() {
+                let (k, _) = item.map_err(|e| self.err(e))?;
+                keys.insert(decode(&k).ok_or_else(|| self.err("a stored key does not decode"))?);
+            }
+        }
+        for (k, slot) in &self.cache {
+            if slot.value.is_some() {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
     /// Every live entry, serialized: for a full snapshot of this state. Reads the cache and
     /// whatever was spilled to sled, and writes nothing: taking a snapshot does not change where
     /// entries live (so access stays in memory afterwards).
