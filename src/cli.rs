@@ -397,11 +397,14 @@ pub fn summary(name: &str, r: &crate::JobReport) -> String {
         _ => "finished".into(),
     };
     let _ = writeln!(s, "job `{name}` {how} in {:.3} s", r.elapsed.as_secs_f64());
-    let _ = writeln!(s, "{:<20} {:<10} {:>4} {:>12} {:>12} {:>9} {:>9}", "component", "type", "inst", "records in", "records out", "rejected", "batches");
+    // Columns as wide as their longest name (`logistic_regression` is wider than most).
+    let cw = r.components.iter().map(|c| c.component.len()).max().unwrap_or(0).max(20);
+    let tw = r.components.iter().map(|c| c.type_name.len()).max().unwrap_or(0).max(10);
+    let _ = writeln!(s, "{:<cw$} {:<tw$} {:>4} {:>12} {:>12} {:>9} {:>9}", "component", "type", "inst", "records in", "records out", "rejected", "batches");
     for c in &r.components {
         let _ = writeln!(
             s,
-            "{:<20} {:<10} {:>4} {:>12} {:>12} {:>9} {:>9}",
+            "{:<cw$} {:<tw$} {:>4} {:>12} {:>12} {:>9} {:>9}",
             c.component, c.type_name, c.instances, c.records_in, c.records_out, c.rejected, c.batches
         );
     }

@@ -173,6 +173,99 @@ fn label(source: &str, v: &Value) -> Result<(Option<bool>, Option<bool>), String
     })
 }
 
+/// Reads one record's features into `x`, its label and its key.
+fn read(spec: &Spec, record: &Record, x: &mut Vec<f64>) -> Result<Row, String> {
+    x.clear();
+    match &spec.features {
+        Features::Exprs(exprs) => {
+            for (name, e) in exprs {
+                let v = e.eval(record).map_err(|err| format!("feature `{name}`: {err}"))?;
+                x.push(number(name, &v)?);
+            }
+        }
+        Features::Field(field) => match record.get(*field) {
+            Some(Value::Floats(fs)) => {
+                for (i, f) in fs.iter().enumerate() {
+                    if !f.is_finite() {
+                        return Err(format!("feature {i} of `{field}` is {f}: features must be finite numbers"));
+                    }
+                    x.push(*f as f64);
+                }
+            }
+            Some(Value::List(vs)) => {
+                for (i, v) in vs.iter().enumerate() {
+                    x.push(number(&format!("{field}[{i}]"), v)?);
+                }
+            }
+            Some(other) => return Err(format!("features field `{field}` is {} ({}), not a list of numbers", other, other.type_name())),
+            None => return Err(format!("the record has no features field `{field}`")),
+        },
+    }
+    let (label, label_is_bool) = match &spec.label {
+        Some(e) => label(e.source(), &e.eval(record).map_err(|err| format!("label `{}`: {err}", e.source()))?)?,
+        None => (None, None),
+    };
+    let key = match &spec.key {
+        Some((_, e)) => e.eval(record).map_err(|err| format!("key_by `{}`: {err}", e.source()))?,
+        None => Value::Null,
+    };
+    Ok(Row { label, label_is_bool, key })
+}
+
+/// What scoring one row gave.
+struct Scored {
+    p: f64,
+    positive: bool,
+    /// The labels are bools (the prediction is a bool too), else 0/1.
+    bool_labels: bool,
+    /// The model, when a record-count model output is due.
+    model_out: Option<Record>,
+}
+
+impl Scored {
+    fn prediction(&self) -> Value {
+        if self.bool_labels {
+            Value::Bool(self.positive)
+        } else {
+            Value::Int(self.positive as i64)
+        }
+    }
+}
+
+/// The model of `key` (the global one without `key_by`), made from the initial model or zeros
+/// (`n` features) if it is new.
+fn model_of<'a>(spec: &Spec, global: &'a mut Option<Model>, keyed: &'a mut Option<KeyedState<Model>>, key: &Value, n: usize) -> Result<&'a mut Model, OperatorError> {
+    let fresh = || spec.initial.clone().unwrap_or_else(|| Model::zeros(n));
+    Ok(match &spec.key {
+        None => global.get_or_insert_with(fresh),
+        Some(_) => {
+            let k = StateKey { key: Key(key.clone()), namespace: 0 };
+            keyed.get_or_insert_with(|| KeyedState::in_memory("models")).get_or_insert_with(&k, fresh)?
+        }
+    })
+}
+
+/// Scores `x` with `model` and learns from the row's label; `Err`: why the row is rejected
+/// (the model is unchanged).
+#[inline]
+fn score_row(spec: &Spec, model: &mut Model, row: &Row, x: &[f64], timestamp: i64, scratch: &mut Model, dirty: &mut HashSet<Key>) -> Result<Scored, String> {
+    let p = model.score(&spec.settings, x, row.label, scratch).map_err(|why| why.to_string())?;
+    if let Some(b) = row.label_is_bool {
+        model.bool_labels = b;
+    }
+    let mut model_out = None;
+    if row.label.is_some() {
+        match spec.emit {
+            Emit::Records(every) if model.learned % every == 0 => model_out = Some(model_record(spec, &row.key, model, timestamp)),
+            Emit::Millis(_) => {
+                dirty.insert(Key(row.key.clone()));
+            }
+            _ => {}
+        }
+    }
+    Ok(Scored { p, positive: p > spec.settings.threshold, bool_labels: model.bool_labels, model_out })
+}
+
 impl LogisticRegression {
     fn new(spec: Arc<Spec>) -> LogisticRegression {
         LogisticRegression {
@@ -191,78 +284,14 @@ impl LogisticRegression {
         self.keyed.get_or_insert_with(|| KeyedState::in_memory("models"))
     }
 
-    /// Reads one record's features into `self.x`, its label and its key.
     fn read(&mut self, record: &Record) -> Result<Row, String> {
-        self.x.clear();
-        match &self.spec.features {
-            Features::Exprs(exprs) => {
-                for (name, e) in exprs {
-                    let v = e.eval(record).map_err(|err| format!("feature `{name}`: {err}"))?;
-                    self.x.push(number(name, &v)?);
-                }
-            }
-            Features::Field(field) => match record.get(*field) {
-                Some(Value::Floats(fs)) => {
-                    for (i, f) in fs.iter().enumerate() {
-                        if !f.is_finite() {
-                            return Err(format!("feature {i} of `{field}` is {f}: features must be finite numbers"));
-                        }
-                        self.x.push(*f as f64);
-                    }
-                }
-                Some(Value::List(vs)) => {
-                    for (i, v) in vs.iter().enumerate() {
-                        self.x.push(number(&format!("{field}[{i}]"), v)?);
-                    }
-                }
-                Some(other) => return Err(format!("features field `{field}` is {} ({}), not a list of numbers", other, other.type_name())),
-                None => return Err(format!("the record has no features field `{field}`")),
-            },
-        }
-        let (label, label_is_bool) = match &self.spec.label {
-            Some(e) => label(e.source(), &e.eval(record).map_err(|err| format!("label `{}`: {err}", e.source()))?)?,
-            None => (None, None),
-        };
-        let key = match &self.spec.key {
-            Some((_, e)) => e.eval(record).map_err(|err| format!("key_by `{}`: {err}", e.source()))?,
-            None => Value::Null,
-        };
-        Ok(Row { label, label_is_bool, key })
+        read(&self.spec, record, &mut self.x)
     }
 
-    /// Scores (and learns from) the row whose features are in `self.x`: the probability and the
-    /// prediction, and the model to write out if one is due.
-    fn score(&mut self, row: Row, timestamp: i64) -> Result<Result<(f64, Value, Option<Record>), String>, OperatorError> {
-        let spec = self.spec.clone();
-        let fresh = |n: usize| spec.initial.clone().unwrap_or_else(|| Model::zeros(n));
-        let n = self.x.len();
-        let model = match &spec.key {
-            None => self.global.get_or_insert_with(|| fresh(n)),
-            Some(_) => {
-                let k = StateKey { key: Key(row.key.clone()), namespace: 0 };
-                self.keyed.get_or_insert_with(|| KeyedState::in_memory("models")).get_or_insert_with(&k, || fresh(n))?
-            }
-        };
-        let p = match model.score(&spec.settings, &self.x, row.label, &mut self.scratch) {
-            Ok(p) => p,
-            Err(why) => return Ok(Err(why.to_string())),
-        };
-        if let Some(b) = row.label_is_bool {
-            model.bool_labels = b;
-        }
-        let positive = p > spec.settings.threshold;
-        let prediction = if model.bool_labels { Value::Bool(positive) } else { Value::Int(positive as i64) };
-        let mut emit = None;
-        if row.label.is_some() {
-            match spec.emit {
-                Emit::Records(every) if model.learned % every == 0 => emit = Some(model_record(&spec, &row.key, model, timestamp)),
-                Emit::Millis(_) => {
-                    self.dirty.insert(Key(row.key.clone()));
-                }
-                _ => {}
-            }
-        }
-        Ok(Ok((p, prediction, emit)))
+    /// Scores (and learns from) the row whose features are in `self.x`.
+    fn score(&mut self, row: Row, timestamp: i64) -> Result<Result<Scored, String>, OperatorError> {
+        let model = model_of(&self.spec, &mut self.global, &mut self.keyed, &row.key, self.x.len())?;
+        Ok(score_row(&self.spec, model, &row, &self.x, timestamp, &mut self.scratch, &mut self.dirty))
     }
 
     /// Asks for the next time-based model output, if none is pending.
@@ -354,11 +383,11 @@ impl Operator for LogisticRegression {
             }
         };
         match self.score(row, record.timestamp)? {
-            Ok((p, prediction, model)) => {
-                record.set(self.spec.probability, Value::Float(p));
-                record.set(self.spec.prediction, prediction);
+            Ok(scored) => {
+                record.set(self.spec.probability, Value::Float(scored.p));
+                record.set(self.spec.prediction, scored.prediction());
                 out.emit(record);
-                if let Some(m) = model {
+                if let Some(m) = scored.model_out {
                     out.emit_side(0, m);
                 }
             }
@@ -397,49 +426,69 @@ impl Operator for LogisticRegression {
             errors.iter().for_each(|(row, _)| failed[*row] = true);
             xs.push(x);
         }
-        let (mut ps, mut predictions, mut keep) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::new());
+        let (mut ps, mut positives, mut keep) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::new());
+        let mut as_bool = Vec::with_capacity(n);
         let mut models = Vec::new();
+        let label_source = spec.label.as_ref().map_or("", |e| e.source());
+        let Self { global, keyed, x, scratch, dirty, .. } = self;
         for i in 0..n {
             // A row on which an input failed, or whose label is not one, takes the record path
             // (for its error).
-            let labelled = match (&label_column, &spec.label) {
+            let labelled = match &label_column {
                 _ if failed[i] => Err(()),
-                (Some(c), Some(e)) => label(e.source(), &c.get(i)).map_err(|_| ()),
-                _ => Ok((None, None)),
+                Some(c) => match &**c {
+                    Column::Bool(v) => Ok((Some(v[i]), Some(true))),
+                    c => label(label_source, &c.get(i)).map_err(|_| ()),
+                },
+                None => Ok((None, None)),
             };
-            let read = labelled.ok().map(|(label, label_is_bool)| {
-                self.x.clear();
-                self.x.extend(xs.iter().map(|x| x[i]));
-                Row { label, label_is_bool, key: key_column.as_ref().map_or(Value::Null, |c| c.get(i)) }
-            });
-            let scored = match read {
-                Some(row) => self.score(row, columns.timestamps[i])?,
-                None => {
-                    let r = columns.row(i);
-                    Err(self.read(&r).err().unwrap_or_else(|| "the record could not be scored".into()))
+            let scored = match labelled {
+                Ok((label, label_is_bool)) => {
+                    x.clear();
+                    x.extend(xs.iter().map(|x| x[i]));
+                    let row = Row { label, label_is_bool, key: key_column.as_ref().map_or(Value::Null, |c| c.get(i)) };
+                    let model = model_of(&spec, global, keyed, &row.key, x.len())?;
+                    score_row(&spec, model, &row, x, columns.timestamps[i], scratch, dirty)
                 }
+                Err(()) => Err(String::new()),
             };
             match scored {
-                Ok((p, prediction, model)) => {
-                    ps.push(p);
-                    predictions.push(prediction);
+                Ok(scored) => {
+                    ps.push(scored.p);
+                    positives.push(scored.positive);
+                    as_bool.push(scored.bool_labels);
                     if !keep.is_empty() {
                         keep.push(true);
                     }
-                    models.extend(model);
+                    models.extend(scored.model_out);
                 }
-                Err(e) => {
+                Err(mut e) => {
                     if keep.is_empty() {
                         keep = vec![true; i];
                     }
                     keep.push(false);
-                    out.reject(columns.row(i), e);
+                    let r = columns.row(i);
+                    if e.is_empty() {
+                        // The record path says what is wrong with it.
+                        e = read(&spec, &r, &mut Vec::new()).err().unwrap_or_else(|| "the record could not be scored".into());
+                    }
+                    out.reject(r, e);
                 }
             }
         }
         let mut columns = if keep.is_empty() { columns } else { columns.select(&keep) };
         columns.set(spec.probability, Column::Float(ps));
-        columns.set(spec.prediction, Column::from_values(predictions));
+        columns.set(
+            spec.prediction,
+            if as_bool.iter().all(|b| *b) {
+                Column::Bool(positives)
+            } else if as_bool.iter().all(|b| !*b) {
+                Column::Int(positives.into_iter().map(|p| p as i64).collect())
+            } else {
+                // Labels of both kinds (models of different keys): each as its model's.
+                Column::Any(positives.into_iter().zip(as_bool).map(|(p, b)| if b { Value::Bool(p) } else { Value::Int(p as i64) }).collect())
+            },
+        );
         out.emit_columns(columns);
         for m in models {
             out.emit_side(0, m);
@@ -450,7 +499,8 @@ impl Operator for LogisticRegression {
 
     fn on_timer(&mut self, _timer: Timer, out: &mut Collector) -> Result<(), OperatorError> {
         self.timer_at = None;
-        let keys: Vec<Key> = self.dirty.drain().collect();
+        let mut keys: Vec<Key> = self.dirty.drain().collect();
+        keys.sort_by_cached_key(|k| k.0.to_string());
         self.emit_models(keys, out)
     }
 
@@ -459,7 +509,12 @@ impl Operator for LogisticRegression {
         let settings = self.spec.settings.clone();
         let keys: Vec<Key> = match &self.spec.key {
             None => vec![Key(Value::Null)],
-            Some(_) => self.keyed().keys()?.into_iter().map(|k| k.key).collect(),
+            Some(_) => {
+                // In a stable order (keyed state has none).
+                let mut keys: Vec<Key> = self.keyed().keys()?.into_iter().map(|k| k.key).collect();
+                keys.sort_by_cached_key(|k| k.0.to_string());
+                keys
+            }
         };
         if settings.batch_size > 1 {
             for k in &keys {
@@ -614,7 +669,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let settings = Settings { optimizer: cfg.optimizer, intercept_learning_rate: cfg.intercept_learning_rate, l2: cfg.l2, threshold: cfg.threshold, batch_size: cfg.batch_size };
+    let settings = Settings { optimizer: cfg.optimizer, intercept_learning_rate: cfg.intercept_learning_rate, l2: cfg.l2, threshold: cfg.threshold, batch_size: cfg.batch_size, track_loss: !matches!(emit, Emit::Never) };
     let description = format!(
         "logistic regression ({}) on {}{}{}",
         settings.optimizer.name(),
@@ -642,4 +697,73 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
         t.max_parallelism = Some(1);
     }
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rill_engine::testing::{Harness, Output};
+
+    fn spec(key: bool, batch_size: usize) -> Arc<Spec> {
+        let e = |s: &str| Expr::compile(s).unwrap();
+        Arc::new(Spec {
+            features: Features::Exprs(vec![("a".into(), e("a")), ("b".into(), e("b")), ("a * 0.5".into(), e("a * 0.5"))]),
+            label: Some(e("y")),
+            key: key.then(|| (Sym::new("k"), e("k"))),
+            settings: Settings { optimizer: Optimizer::Adam { learning_rate: 0.1, beta_1: 0.9, beta_2: 0.999, eps: 1e-8 }, intercept_learning_rate: 0.1, l2: 0.01, threshold: 0.5, batch_size, track_loss: true },
+            probability: Sym::new("p"),
+            prediction: Sym::new("pred"),
+            emit: Emit::Records(7),
+            initial: None,
+        })
+    }
+
+    /// A column batch of rows (k, a, b, y); y: 0/1, 3 = null (scored only), 2 = not a label.
+    fn columns(rows: &[(i64, f64, i64, u8)], offset: u64) -> rill_engine::columns::Columns {
+        let mut c = rill_engine::columns::Columns::new((offset..offset + rows.len() as u64).collect());
+        c.set(Sym::new("k"), Column::Int(rows.iter().map(|r| r.0).collect()));
+        c.set(Sym::new("a"), Column::Float(rows.iter().map(|r| r.1).collect()));
+        c.set(Sym::new("b"), Column::Int(rows.iter().map(|r| r.2).collect()));
+        c.set(Sym::new("y"), Column::from_values(rows.iter().map(|r| if r.3 == 3 { Value::Null } else { Value::Int(r.3 as i64) }).collect()));
+        c.timestamps = vec![5; rows.len()];
+        c
+    }
+
+    proptest! {
+        #[test]
+        fn column_batches_score_as_records_do(
+            batches in prop::collection::vec(prop::collection::vec((0i64..3, -3.0f64..3.0, -2i64..3, 0u8..4), 1..40), 1..6),
+            key in any::<bool>(),
+            batch_size in 1usize..4,
+        ) {
+            let (mut by_rows, mut by_columns) = (Harness::new(LogisticRegression::new(spec(key, batch_size))).unwrap(), Harness::new(LogisticRegression::new(spec(key, batch_size))).unwrap());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut offset = 0;
+            for rows in &batches {
+                let c = columns(rows, offset);
+                offset += rows.len() as u64;
+                a.extend(by_rows.push(c.to_records()).unwrap());
+                b.extend(by_columns.push_columns(c).unwrap());
+            }
+            a.extend(by_rows.end().unwrap());
+            b.extend(by_columns.end().unwrap());
+            prop_assert_eq!(&a, &b);
+            let rejected = a.iter().filter(|o| matches!(o, Output::Rejected(..))).count();
+            prop_assert_eq!(rejected, batches.iter().flatten().filter(|r| r.3 == 2).count());
+        }
+    }
+
+    #[test]
+    fn a_restored_instance_scores_on_as_the_original() {
+        for key in [false, true] {
+            let rows: Vec<(i64, f64, i64, u8)> = (0..200).map(|i| (i % 3, (i as f64 * 0.37).sin() * 2.0, i % 5 - 2, (i % 7 < 3) as u8)).collect();
+            let mut a = Harness::new(LogisticRegression::new(spec(key, 2))).unwrap();
+            a.push_columns(columns(&rows[..120], 0)).unwrap();
+            let (_, saved) = a.checkpoint(1).unwrap();
+            let mut b = Harness::restored(LogisticRegression::new(spec(key, 2)), &saved).unwrap();
+            let rest = columns(&rows[120..], 120);
+            assert_eq!(a.push_columns(rest.clone()).unwrap(), b.push_columns(rest).unwrap(), "keyed: {key}");
+        }
+    }
 }

@@ -124,6 +124,8 @@ pub struct Settings {
     /// Labelled records whose mean gradient makes one step (1: a step per record, as River's
     /// `learn_one`).
     pub batch_size: usize,
+    /// Sum the log loss of learned records (for the model output's `log_loss`; costs a `ln`).
+    pub track_loss: bool,
 }
 
 /// River's `utils.math.sigmoid`: exactly 0 and 1 beyond a logit of ±30.
@@ -233,28 +235,21 @@ impl Model {
         if logit.is_nan() {
             return Err(Refused::NotFinite);
         }
-        let p = sigmoid(logit);
+        let (p, g) = probability_and_gradient(logit, label);
         if let Some(y) = label {
-            let g = log_loss_gradient(y, logit);
             if settings.batch_size <= 1 {
-                self.step(settings, x, g, scratch)?;
+                self.intercept_step(settings, g, scratch, |i, w| g * x[i] + settings.l2 * w)?;
             } else {
                 self.gather(settings, x, g, scratch)?;
             }
             self.learned += 1;
-            self.loss_sum += log_loss(p, y);
+            if settings.track_loss {
+                self.loss_sum += log_loss(p, y);
+            }
             self.hits += ((p > settings.threshold) == y) as u64;
         }
         self.scored += 1;
         Ok(p)
-    }
-
-    /// One step from one record's loss gradient `g` (River's `_fit`).
-    fn step(&mut self, settings: &Settings, x: &[f64], g: f64, scratch: &mut Model) -> Result<(), Refused> {
-        self.save_to(scratch);
-        self.intercept -= settings.intercept_learning_rate * g;
-        self.apply(settings, |i, w| g * x[i] + settings.l2 * w);
-        self.check(scratch)
     }
 
     /// Adds one record to the mini-batch; a full batch makes one step with its mean gradient.
@@ -262,19 +257,14 @@ impl Model {
         if self.pending.len() != x.len() {
             self.pending = vec![0.0; x.len()];
         }
+        if !(self.pending_intercept + g).is_finite() || !self.pending.iter().zip(x).all(|(p, x)| (p + g * x).is_finite()) {
+            return Err(Refused::NotFinite);
+        }
         for (p, x) in self.pending.iter_mut().zip(x) {
             *p += g * x;
         }
         self.pending_intercept += g;
         self.pending_n += 1;
-        if !self.pending.iter().all(|p| p.is_finite()) {
-            for (p, x) in self.pending.iter_mut().zip(x) {
-                *p -= g * x;
-            }
-            self.pending_intercept -= g;
-            self.pending_n -= 1;
-            return Err(Refused::NotFinite);
-        }
         if self.pending_n >= settings.batch_size {
             self.flush(settings, scratch)?;
         }
@@ -291,81 +281,97 @@ impl Model {
         let g0 = self.pending_intercept / n;
         self.pending_intercept = 0.0;
         self.pending_n = 0;
-        self.save_to(scratch);
-        self.intercept -= settings.intercept_learning_rate * g0;
-        self.apply(settings, |i, w| pending[i] / n + settings.l2 * w);
-        let checked = self.check(scratch);
+        let stepped = self.intercept_step(settings, g0, scratch, |i, w| pending[i] / n + settings.l2 * w);
         self.pending = pending;
         self.pending.iter_mut().for_each(|p| *p = 0.0);
-        checked
+        stepped
     }
 
-    /// The optimizer's step with gradient `grad(i, w_i)` for every weight.
+    /// One step (River's `_fit`): the intercept by the loss gradient `g`, then the optimizer's
+    /// step with gradient `grad(i, w_i)` for every weight. The new weights and accumulators are
+    /// written into `scratch` and swapped in only if they are all finite.
     #[inline]
-    fn apply(&mut self, settings: &Settings, grad: impl Fn(usize, f64) -> f64) {
-        let (w, acc) = (&mut self.weights, &mut self.accumulators);
+    fn intercept_step(&mut self, settings: &Settings, g: f64, scratch: &mut Model, grad: impl Fn(usize, f64) -> f64) -> Result<(), Refused> {
+        let intercept = self.intercept - settings.intercept_learning_rate * g;
+        let n = self.weights.len();
+        scratch.weights.resize(n, 0.0);
+        scratch.accumulators.resize(n, [0.0; 2]);
+        let (w, acc, nw, nacc) = (&self.weights, &self.accumulators, &mut scratch.weights, &mut scratch.accumulators);
+        let mut finite = intercept.is_finite();
         match settings.optimizer {
             Optimizer::Sgd { learning_rate } => {
-                for (i, w) in w.iter_mut().enumerate() {
-                    *w -= learning_rate * grad(i, *w);
+                for i in 0..n {
+                    nw[i] = w[i] - learning_rate * grad(i, w[i]);
+                    finite &= nw[i].is_finite();
                 }
             }
             Optimizer::Ftrl { alpha, beta, l1, l2 } => {
                 // As River: the weights first follow the accumulators, then the accumulators
                 // take the gradient (taken at the weights as they were).
-                for i in 0..w.len() {
+                for i in 0..n {
                     let gi = grad(i, w[i]);
-                    let [z, n] = acc[i];
-                    if z.abs() > l1 {
-                        w[i] = -(((beta + n.sqrt()) / alpha + l2).powi(-1)) * (z - z.signum() * l1);
-                    }
-                    let s = ((n + gi * gi).sqrt() - n.sqrt()) / alpha;
-                    acc[i] = [z + gi - s * w[i], n + gi * gi];
+                    let [z, q] = acc[i];
+                    nw[i] = if z.abs() > l1 { -(((beta + q.sqrt()) / alpha + l2).powi(-1)) * (z - z.signum() * l1) } else { w[i] };
+                    let s = ((q + gi * gi).sqrt() - q.sqrt()) / alpha;
+                    nacc[i] = [z + gi - s * nw[i], q + gi * gi];
+                    finite &= nw[i].is_finite() && nacc[i][0].is_finite() && nacc[i][1].is_finite();
                 }
             }
             Optimizer::Adam { learning_rate, beta_1, beta_2, eps } => {
                 let t = (self.steps + 1) as i32;
                 let lr = learning_rate * (1.0 - beta_2.powi(t)).sqrt() / (1.0 - beta_1.powi(t));
-                for i in 0..w.len() {
+                for i in 0..n {
                     let gi = grad(i, w[i]);
                     let [m, v] = acc[i];
                     let m = beta_1 * m + (1.0 - beta_1) * gi;
                     let v = beta_2 * v + (1.0 - beta_2) * gi * gi;
-                    acc[i] = [m, v];
-                    w[i] -= lr * m / (v.sqrt() + eps);
+                    nacc[i] = [m, v];
+                    nw[i] = w[i] - lr * m / (v.sqrt() + eps);
+                    finite &= nw[i].is_finite() && v.is_finite();
                 }
             }
             Optimizer::AdaGrad { learning_rate, eps } => {
-                for i in 0..w.len() {
+                for i in 0..n {
                     let gi = grad(i, w[i]);
-                    acc[i][0] += gi * gi;
-                    w[i] -= learning_rate / (acc[i][0] + eps).sqrt() * gi;
+                    let g2 = acc[i][0] + gi * gi;
+                    nacc[i] = [g2, 0.0];
+                    nw[i] = w[i] - learning_rate / (g2 + eps).sqrt() * gi;
+                    finite &= nw[i].is_finite() && g2.is_finite();
                 }
             }
         }
+        if !finite {
+            return Err(Refused::NotFinite);
+        }
+        std::mem::swap(&mut self.weights, &mut scratch.weights);
+        if !matches!(settings.optimizer, Optimizer::Sgd { .. }) {
+            std::mem::swap(&mut self.accumulators, &mut scratch.accumulators);
+        }
+        self.intercept = intercept;
         self.steps += 1;
         self.version += 1;
+        Ok(())
     }
+}
 
-    fn save_to(&self, scratch: &mut Model) {
-        scratch.weights.clone_from(&self.weights);
-        scratch.accumulators.clone_from(&self.accumulators);
-        scratch.intercept = self.intercept;
+/// The probability of `logit` and, with a label, the log loss's gradient with respect to the
+/// logit: River's `sigmoid` and `Log.gradient`, sharing one `exp` where both compute one
+/// (|logit| ≤ 18; beyond, River's own branches, which clip so nothing overflows).
+#[inline]
+pub fn probability_and_gradient(logit: f64, label: Option<bool>) -> (f64, f64) {
+    if !(-18.0..=18.0).contains(&logit) {
+        return (sigmoid(logit), label.map_or(0.0, |y| log_loss_gradient(y, logit)));
     }
-
-    /// After a step: if anything became infinite or NaN, goes back to `saved`.
-    fn check(&mut self, saved: &Model) -> Result<(), Refused> {
-        let finite = self.intercept.is_finite() && self.weights.iter().all(|w| w.is_finite()) && self.accumulators.iter().all(|a| a[0].is_finite() && a[1].is_finite());
-        if finite {
-            return Ok(());
-        }
-        self.weights.clone_from(&saved.weights);
-        self.accumulators.clone_from(&saved.accumulators);
-        self.intercept = saved.intercept;
-        self.steps -= 1;
-        self.version -= 1;
-        Err(Refused::NotFinite)
-    }
+    let e = (-logit).exp();
+    let p = 1.0 / (1.0 + e);
+    let g = match label {
+        // -1 / (exp(z) + 1) = -e / (1 + e)
+        Some(true) => -e / (1.0 + e),
+        // 1 / (exp(-z) + 1): the probability itself
+        Some(false) => p,
+        None => 0.0,
+    };
+    (p, g)
 }
 
 #[cfg(test)]
@@ -373,7 +379,7 @@ mod tests {
     use super::*;
 
     fn settings(optimizer: Optimizer) -> Settings {
-        Settings { optimizer, intercept_learning_rate: 0.1, l2: 0.0, threshold: 0.5, batch_size: 1 }
+        Settings { optimizer, intercept_learning_rate: 0.1, l2: 0.0, threshold: 0.5, batch_size: 1, track_loss: true }
     }
 
     #[test]
@@ -399,6 +405,12 @@ mod tests {
         assert_eq!(m.score(&s, &[1.0], Some(false), &mut scratch).unwrap(), 1.0);
         assert!(m.weights[0].is_finite());
         assert!(log_loss(1.0, false).is_finite());
+        for z in [-40.0, -18.5, -3.0, 0.0, 0.7, 17.9, 25.0, 31.0] {
+            for y in [false, true] {
+                let (p, g) = probability_and_gradient(z, Some(y));
+                assert!((p - sigmoid(z)).abs() < 1e-15 && (g - log_loss_gradient(y, z)).abs() < 1e-15, "{z} {y}");
+            }
+        }
         assert_eq!(log_loss_gradient(false, 1e9), 1.0);
         assert_eq!(log_loss_gradient(true, 1e9), 0.0);
     }
@@ -410,7 +422,7 @@ mod tests {
         let mut scratch = Model::default();
         let before = m.clone();
         assert_eq!(m.score(&s, &[1e300], Some(true), &mut scratch), Err(Refused::NotFinite));
-        assert_eq!(m.weights, before.weights);
+        assert_eq!(m, before);
         assert_eq!(m.learned, 0);
         assert_eq!(m.score(&s, &[1.0, 2.0], None, &mut scratch), Err(Refused::Dimension { expected: 1, got: 2 }));
     }
