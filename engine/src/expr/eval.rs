@@ -31,7 +31,7 @@ pub(crate) enum Node {
     Call1(Func, Box<Node>),
 }
 
-#[derive(Copy, Clone, Debug)]
+#[derive(Copy, Clone, Debug, PartialEq)]
 pub(crate) enum Arith {
     Add,
     Sub,

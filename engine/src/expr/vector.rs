@@ -37,6 +37,34 @@ fn zip_map<A: Copy, B: Copy, R: Clone>(n: usize, a: Arg<A>, b: Arg<B>, mut f: im
     }
 }
 
+/// Division by an invariant positive 32-bit divisor with two multiplications (Lemire, Kaser and
+/// Kurz, "Faster remainder by direct computation", 2019): exact for every 32-bit dividend.
+#[derive(Clone, Copy)]
+struct Divisor32 {
+    d: u64,
+    m: u64,
+}
+
+impl Divisor32 {
+    fn new(d: i64) -> Option<Divisor32> {
+        (1..=u32::MAX as i64).contains(&d).then(|| Divisor32 { d: d as u64, m: (u64::MAX / d as u64).wrapping_add(1) })
+    }
+
+    #[inline]
+    fn div(self, x: u32) -> u64 {
+        if self.d == 1 {
+            return x as u64;
+        }
+        ((self.m as u128 * x as u128) >> 64) as u64
+    }
+
+    #[inline]
+    fn rem(self, x: u32) -> u64 {
+        let low = self.m.wrapping_mul(x as u64);
+        ((low as u128 * self.d as u128) >> 64) as u64
+    }
+}
+
 /// A numeric operand: integers stay integers until a double meets them.
 enum Num<'a> {
     Int(Arg<'a, i64>),
@@ -123,9 +151,15 @@ fn arith<'a>(k: Arith, n: usize, a: V<'_>, b: V<'_>) -> Option<V<'a>> {
             (Arith::Add, _) => zip_map(n, *x, *y, |x, y| { let (r, o) = x.overflowing_add(y); bad |= o; r }),
             (Arith::Sub, _) => zip_map(n, *x, *y, |x, y| { let (r, o) = x.overflowing_sub(y); bad |= o; r }),
             (Arith::Mul, _) => zip_map(n, *x, *y, |x, y| { let (r, o) = x.overflowing_mul(y); bad |= o; r }),
-            // A constant divisor other than 0 and -1 can neither fail nor overflow.
-            (Arith::Div, Arg::Scalar(d)) if *d != 0 && *d != -1 => zip_map(n, *x, *y, |x, y| x / y),
-            (Arith::Rem, Arg::Scalar(d)) if *d != 0 && *d != -1 => zip_map(n, *x, *y, |x, y| x % y),
+            // A constant divisor other than 0 and -1 can neither fail nor overflow; a positive
+            // 32-bit one over non-negative 32-bit values takes no division instruction at all.
+            (Arith::Div | Arith::Rem, Arg::Scalar(d)) if *d != 0 && *d != -1 => match (x, Divisor32::new(*d)) {
+                (Arg::Slice(xs), Some(dv)) if xs.iter().all(|&v| (0..=u32::MAX as i64).contains(&v)) => {
+                    if k == Arith::Div { xs.iter().map(|&v| dv.div(v as u32) as i64).collect() } else { xs.iter().map(|&v| dv.rem(v as u32) as i64).collect() }
+                }
+                _ if k == Arith::Div => zip_map(n, *x, *y, |x, y| x / y),
+                _ => zip_map(n, *x, *y, |x, y| x % y),
+            },
             // checked_div and checked_rem are `None` for a zero divisor too.
             (Arith::Div, _) => zip_map(n, *x, *y, |x, y| x.checked_div(y).unwrap_or_else(|| { bad = true; 0 })),
             (Arith::Rem, _) => zip_map(n, *x, *y, |x, y| x.checked_rem(y).unwrap_or_else(|| { bad = true; 0 })),
@@ -216,4 +250,25 @@ fn call1<'a>(f: Func, a: V<'a>) -> Option<V<'a>> {
 fn logic<'a>(n: usize, a: V<'_>, b: V<'_>, f: impl Fn(bool, bool) -> bool) -> Option<V<'a>> {
     let (x, y) = (bools(&a, n)?, bools(&b, n)?);
     Some(V::Col(Cow::Owned(Column::Bool(x.iter().zip(y.iter()).map(|(&x, &y)| f(x, y)).collect()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn division_by_an_invariant_divisor_is_exact() {
+        let mut x: u64 = 7;
+        for d in [1i64, 2, 3, 7, 10, 11, 1000, 10_000, 65_537, 1 << 31, u32::MAX as i64] {
+            let dv = Divisor32::new(d).unwrap();
+            let random = (0..2000).map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (x >> 32) as u32
+            });
+            for v in [0u32, 1, 2, 9, 10, 11, u32::MAX, u32::MAX - 1, 1 << 31].into_iter().chain(random) {
+                assert_eq!((dv.div(v), dv.rem(v)), (v as u64 / d as u64, v as u64 % d as u64), "{v} / {d}");
+            }
+        }
+        assert!(Divisor32::new(0).is_none() && Divisor32::new(-3).is_none() && Divisor32::new(1 << 32).is_none());
+    }
 }

@@ -235,14 +235,19 @@ impl Scored {
 /// The model of `key` (the global one without `key_by`), made from the initial model or zeros
 /// (`n` features) if it is new.
 fn model_of<'a>(spec: &Spec, global: &'a mut Option<Model>, keyed: &'a mut Option<KeyedState<Model>>, key: &Value, n: usize) -> Result<&'a mut Model, OperatorError> {
-    let fresh = || spec.initial.clone().unwrap_or_else(|| Model::zeros(n));
-    Ok(match &spec.key {
-        None => global.get_or_insert_with(fresh),
-        Some(_) => {
-            let k = StateKey { key: Key(key.clone()), namespace: 0 };
-            keyed.get_or_insert_with(|| KeyedState::in_memory("models")).get_or_insert_with(&k, fresh)?
-        }
-    })
+    match &spec.key {
+        None => Ok(global.get_or_insert_with(|| fresh_model(spec, n))),
+        Some(_) => keyed_model(spec, keyed, key, n),
+    }
+}
+
+fn fresh_model(spec: &Spec, n: usize) -> Model {
+    spec.initial.clone().unwrap_or_else(|| Model::zeros(n))
+}
+
+fn keyed_model<'a>(spec: &Spec, keyed: &'a mut Option<KeyedState<Model>>, key: &Value, n: usize) -> Result<&'a mut Model, OperatorError> {
+    let k = StateKey { key: Key(key.clone()), namespace: 0 };
+    Ok(keyed.get_or_insert_with(|| KeyedState::in_memory("models")).get_or_insert_with(&k, || fresh_model(spec, n))?)
 }
 
 /// Scores `x` with `model` and learns from the row's label; `Err`: why the row is rejected
@@ -431,6 +436,11 @@ impl Operator for LogisticRegression {
         let mut models = Vec::new();
         let label_source = spec.label.as_ref().map_or("", |e| e.source());
         let Self { global, keyed, x, scratch, dirty, .. } = self;
+        // The global model, looked up once for the batch.
+        let mut global_model = match spec.key {
+            None => Some(global.get_or_insert_with(|| fresh_model(&spec, exprs.len()))),
+            Some(_) => None,
+        };
         for i in 0..n {
             // A row on which an input failed, or whose label is not one, takes the record path
             // (for its error).
@@ -447,7 +457,10 @@ impl Operator for LogisticRegression {
                     x.clear();
                     x.extend(xs.iter().map(|x| x[i]));
                     let row = Row { label, label_is_bool, key: key_column.as_ref().map_or(Value::Null, |c| c.get(i)) };
-                    let model = model_of(&spec, global, keyed, &row.key, x.len())?;
+                    let model = match global_model.as_deref_mut() {
+                        Some(m) => m,
+                        None => keyed_model(&spec, keyed, &row.key, x.len())?,
+                    };
                     score_row(&spec, model, &row, x, columns.timestamps[i], scratch, dirty)
                 }
                 Err(()) => Err(String::new()),
