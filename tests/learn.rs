@@ -268,3 +268,24 @@ fn a_job_killed_again_and_again_scores_as_an_uninterrupted_run() {
     assert!(r.stdout.contains("8 kills"), "{}", r.stdout);
     assert!(r.stdout.contains("ok: no record lost, none duplicated"), "{}", r.stdout);
 }
+
+#[test]
+fn the_fraud_example_learns_to_catch_fraud() {
+    let generated = Command::new("python3").arg("examples/fraud/generate.py").current_dir(root()).output().expect("python3 runs");
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let _ = std::fs::remove_file(root().join("out/fraud_alerts.jsonl"));
+    let r = run(&["run", "examples/fraud/pipeline.yaml", "--progress", "never"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let frauds = std::fs::read_to_string(root().join("data/fraud/transactions.jsonl")).unwrap().matches("\"is_fraud\": true").count();
+    let alerts = lines(&root().join("out/fraud_alerts.jsonl"));
+    let caught = alerts.iter().filter(|a| a["is_fraud"] == true).count();
+    assert!(caught * 10 >= frauds * 6, "alerts catch most fraud: {caught} of {frauds}");
+    assert!(caught * 10 >= alerts.len() * 8, "most alerts are fraud: {caught} of {}", alerts.len());
+    // Live quality over sliding windows: the AUC of windows that hold fraud.
+    let aucs: Vec<f64> = r.stdout.lines().filter(|l| l.starts_with('{')).filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["auc"].as_f64()).collect();
+    assert!(aucs.len() > 100, "{} windows with an AUC", aucs.len());
+    let mean = aucs.iter().sum::<f64>() / aucs.len() as f64;
+    assert!(mean > 0.9, "mean windowed AUC {mean}");
+    let models = lines(&root().join("out/fraud_models.jsonl"));
+    assert_eq!(models.last().unwrap()["learned"].as_u64(), Some(lines(&root().join("data/fraud/transactions.jsonl")).len() as u64));
+}

@@ -7,6 +7,7 @@ mod keyed;
 pub mod learn;
 mod filter;
 mod map;
+mod over;
 pub mod window;
 
 pub use aggregate::Aggregate;
@@ -16,7 +17,7 @@ pub use map::Map;
 pub use rill_engine::config::Ordered;
 use rill_engine::registry::Registry;
 
-/// Registers the built-in transforms: `filter`, `map`, `aggregate`, `window`, `fault`, `infer`, `logistic_regression`.
+/// Registers the built-in transforms: `filter`, `map`, `aggregate`, `window`, `fault`, `infer`, `logistic_regression`, `over`.
 pub fn register(registry: &mut Registry) {
     registry.register_transform("filter", filter::build);
     registry.register_transform("map", map::build);
@@ -25,4 +26,5 @@ pub fn register(registry: &mut Registry) {
     registry.register_transform("fault", fault::build);
     registry.register_transform("infer", infer::build);
     registry.register_transform("logistic_regression", learn::build);
+    registry.register_transform("over", over::build);
 }
