@@ -25,6 +25,19 @@ rill = [json.loads(l)["probability"] for l in open(sys.argv[2])]
 assert len(river) == len(rill), (len(river), len(rill))
 print(f"same predictions as River: {len(rill)} records, largest difference {max(abs(a - b) for a, b in zip(river, rill)):.3e}")
 PY
+# River as the issue measured it: progressive_val_score over the Phishing data set (its CSV
+# reader and an Accuracy metric included), 20 passes.
+.venv/bin/python - <<'PY'
+import time
+from river import datasets, evaluate, linear_model, metrics, optim
+start, n = time.perf_counter(), 0
+for _ in range(20):
+    model = linear_model.LogisticRegression(optimizer=optim.SGD(0.1), intercept_lr=0.1)
+    evaluate.progressive_val_score(datasets.Phishing(), model, metrics.Accuracy())
+    n += 1250
+secs = time.perf_counter() - start
+print(f"river progressive_val_score on Phishing n={n} secs={secs:.3f} rps={n / secs:.0f}")
+PY
 for ((r = 1; r <= REPEAT; r++)); do
   target/release/lr-hand gen "$N"
   out=$(target/release/rill run benches/learn.yaml --set "sources.events.count=$N" --set "work_dir=$tmp/w$r" --progress never 2>&1)
