@@ -116,17 +116,14 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
     }
     let description = format!(
         "running {} per {}",
-        cfg.aggregates.0.iter().map(|(n, s)| format!("{n} = {}", s.value.trim())).collect::<Vec<_>>().join(", "),
+        crate::keyed::describe(&cfg.aggregates),
         key.as_ref().map(|(_, e)| format!("`{}`", e.source())).unwrap_or_else(|| "job (one global group)".into())
     );
     let mut spec = TransformSpec::new(description, {
         let key = key.clone();
         move |_| Ok(Aggregate::new(key.clone(), calls.clone()))
     });
-    spec.key_by = key.map(|(_, e)| e);
-    if spec.key_by.is_none() {
-        spec.max_parallelism = Some(1);
-    }
+    crate::keyed::route_by(&mut spec, key.map(|(_, e)| e));
     Ok(spec)
 }
 

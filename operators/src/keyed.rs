@@ -237,3 +237,15 @@ pub(crate) mod checkpoint {
         Ok(())
     }
 }
+
+/// Routes the component's records by `key` (hash exchange); without one it is a single global
+/// group and runs as one instance.
+pub(crate) fn route_by(spec: &mut rill_engine::registry::TransformSpec, key: Option<Expr>) {
+    spec.max_parallelism = if key.is_none() { Some(1) } else { spec.max_parallelism };
+    spec.key_by = key;
+}
+
+/// `n = count(), s = sum(v)`: the aggregates as a description says them.
+pub(crate) fn describe(aggregates: &Ordered<Spanned<String>>) -> String {
+    aggregates.0.iter().map(|(n, s)| format!("{n} = {}", s.value.trim())).collect::<Vec<_>>().join(", ")
+}

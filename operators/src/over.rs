@@ -106,7 +106,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
     }
     let description = format!(
         "adds {} over the preceding {} ms per {}",
-        cfg.aggregates.0.iter().map(|(n, s)| format!("{n} = {}", s.value.trim())).collect::<Vec<_>>().join(", "),
+        crate::keyed::describe(&cfg.aggregates),
         range,
         key.as_ref().map(|(_, e)| format!("`{}`", e.source())).unwrap_or_else(|| "job".into())
     );
@@ -114,10 +114,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
         let (key, calls) = (key.clone(), calls.clone());
         move |_| Ok(Over { key: key.clone(), calls: calls.clone(), range, recent: None, inputs: Vec::new() })
     });
-    spec.key_by = key.map(|(_, e)| e);
-    if spec.key_by.is_none() {
-        spec.max_parallelism = Some(1);
-    }
+    crate::keyed::route_by(&mut spec, key.map(|(_, e)| e));
     Ok(spec)
 }
 

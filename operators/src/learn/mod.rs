@@ -316,7 +316,8 @@ impl LogisticRegression {
                 None => self.global.as_ref().cloned(),
                 Some(_) => self.keyed().get(&StateKey { key: k.clone(), namespace: 0 })?.cloned(),
             };
-            if let Some(m) = model {
+            // (A global model made for a batch whose every row was rejected has nothing to say.)
+            if let Some(m) = model.filter(|m| m.scored > 0) {
                 out.emit_side(0, model_record(&spec, &k.0, &m, NO_TIMESTAMP));
             }
         }
@@ -705,10 +706,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
     });
     let mut t = TransformSpec::new(description, move |_| Ok(LogisticRegression::new(spec.clone())));
     t.side_outputs = vec!["model".into()];
-    t.key_by = key.map(|(_, e)| e);
-    if t.key_by.is_none() {
-        t.max_parallelism = Some(1);
-    }
+    crate::keyed::route_by(&mut t, key.map(|(_, e)| e));
     Ok(t)
 }
 

@@ -586,7 +586,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
             Kind::Count { size } => format!("count {size}"),
         },
         key.as_ref().map(|(_, e)| format!(" per `{}`", e.source())).unwrap_or_default(),
-        cfg.aggregates.0.iter().map(|(n, s)| format!("{n} = {}", s.value.trim())).collect::<Vec<_>>().join(", "),
+        crate::keyed::describe(&cfg.aggregates),
         if lateness > 0 { format!("; late records up to {lateness} ms update windows") } else { String::new() }
     );
     let mut spec = TransformSpec::new(description, {
@@ -599,10 +599,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
         }
     });
     spec.side_outputs = vec!["late".into()];
-    spec.key_by = key.map(|(_, e)| e);
-    if spec.key_by.is_none() {
-        spec.max_parallelism = Some(1);
-    }
+    crate::keyed::route_by(&mut spec, key.map(|(_, e)| e));
     Ok(spec)
 }
 
