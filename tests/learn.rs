@@ -56,8 +56,7 @@ fn assert_close(rill: &[f64], river: &[f64], what: &str) {
 /// The exact AUC by comparing every positive with every negative (ties count half).
 fn pairwise_auc(scores: &[(f64, bool)]) -> f64 {
     let (mut wins, mut pairs) = (0.0, 0.0);
-    for (p, y) in scores.iter().filter(|s| s.1) {
-        let _ = y;
+    for (p, _) in scores.iter().filter(|s| s.1) {
         for (q, _) in scores.iter().filter(|s| !s.1) {
             pairs += 1.0;
             wins += if p > q { 1.0 } else if p == q { 0.5 } else { 0.0 };

@@ -105,9 +105,9 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
         return Err(ConfigErrors(errors));
     }
     let description = format!(
-        "adds {} over the preceding {} ms per {}",
+        "adds {} over the preceding {} per {}",
         crate::keyed::describe(&cfg.aggregates),
-        range,
+        humantime::format_duration(cfg.range),
         key.as_ref().map(|(_, e)| format!("`{}`", e.source())).unwrap_or_else(|| "job".into())
     );
     let mut spec = TransformSpec::new(description, {
