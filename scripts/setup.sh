@@ -53,6 +53,18 @@ if [ ! -s data/phishing.jsonl ]; then
   .venv/bin/python scripts/river_data.py
 fi
 
+# PostgreSQL (Debian's package) for the postgres sink and source tests, which start a private
+# server of their own on a loopback port. The server refuses to run as root, so as root the
+# tests run it as the system user `rill-pg`, made here.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! need initdb; then
+  echo "setup: installing PostgreSQL (Debian's postgresql package)" >&2
+  apt_install postgresql
+fi
+if [ "$(id -u)" = 0 ] && ! id rill-pg >/dev/null 2>&1; then
+  echo "setup: adding the system user rill-pg (the tests run their PostgreSQL server as it)" >&2
+  useradd --system --no-create-home --shell /usr/sbin/nologin rill-pg
+fi
+
 # The MNIST stream and model (deterministic; only made when missing).
 if [ ! -s data/mnist_stream.csv ] || [ ! -s data/mnist_train.csv ]; then
   .venv/bin/python scripts/mnist_data.py

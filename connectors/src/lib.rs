@@ -5,6 +5,7 @@ pub mod file;
 pub mod format;
 pub mod generator;
 pub mod kafka;
+pub mod postgres;
 mod pace;
 pub mod socket;
 
@@ -20,6 +21,7 @@ pub fn register(registry: &mut Registry) {
     registry.register_sink("file", file::build_sink);
     registry.register_sink("socket", socket::build_sink);
     registry.register_sink("kafka", kafka::sink::build);
+    registry.register_sink("postgres", postgres::sink::build);
     registry.register_sink("stdout", console::build_stdout);
     registry.register_sink("blackhole", console::build_blackhole);
 }

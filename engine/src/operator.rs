@@ -476,6 +476,12 @@ pub trait Operator: 'static {
         Ok(())
     }
 
+    /// Records rejected outside a call with a collector (a sink publishing at checkpoint
+    /// completion or recovering): the runtime dead-letters them after those calls.
+    fn take_rejected(&mut self) -> Vec<Rejected> {
+        Vec::new()
+    }
+
     /// A line about this instance for the end-of-run summary (e.g. batching figures).
     fn report(&self) -> Option<String> {
         None
@@ -518,6 +524,30 @@ pub trait Sink: 'static {
     fn recover(&mut self, _pending: Option<&[u8]>) -> Result<(), OperatorError> {
         Ok(())
     }
+
+    /// Restoring at another parallelism: `pending` holds what every old instance staged (each
+    /// new instance gets all of them).
+    fn recover_rescaled(&mut self, _pending: &[Vec<u8>]) -> Result<(), OperatorError> {
+        Err(OperatorError::new("this sink cannot be restored at another parallelism"))
+    }
+
+    /// Writes out what the sink buffers, where rows it cannot write are rejected into `out`:
+    /// called at every barrier (before [`pre_commit`](Self::pre_commit)) and at the end
+    /// (before [`close`](Self::close)).
+    fn flush_buffer(&mut self, _out: &mut Collector) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// A timer the sink registered (`out.timers()`) is due: e.g. a batch's `max_delay`.
+    fn on_timer(&mut self, _timer: crate::state::Timer, _out: &mut Collector) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Rows rejected where no collector was at hand ([`commit`](Self::commit),
+    /// [`recover`](Self::recover)), with why: the runtime dead-letters them right after.
+    fn take_rejected(&mut self) -> Vec<(Record, String)> {
+        Vec::new()
+    }
 }
 
 /// Runs a [`Sink`] as an operator with no outputs.
@@ -533,14 +563,31 @@ impl Operator for SinkOperator {
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
         self.0.open(ctx)
     }
-    fn on_end(&mut self, _out: &mut Collector) -> Result<(), OperatorError> {
-        self.0.close()
+    fn on_end(&mut self, out: &mut Collector) -> Result<(), OperatorError> {
+        self.0.flush_buffer(out)?;
+        self.0.close()?;
+        for (r, e) in self.0.take_rejected() {
+            out.reject(r, e);
+        }
+        Ok(())
+    }
+    fn before_barrier(&mut self, _epoch: Epoch, out: &mut Collector) -> Result<(), OperatorError> {
+        self.0.flush_buffer(out)
+    }
+    fn on_timer(&mut self, timer: crate::state::Timer, out: &mut Collector) -> Result<(), OperatorError> {
+        self.0.on_timer(timer, out)
     }
     fn snapshot(&mut self, epoch: Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
         self.0.pre_commit(epoch)
     }
     fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
         self.0.recover(Some(state))
+    }
+    fn restore_rescaled(&mut self, states: &[Vec<u8>]) -> Result<(), OperatorError> {
+        self.0.recover_rescaled(states)
+    }
+    fn take_rejected(&mut self) -> Vec<Rejected> {
+        self.0.take_rejected().into_iter().map(|(r, error)| Rejected { input: RejectedInput::Record(r), error, position: None }).collect()
     }
     fn notify_checkpoint_complete(&mut self, epoch: Epoch) -> Result<(), OperatorError> {
         self.0.commit(epoch)

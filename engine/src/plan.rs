@@ -232,6 +232,9 @@ impl JobPlan {
                     NodeSpec::Transform(TransformSpec { key_by: Some(key), .. }) => {
                         Exchange::Hash { key: key.clone(), max_parallelism: config.max_parallelism }
                     }
+                    NodeSpec::Sink(SinkSpec { key_by: Some(key), .. }) if nodes[to].parallelism > 1 => {
+                        Exchange::Hash { key: key.clone(), max_parallelism: config.max_parallelism }
+                    }
                     _ if nodes[to].parallelism == 1 && nodes[from].parallelism > 1 => Exchange::Single,
                     _ if nodes[to].parallelism == nodes[from].parallelism => Exchange::Forward,
                     _ => Exchange::Rebalance,

@@ -119,6 +119,9 @@ pub struct SinkSpec {
     /// With checkpoints, its output is exactly-once (it stages at barriers and publishes on
     /// completion, and recovers what a crash left); else at-least-once. `rill validate` says so.
     pub exactly_once: bool,
+    /// Records with the same value of this expression go to the same instance (an upsert
+    /// sink: one writer per key).
+    pub key_by: Option<Expr>,
 }
 
 impl SourceSpec {
@@ -151,6 +154,7 @@ impl SinkSpec {
             max_parallelism: None,
             description: description.into(),
             exactly_once: false,
+            key_by: None,
         }
     }
 }

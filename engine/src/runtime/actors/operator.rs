@@ -186,6 +186,10 @@ impl Actor for OperatorActor {
             }
             Ok(())
         });
+        let r = r.and_then(|()| {
+            let rejected = self.op.take_rejected();
+            self.shared.reject(&self.name, rejected, &self.counters)
+        });
         // Deltas continue the restored chain (a rescaled instance starts a new one).
         self.chain = Chain::from_restored(chain_files);
         self.collector.timers().load(timers);
@@ -458,7 +462,11 @@ impl Handler<Commit> for OperatorActor {
             return;
         }
         let op = &mut self.op;
-        if let Err(e) = guarded("notify_checkpoint_complete", || op.notify_checkpoint_complete(epoch)) {
+        let r = guarded("notify_checkpoint_complete", || op.notify_checkpoint_complete(epoch)).and_then(|()| {
+            let rejected = self.op.take_rejected();
+            self.shared.reject(&self.name, rejected, &self.counters)
+        });
+        if let Err(e) = r {
             self.fail(ctx, e);
         }
     }

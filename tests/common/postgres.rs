@@ -1,0 +1,149 @@
+//! A real PostgreSQL server for tests (Debian's package, installed by scripts/setup.sh): a
+//! private cluster made with `initdb` in a temporary folder, on a free loopback port, with
+//! password authentication and `max_prepared_transactions` set; stopped when dropped. The
+//! server refuses to run as root, so as root it runs as the user `rill-pg` (setup.sh makes it).
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::wait_for;
+
+pub const USER: &str = "rill";
+/// The test clusters' password: given to Rill through PGPASSWORD only, so a test can check that
+/// it is never printed.
+pub const PASSWORD: &str = "s3cret-pg-pass";
+
+pub struct Server {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn bin(name: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("bin").join(name))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| panic!("PostgreSQL's {name} is missing: run `bash scripts/setup.sh` (it installs Debian's postgresql)"))
+}
+
+/// (uid, gid) to run the server as: ours, or `rill-pg`'s when we are root.
+fn account() -> Option<(u32, u32)> {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&out.stdout).trim() != "0" {
+        return None;
+    }
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, "rill-pg"]).output().unwrap();
+        assert!(out.status.success(), "running as root, the tests run PostgreSQL as the user rill-pg: run `bash scripts/setup.sh` to add it");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    Some((id("-u"), id("-g")))
+}
+
+fn as_account(c: &mut Command, who: Option<(u32, u32)>) -> &mut Command {
+    if let Some((uid, gid)) = who {
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let who = account();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        if let Some((uid, gid)) = who {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).unwrap();
+        }
+        let out = as_account(
+            Command::new(bin("initdb"))
+                .args(["-D", data.to_str().unwrap(), "-U", USER, "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"])
+                .arg(format!("--pwfile={}", pwfile.display()))
+                .current_dir(dir.path()),
+            who,
+        )
+        .output()
+        .expect("initdb runs");
+        assert!(out.status.success(), "initdb failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let port = super::free_port();
+        let child = as_account(
+            Command::new(bin("postgres"))
+                .args(["-D", data.to_str().unwrap(), "-p", &port.to_string(), "-k", dir.path().to_str().unwrap()])
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_prepared_transactions=32", "-c", "max_connections=60"])
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap()),
+            who,
+        )
+        .spawn()
+        .expect("postgres starts");
+        let server = Server { child, port, _dir: dir };
+        let up = wait_for(Duration::from_secs(30), || server.try_client().is_some());
+        assert!(up, "PostgreSQL did not accept connections on {port}: {}", server.log());
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// `postgres://rill@127.0.0.1:PORT/postgres` (the password goes by PGPASSWORD).
+    pub fn url(&self) -> String {
+        format!("postgres://{USER}@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn try_client(&self) -> Option<postgres::Client> {
+        postgres::Config::new().host("127.0.0.1").port(self.port).user(USER).password(PASSWORD).dbname("postgres").connect(postgres::NoTls).ok()
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        self.try_client().expect("PostgreSQL answers")
+    }
+
+    /// Runs SQL statements.
+    pub fn exec(&self, sql: &str) {
+        self.client().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The rows of a query, each as its columns' text (`NULL` for null), sorted.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let mut rows: Vec<Vec<String>> = self
+            .client()
+            .simple_query(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .into_iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_string()).collect()),
+                _ => None,
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// The names of prepared transactions still waiting.
+    pub fn prepared(&self) -> Vec<String> {
+        self.rows("SELECT gid FROM pg_prepared_xacts").into_iter().map(|mut r| r.remove(0)).collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Fast shutdown (SIGINT), then wait: a killed postmaster would leave its backends.
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        if !wait_for(Duration::from_secs(20), || self.child.try_wait().ok().flatten().is_some()) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}

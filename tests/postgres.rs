@@ -1,0 +1,241 @@
+//! The `postgres` sink and source against a real PostgreSQL server (started by the tests).
+
+mod common;
+
+use std::time::Duration;
+
+use common::postgres::{Server, PASSWORD};
+use common::{lines, rill, wait_for, write, Guard};
+
+/// `n` card transactions as JSON Lines: card `i % cards`, amount, a flag, tags, event time.
+fn transactions(dir: &std::path::Path, n: u64, cards: u64) -> std::path::PathBuf {
+    let mut text = String::new();
+    for i in 0..n {
+        let amount = (i * 37 % 1000) as f64 / 4.0;
+        text += &format!(
+            "{{\"id\": {i}, \"card\": \"c{:03}\", \"amount\": {amount}, \"online\": {}, \"tags\": [\"t{}\", \"x\\ty\"], \"ts\": {}}}\n",
+            i % cards,
+            i % 3 == 0,
+            i % 5,
+            1_764_000_000_000 + i as i64 * 10
+        );
+    }
+    write(dir, "tx.jsonl", &text)
+}
+
+fn run_env(args: &[&str]) -> common::Run {
+    let out = rill().args(args).env("PGPASSWORD", PASSWORD).output().expect("rill starts");
+    common::Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+#[test]
+fn append_and_upsert_write_typed_rows_and_dead_letter_what_the_database_refuses() {
+    let pg = Server::start();
+    // A table made beforehand with a constraint some rows break: amount < 200.
+    pg.exec("CREATE TABLE capped (id bigint, card text, amount double precision CHECK (amount < 200), at timestamptz, tags jsonb)");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let tx = transactions(dir.path(), 3000, 50);
+    let url = pg.url();
+    let p = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: pg-basic\nparallelism: 2\nwork_dir: {d}/w\ndead_letter: {{type: file, path: {d}/dead.jsonl}}\n\
+             sources:\n  tx: {{type: file, path: {}}}\n\
+             sinks:\n\
+             \x20 events:\n    type: postgres\n    inputs: [tx]\n    url: {url}\n    table: events\n    create_table: true\n    types: {{ts: timestamptz}}\n    batch: {{max_rows: 700}}\n\
+             \x20 latest:\n    type: postgres\n    inputs: [tx]\n    url: {url}\n    table: latest\n    mode: upsert\n    key: [card]\n    create_table: true\n    columns: {{card: card, last_id: id, total: 'amount * 2.0', at: ts}}\n    types: {{at: timestamptz}}\n\
+             \x20 capped:\n    type: postgres\n    inputs: [tx]\n    url: {url}\n    table: capped\n    columns: {{id: id, card: card, amount: amount, at: ts, tags: tags}}\n",
+            tx.display()
+        ),
+    );
+    let r = run_env(&["run", p.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains(PASSWORD) && !r.stderr.contains(PASSWORD), "the password is never printed");
+
+    // Append: every record, typed by what its values are (the event time as a timestamp).
+    let types = pg.rows("SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_name = 'events'");
+    let want_types = [["amount", "double precision"], ["card", "text"], ["id", "bigint"], ["online", "boolean"], ["tags", "jsonb"], ["ts", "timestamp with time zone"]];
+    assert_eq!(types, want_types.map(|r| r.map(String::from).to_vec()).to_vec());
+    let events = pg.rows("SELECT id, card, amount, online, tags::text, (extract(epoch from ts) * 1000)::bigint AS ms FROM events");
+    assert_eq!(events.len(), 3000, "every record once");
+    let mut want: Vec<Vec<String>> = (0..3000u64)
+        .map(|i| {
+            vec![
+                i.to_string(),
+                format!("c{:03}", i % 50),
+                format!("{}", (i * 37 % 1000) as f64 / 4.0),
+                (if i % 3 == 0 { "t" } else { "f" }).to_string(),
+                format!("[\"t{}\", \"x\\ty\"]", i % 5),
+                (1_764_000_000_000 + i * 10).to_string(),
+            ]
+        })
+        .collect();
+    want.sort();
+    let differ: Vec<_> = events.iter().zip(&want).filter(|(a, b)| a != b).take(2).collect();
+    assert!(differ.is_empty(), "each row as its record; differing (got, want): {differ:?}");
+
+    // Upsert: one row per card, from its last record.
+    let latest = pg.rows("SELECT card, last_id, total, (extract(epoch from at) * 1000)::bigint FROM latest");
+    let mut want: Vec<Vec<String>> = (0..50u64)
+        .map(|c| {
+            let last = 2950 + c;
+            vec![format!("c{c:03}"), last.to_string(), format!("{}", (last * 37 % 1000) as f64 / 4.0 * 2.0), (1_764_000_000_000 + last * 10).to_string()]
+        })
+        .collect();
+    want.sort();
+    assert_eq!(latest, want);
+    let pk = pg.rows("SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'latest'::regclass AND i.indisprimary");
+    assert_eq!(pk, [["card".to_string()]], "the key is the primary key of a created upsert table");
+
+    // The constraint: rows it refuses are dead-lettered with the database's message, the rest in.
+    let refused: Vec<u64> = (0..3000u64).filter(|i| (i * 37 % 1000) as f64 / 4.0 >= 200.0).collect();
+    let capped = pg.rows("SELECT count(*) FROM capped");
+    assert_eq!(capped, [[(3000 - refused.len()).to_string()]]);
+    let dead = lines(&dir.path().join("dead.jsonl"));
+    let mut dead_ids: Vec<u64> = dead.iter().filter(|d| d["component"] == "capped").map(|d| d["input"]["id"].as_u64().unwrap()).collect();
+    dead_ids.sort();
+    assert_eq!(dead_ids, refused, "each refused row dead-lettered once");
+    let e = dead[0]["error"].as_str().unwrap();
+    assert!(e.contains("capped_amount_check") && e.contains("23514"), "the database's message: {e}");
+    assert!(r.stderr.contains(&format!("dead letters: {}", refused.len())), "the summary counts them: {}", r.stderr);
+}
+
+#[test]
+fn bad_settings_are_clear_errors() {
+    let pg = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tx = transactions(dir.path(), 10, 2);
+    let pipeline = |name: &str, sink: &str| {
+        write(dir.path(), name, &format!("name: pg-bad\nsources:\n  tx: {{type: file, path: {}}}\nsinks:\n  out:\n    type: postgres\n    inputs: [tx]\n{sink}", tx.display()))
+    };
+    let url = pg.url();
+    // A password in the URL: refused before anything runs, and not echoed.
+    let p = pipeline("pw.yaml", &format!("    url: postgres://rill:{PASSWORD}@127.0.0.1:{}/postgres\n    table: t\n", pg.port));
+    let r = run_env(&["validate", p.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("pw.yaml:8:") && r.stderr.contains("holds a password") && r.stderr.contains("PGPASSWORD"), "{}", r.stderr);
+    // Upsert without a key; exactly-once without checkpoints.
+    let p = pipeline("nokey.yaml", &format!("    url: {url}\n    table: t\n    mode: upsert\n    delivery: exactly_once\n"));
+    let r = run_env(&["validate", p.to_str().unwrap()]);
+    assert!(r.stderr.contains("needs `key`") && r.stderr.contains("needs checkpoints"), "{}", r.stderr);
+    // No such table, and no `create_table`.
+    let p = pipeline("missing.yaml", &format!("    url: {url}\n    table: nowhere\n"));
+    let r = run_env(&["run", p.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("there is no table nowhere") && r.stderr.contains("create_table"), "{}", r.stderr);
+    // A column the table lacks.
+    pg.exec("CREATE TABLE narrow (id bigint)");
+    let p = pipeline("narrow.yaml", &format!("    url: {url}\n    table: narrow\n    columns: {{id: id, card: card}}\n"));
+    let r = run_env(&["run", p.to_str().unwrap()]);
+    assert!(r.code != 0 && r.stderr.contains("has no column `card`") && r.stderr.contains("`id`"), "{}", r.stderr);
+    // The wrong password: refused at once, not retried for half a minute.
+    let p = pipeline("wrong.yaml", &format!("    url: {url}\n    table: narrow\n"));
+    let out = rill().args(["run", p.to_str().unwrap()]).env("PGPASSWORD", "wrong").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("refused the connection") && err.contains("28P01"), "{err}");
+    // Nobody listening, with `retry_for: 1s`: it fails after trying for that long.
+    let port = common::free_port();
+    let p = pipeline("gone.yaml", &format!("    url: postgres://rill@127.0.0.1:{port}/postgres\n    table: narrow\n    retry_for: 1s\n"));
+    let r = run_env(&["run", p.to_str().unwrap()]);
+    assert!(r.code != 0 && r.stderr.contains("cannot connect to PostgreSQL") && r.stderr.contains("tried for 1s"), "{}", r.stderr);
+}
+
+/// The chaos pipeline: transactions through a slowed map into an exactly-once sink.
+fn chaos_pipeline(dir: &std::path::Path, tx: &std::path::Path, url: &str, table: &str, upsert: bool) -> std::path::PathBuf {
+    let d = dir.display();
+    let mode = if upsert { "    mode: upsert\n    key: [card]\n    columns: {card: card, last_id: id, n: seq}\n" } else { "    columns: {id: id, card: card, fee: fee}\n" };
+    write(
+        dir,
+        "p.yaml",
+        &format!(
+            "name: pg-eos-{table}\nparallelism: 2\nbatch_size: 64\nwork_dir: {d}/w\ncheckpoint: {{interval: 50ms, dir: {d}/ck}}\n\
+             sources:\n  tx: {{type: file, path: {}}}\n\
+             transforms:\n  fees: {{type: map, parallelism: 1, inputs: [tx], fields: {{fee: 'amount * 0.01', seq: 'id + 1'}}}}\n\
+             sinks:\n  out:\n    type: postgres\n    inputs: [fees]\n    url: {url}\n    table: {table}\n    create_table: true\n    delivery: exactly_once\n    batch: {{max_rows: 200}}\n{mode}",
+            tx.display()
+        ),
+    )
+}
+
+#[test]
+fn exactly_once_tables_survive_kills_and_crashes_around_the_commit() {
+    let pg = Server::start();
+    let data = tempfile::tempdir().unwrap();
+    let tx = transactions(data.path(), 40_000, 100);
+    for upsert in [false, true] {
+        let kind = if upsert { "upsert" } else { "append" };
+        let clean = tempfile::tempdir().unwrap();
+        let r = run_env(&["run", chaos_pipeline(clean.path(), &tx, &pg.url(), &format!("clean_{kind}"), upsert).to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let query = |t: &str| if upsert { format!("SELECT card, last_id, n FROM {t}") } else { format!("SELECT id, card, fee FROM {t}") };
+        let want = pg.rows(&query(&format!("clean_{kind}")));
+        assert_eq!(want.len(), if upsert { 100 } else { 40_000 });
+
+        let chaos = tempfile::tempdir().unwrap();
+        let table = format!("chaos_{kind}");
+        let p = chaos_pipeline(chaos.path(), &tx, &pg.url(), &table, upsert);
+        let faults = ["", "crash=postgres-before-commit@2", "", "crash=postgres-before-prepare@3", "", "crash=postgres-before-commit@1", "", "crash=postgres-after-final-commit@1"];
+        let (mut x, mut interrupted, mut crashed, mut finished) = (11u64, 0, 0, false);
+        let mut outcomes = Vec::new();
+        for fault in faults {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let log = chaos.path().join(format!("run-{interrupted}.log"));
+            let mut child = Guard(
+                rill()
+                    .args(["run", p.to_str().unwrap(), "--progress", "never"])
+                    .env("PGPASSWORD", PASSWORD)
+                    .env("RILL_FAULTS", format!("slow=fees:5ms;{fault}"))
+                    .stderr(std::fs::File::create(&log).unwrap())
+                    .spawn()
+                    .unwrap(),
+            );
+            // Killed at a random moment (or it finishes, or crashes at its fault point, first).
+            let limit = if fault.is_empty() { Duration::from_millis(200 + (x >> 33) % 600) } else { Duration::from_secs(60) };
+            let ended = wait_for(limit, || child.0.try_wait().unwrap().is_some());
+            let text = || std::fs::read_to_string(&log).unwrap();
+            assert!(ended || fault.is_empty(), "the run with {fault} neither crashed nor finished in 60 s: {}", text());
+            let _ = child.0.kill();
+            let status = child.0.wait().unwrap();
+            outcomes.push(format!("[{fault}] {status}: {}", text().lines().filter(|l| !l.contains("WARN")).take(3).collect::<Vec<_>>().join(" / ")));
+            if status.success() {
+                finished = true;
+                break;
+            }
+            interrupted += 1;
+            crashed += text().contains("RILL_FAULTS: crashing at") as u32;
+        }
+        assert!(interrupted >= 3 && crashed >= 1, "{kind}: most runs end by a kill or a crash ({interrupted} interrupted, {crashed} at a fault point): {outcomes:#?}");
+        if !finished {
+            let r = run_env(&["run", p.to_str().unwrap()]);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+        }
+        let got = pg.rows(&query(&table));
+        let missing: Vec<&Vec<String>> = want.iter().filter(|w| !got.contains(w)).take(3).collect();
+        let mut dedup = got.clone();
+        dedup.dedup();
+        assert!(got == want, "{kind}: the table differs from the failure-free run's: {} rows for {}, {} duplicated, missing e.g. {missing:?}; runs: {outcomes:#?}", got.len(), want.len(), got.len() - dedup.len());
+        assert_eq!(pg.prepared(), Vec::<String>::new(), "{kind}: no prepared transaction is left behind");
+    }
+}
+
+#[test]
+fn a_fresh_start_rolls_back_what_an_earlier_run_left_prepared() {
+    let pg = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tx = transactions(dir.path(), 2000, 10);
+    let p = chaos_pipeline(dir.path(), &tx, &pg.url(), "fresh", false);
+    // Crashes between a checkpoint's completion and its commit: a prepared transaction waits.
+    let out = rill().args(["run", p.to_str().unwrap()]).env("PGPASSWORD", PASSWORD).env("RILL_FAULTS", "slow=fees:2ms;crash=postgres-before-commit@2").output().unwrap();
+    assert!(!out.status.success());
+    let left = pg.prepared();
+    assert!(!left.is_empty() && left.iter().all(|g| g.starts_with("rill/pg-eos-fresh/out/")), "{left:?}");
+    let before: u64 = pg.rows("SELECT count(*) FROM fresh")[0][0].parse().unwrap();
+    // A new run from scratch rolls it back and appends everything once more: the rows of the
+    // checkpoints the first run committed stay, those of the prepared transaction do not.
+    let r = run_env(&["run", p.to_str().unwrap(), "--from-scratch"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(pg.prepared(), Vec::<String>::new());
+    assert_eq!(pg.rows("SELECT count(*), count(DISTINCT id) FROM fresh"), [[(before + 2000).to_string(), "2000".to_string()]]);
+}
