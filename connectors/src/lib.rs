@@ -18,6 +18,7 @@ pub fn register(registry: &mut Registry) {
     registry.register_source("socket", socket::build_source);
     registry.register_source("generator", generator::build);
     registry.register_source("kafka", kafka::source::build);
+    registry.register_source("postgres", postgres::source::build);
     registry.register_sink("file", file::build_sink);
     registry.register_sink("socket", socket::build_sink);
     registry.register_sink("kafka", kafka::sink::build);

@@ -200,6 +200,12 @@ impl Db {
         rx.recv().expect("the PostgreSQL thread answers")
     }
 
+    /// Hands `f` to the connection's thread without waiting (it reports through its own
+    /// channel).
+    pub fn submit(&self, f: impl FnOnce(&mut Conn) + Send + 'static) {
+        self.jobs.as_ref().expect("open").send(Box::new(f)).expect("the PostgreSQL thread runs while its Db lives");
+    }
+
     /// Runs statements (`;`-separated, no parameters) and maps failures to job errors.
     pub fn batch(&self, sql: String) -> Result<(), OperatorError> {
         let shown = self.shown.clone();
