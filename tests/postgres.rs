@@ -278,4 +278,5 @@ fn a_table_or_a_query_is_a_bounded_source_that_resumes_where_it_was() {
     let out = rill().args(["chaos", p.to_str().unwrap(), "--kills", "4", "--seed", "5", "--max-delay", "150ms"]).env("PGPASSWORD", PASSWORD).output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("ok: no record lost, none duplicated"), "{text}");
+    assert!(text.contains(": 4 kills ("), "the runs were killed: {text}");
 }
