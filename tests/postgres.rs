@@ -280,3 +280,51 @@ fn a_table_or_a_query_is_a_bounded_source_that_resumes_where_it_was() {
     assert!(out.status.success() && text.contains("ok: no record lost, none duplicated"), "{text}");
     assert!(text.contains(": 4 kills ("), "the runs were killed: {text}");
 }
+
+#[test]
+fn at_least_once_rides_out_a_server_restart_and_fails_loudly_when_it_stays_away() {
+    let mut pg = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let tx = transactions(dir.path(), 20_000, 10);
+    let url = pg.url();
+    let pipeline = |name: &str, retry: &str| {
+        write(
+            dir.path(),
+            name,
+            &format!(
+                "name: pg-restart\nwork_dir: {d}/w-{name}\nsources:\n  tx: {{type: file, path: {}, rate: 8000}}\n\
+                 sinks:\n  out: {{type: postgres, inputs: [tx], url: '{url}', table: landed, create_table: true, columns: {{id: id}}, batch: {{max_rows: 100, max_delay: 20ms}}, retry_for: {retry}}}\n",
+                tx.display()
+            ),
+        )
+    };
+    let count = |pg: &Server| -> u64 { pg.rows("SELECT count(DISTINCT id) FROM landed").first().map(|r| r[0].parse().unwrap()).unwrap_or(0) };
+    let table_has_rows = |pg: &Server| pg.rows("SELECT to_regclass('landed') IS NOT NULL")[0][0] == "t" && count(pg) > 1000;
+
+    // The server goes away for a moment mid-run: the sink reconnects and the job ends with
+    // every row in (at-least-once: some maybe twice).
+    let p = pipeline("back.yaml", "30s");
+    let child = Guard(rill().args(["run", p.to_str().unwrap(), "--progress", "never"]).env("PGPASSWORD", PASSWORD).stderr(std::fs::File::create(dir.path().join("back.log")).unwrap()).spawn().unwrap());
+    assert!(wait_for(Duration::from_secs(30), || table_has_rows(&pg)), "rows arrive");
+    pg.stop();
+    std::thread::sleep(Duration::from_millis(500)); // an outage, not a guess at timing: any length below 30 s works
+    pg.start_again();
+    let mut child = child;
+    let status = child.0.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("back.log")).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("PostgreSQL") && (log.contains("trying again") || log.contains("writing the batch again")), "the outage is logged: {log}");
+    assert_eq!(count(&pg), 20_000, "{log}");
+
+    // It stays away: the job fails after `retry_for`, naming the cause.
+    pg.exec("DROP TABLE landed");
+    let p = pipeline("gone.yaml", "1s");
+    let mut child = Guard(rill().args(["run", p.to_str().unwrap(), "--progress", "never"]).env("PGPASSWORD", PASSWORD).stderr(std::fs::File::create(dir.path().join("gone.log")).unwrap()).spawn().unwrap());
+    assert!(wait_for(Duration::from_secs(30), || table_has_rows(&pg)), "rows arrive");
+    pg.stop();
+    let status = child.0.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("gone.log")).unwrap();
+    assert!(!status.success() && log.contains("cannot connect to PostgreSQL") && log.contains("tried for 1s"), "{status}: {log}");
+    pg.start_again();
+}

@@ -47,6 +47,21 @@ fn account() -> Option<(u32, u32)> {
     Some((id("-u"), id("-g")))
 }
 
+fn spawn(dir: &std::path::Path, port: u16) -> std::process::Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+    as_account(
+        Command::new(bin("postgres"))
+            .args(["-D", dir.join("data").to_str().unwrap(), "-p", &port.to_string(), "-k", dir.to_str().unwrap()])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_prepared_transactions=32", "-c", "max_connections=60"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(log),
+        account(),
+    )
+    .spawn()
+    .expect("postgres starts")
+}
+
 fn as_account(c: &mut Command, who: Option<(u32, u32)>) -> &mut Command {
     if let Some((uid, gid)) = who {
         c.uid(uid).gid(gid);
@@ -76,21 +91,27 @@ impl Server {
         .expect("initdb runs");
         assert!(out.status.success(), "initdb failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let port = super::free_port();
-        let child = as_account(
-            Command::new(bin("postgres"))
-                .args(["-D", data.to_str().unwrap(), "-p", &port.to_string(), "-k", dir.path().to_str().unwrap()])
-                .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_prepared_transactions=32", "-c", "max_connections=60"])
-                .current_dir(dir.path())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap()),
-            who,
-        )
-        .spawn()
-        .expect("postgres starts");
+        let child = spawn(dir.path(), port);
         let server = Server { child, port, _dir: dir };
-        let up = wait_for(Duration::from_secs(30), || server.try_client().is_some());
-        assert!(up, "PostgreSQL did not accept connections on {port}: {}", server.log());
+        server.wait_up();
         server
+    }
+
+    fn wait_up(&self) {
+        let up = wait_for(Duration::from_secs(30), || self.try_client().is_some());
+        assert!(up, "PostgreSQL did not accept connections on {}: {}", self.port, self.log());
+    }
+
+    /// Shuts the server down (fast: open connections are cut) and waits until it has.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        assert!(wait_for(Duration::from_secs(20), || self.child.try_wait().ok().flatten().is_some()), "PostgreSQL did not stop");
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn start_again(&mut self) {
+        self.child = spawn(self._dir.path(), self.port);
+        self.wait_up();
     }
 
     fn log(&self) -> String {
