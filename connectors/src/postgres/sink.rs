@@ -76,6 +76,9 @@ struct PostgresSinkConfig {
 #[serde(deny_unknown_fields)]
 struct BatchConfig {
     max_rows: Option<Spanned<usize>>,
+    /// Upsert with exactly-once: distinct keys an epoch's rows are coalesced into before they
+    /// are written (default 100,000).
+    max_keys: Option<usize>,
     #[serde(default, with = "duration::option")]
     max_delay: Option<Duration>,
 }
@@ -99,6 +102,7 @@ struct Settings {
     create_table: bool,
     exactly_once: bool,
     max_rows: usize,
+    max_keys: usize,
     max_delay: Duration,
     retry_for: Duration,
     /// `rill/<job>/<sink>/`: the start of this sink's instance ids and prepared transactions.
@@ -195,6 +199,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
         create_table: cfg.create_table,
         exactly_once,
         max_rows,
+        max_keys: cfg.batch.max_keys.unwrap_or(100_000).max(max_rows),
         max_delay: cfg.batch.max_delay.unwrap_or(Duration::from_millis(200)),
         retry_for: cfg.retry_for.unwrap_or(Duration::from_secs(30)),
         prefix: format!("rill/{}/{}/", ctx.pipeline.name, ctx.name),
@@ -267,13 +272,29 @@ impl Table {
     }
 }
 
-/// A row as written: its cells as PostgreSQL text input (`None`: NULL), and the record it came
-/// from (for the dead-letter output).
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// An upsert row as written: its cells as PostgreSQL text input (`None`: NULL), and the record
+/// it came from (for the dead-letter output).
 struct Row {
     cells: Vec<Option<String>>,
-    #[serde(with = "record_json")]
     record: Record,
+}
+
+/// A record kept in a checkpoint (as JSON).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Held(#[serde(with = "record_json")] Record);
+
+/// Rows encoded for one statement.
+enum Encoded {
+    /// Append: COPY text, one line per row.
+    Copy(Vec<u8>),
+    /// Upsert: the rows' cells (one row per key).
+    Cells(Vec<Vec<Option<String>>>),
+}
+
+/// A batch the connection's thread is writing: its result, and the records (for rejects).
+struct InFlight {
+    result: std::sync::mpsc::Receiver<Result<Vec<(usize, String)>, Failure>>,
+    records: Vec<Record>,
 }
 
 mod record_json {
@@ -294,8 +315,8 @@ struct Pending {
     instance: u32,
     /// The epoch of the transaction prepared and not yet committed at the barrier.
     staged: Option<u64>,
-    /// Rows held behind it, by the barrier they came before.
-    held: Vec<(u64, Vec<Row>)>,
+    /// Records held behind it, by the barrier they came before.
+    held: Vec<(u64, Vec<Held>)>,
 }
 
 /// Not yet followed by a barrier (held rows).
@@ -316,7 +337,10 @@ pub struct PostgresSink {
     /// Exactly-once: a transaction is open on the connection.
     in_transaction: bool,
     staged: Option<u64>,
-    held: Vec<(u64, Vec<Row>)>,
+    held: Vec<(u64, Vec<Record>)>,
+    /// Upsert: where each key's record is in `buffer` (a later record of a key replaces it).
+    keyed: HashMap<Vec<Option<String>>, usize>,
+    in_flight: Option<InFlight>,
     last_epoch: u64,
     /// The run before this one finished after the checkpoint restored: its output is all in.
     finished_before: bool,
@@ -340,6 +364,8 @@ impl PostgresSink {
             in_transaction: false,
             staged: None,
             held: Vec::new(),
+            keyed: HashMap::new(),
+            in_flight: None,
             last_epoch: 0,
             finished_before: false,
             rejected: Vec::new(),
@@ -488,61 +514,148 @@ impl PostgresSink {
         }
     }
 
-    /// Turns records into rows of the table; a record whose expression fails is rejected.
-    fn encode(&mut self, records: Vec<Record>) -> Vec<Row> {
-        let table = self.table.clone().expect("resolved");
-        let mut rows = Vec::with_capacity(records.len());
-        'records: for r in records {
-            let mut cells = Vec::with_capacity(table.columns.len());
-            for (i, kind) in table.kinds.iter().enumerate() {
-                let v = match &self.s.columns {
-                    Some(cols) => match &cols[i].1 {
-                        Source::Field(f) => r.get(*f).cloned().unwrap_or(Value::Null),
-                        Source::Expr(e) => match e.eval(&r) {
-                            Ok(v) => v,
-                            Err(err) => {
-                                let msg = format!("column `{}` = `{}`: {err}", table.columns[i], e.source());
-                                self.rejected.push((r, msg));
-                                continue 'records;
-                            }
-                        },
-                    },
-                    None => r.get_str(&table.columns[i]).cloned().unwrap_or(Value::Null),
-                };
-                cells.push(cell(&v, *kind));
+    /// A record's value for column `i` of the table; a failing expression says why.
+    fn column_value(&self, table: &Table, r: &Record, i: usize) -> Result<Value, String> {
+        Ok(match &self.s.columns {
+            Some(cols) => match &cols[i].1 {
+                Source::Field(f) => r.get(*f).cloned().unwrap_or(Value::Null),
+                Source::Expr(e) => e.eval(r).map_err(|err| format!("column `{}` = `{}`: {err}", table.columns[i], e.source()))?,
+            },
+            None => r.get_str(&table.columns[i]).cloned().unwrap_or(Value::Null),
+        })
+    }
+
+    /// The cells of a record; a record whose expression fails is rejected.
+    fn cells(&mut self, table: &Table, r: &Record) -> Option<Vec<Option<String>>> {
+        let mut cells = Vec::with_capacity(table.columns.len());
+        for (i, kind) in table.kinds.iter().enumerate() {
+            match self.column_value(table, r, i) {
+                Ok(v) => cells.push(cell(&v, *kind)),
+                Err(msg) => {
+                    self.rejected.push((r.clone(), msg));
+                    return None;
+                }
             }
-            rows.push(Row { cells, record: r });
         }
-        rows
+        Some(cells)
+    }
+
+    /// The upsert key of a record (its key columns' text), if its key expressions evaluate.
+    fn key_of(&self, table: &Table, r: &Record) -> Option<Vec<Option<String>>> {
+        key_positions(&self.s, table).into_iter().map(|i| self.column_value(table, r, i).ok().map(|v| cell(&v, table.kinds[i]))).collect()
+    }
+
+    /// Turns records into one statement's rows; a record whose expression fails is rejected.
+    fn encode(&mut self, records: Vec<Record>) -> (Encoded, Vec<Record>) {
+        let table = self.table.clone().expect("resolved");
+        if self.s.upsert {
+            let mut rows = Vec::with_capacity(records.len());
+            for r in records {
+                if let Some(cells) = self.cells(&table, &r) {
+                    rows.push(Row { cells, record: r });
+                }
+            }
+            dedupe(&mut rows, &key_positions(&self.s, &table));
+            let (cells, records) = rows.into_iter().map(|r| (r.cells, r.record)).unzip();
+            return (Encoded::Cells(cells), records);
+        }
+        let mut text = Vec::with_capacity(records.len() * 16 * table.columns.len());
+        let mut kept = Vec::with_capacity(records.len());
+        'records: for r in records {
+            let start = text.len();
+            for (i, kind) in table.kinds.iter().enumerate() {
+                if i > 0 {
+                    text.push(b'\t');
+                }
+                match self.column_value(&table, &r, i) {
+                    Ok(v) => copy_cell(&v, *kind, &mut text),
+                    Err(msg) => {
+                        text.truncate(start);
+                        self.rejected.push((r, msg));
+                        continue 'records;
+                    }
+                }
+            }
+            text.push(b'\n');
+            kept.push(r);
+        }
+        (Encoded::Copy(text), kept)
+    }
+
+    /// Takes a record into the buffer (upsert: in place of the key's earlier one).
+    fn buffer_record(&mut self, r: Record) -> DbResult<()> {
+        if !self.s.upsert {
+            self.buffer.push(r);
+            return Ok(());
+        }
+        if self.table.is_none() {
+            self.resolve_table(std::slice::from_ref(&r))?;
+        }
+        let table = self.table.clone().expect("resolved");
+        match self.key_of(&table, &r) {
+            Some(k) => match self.keyed.get(&k) {
+                Some(&i) => self.buffer[i] = r,
+                None => {
+                    self.keyed.insert(k, self.buffer.len());
+                    self.buffer.push(r);
+                }
+            },
+            None => self.buffer.push(r), // its expression fails again when encoded: rejected then
+        }
+        Ok(())
+    }
+
+    /// How many buffered records make a batch: upsert with exactly-once coalesces the epoch's
+    /// rows by key up to `max_keys`, since nothing is visible before the checkpoint anyway.
+    fn batch_limit(&self) -> usize {
+        if self.s.upsert && self.s.exactly_once { self.s.max_keys } else { self.s.max_rows }
     }
 
     /// Writes the buffered records (or holds them, exactly-once, behind a prepared
     /// transaction).
     fn write_buffer(&mut self) -> DbResult<()> {
         self.since = None;
+        self.keyed.clear();
         if self.buffer.is_empty() {
             return Ok(());
         }
         let records = std::mem::take(&mut self.buffer);
         self.resolve_table(&records)?;
-        let rows = self.encode(records);
         if self.s.exactly_once && self.staged.is_some() {
             match self.held.last_mut() {
-                Some((OPEN, held)) => held.extend(rows),
-                _ => self.held.push((OPEN, rows)),
+                Some((OPEN, held)) => held.extend(records),
+                _ => self.held.push((OPEN, records)),
             }
             return Ok(());
         }
-        self.write_rows(rows)
+        self.write_rows(records)
     }
 
-    /// Writes rows now: into the open transaction (exactly-once) or committed at once.
-    fn write_rows(&mut self, mut rows: Vec<Row>) -> DbResult<()> {
-        if rows.is_empty() {
+    /// Waits for the batch the connection's thread is writing; its refused rows are rejected.
+    fn wait(&mut self) -> DbResult<()> {
+        let Some(f) = self.in_flight.take() else { return Ok(()) };
+        match f.result.recv().unwrap_or_else(|_| Err(Failure::Fatal("the PostgreSQL thread stopped".into()))) {
+            Ok(refused) => {
+                for (i, msg) in refused {
+                    self.rejected.push((f.records[i].clone(), format!("PostgreSQL refused the row: {msg}")));
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail(&format!("cannot write to {}", self.s.table), e)),
+        }
+    }
+
+    /// Writes records: into the open transaction (exactly-once) or committed at once. The
+    /// batch is written while the next one is made; [`wait`](Self::wait) collects it.
+    fn write_rows(&mut self, records: Vec<Record>) -> DbResult<()> {
+        if records.is_empty() {
             return Ok(());
         }
-        if self.s.upsert {
-            dedupe(&mut rows, &key_positions(&self.s, self.table.as_ref().expect("resolved")));
+        self.resolve_table(&records)?;
+        let (encoded, records) = self.encode(records);
+        self.wait()?;
+        if records.is_empty() {
+            return Ok(());
         }
         if self.s.exactly_once && !self.in_transaction {
             self.db().batch("BEGIN".into())?;
@@ -550,22 +663,17 @@ impl PostgresSink {
         }
         let table = self.table.clone().expect("resolved");
         let (in_txn, deadline) = (self.in_transaction, self.s.retry_for);
-        let cells: Vec<Vec<Option<String>>> = rows.iter().map(|r| r.cells.clone()).collect();
-        let upsert = self.s.upsert;
-        let result = self.db().call(move |c| write_batch(c, &table, upsert, &cells, in_txn, deadline));
-        match result {
-            Ok(refused) => {
-                for (i, msg) in refused {
-                    self.rejected.push((rows[i].record.clone(), format!("PostgreSQL refused the row: {msg}")));
-                }
-                Ok(())
-            }
-            Err(f) => Err(self.fail(&format!("cannot write to {}", self.s.table), f)),
-        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.db().submit(move |c| {
+            let _ = tx.send(write_batch(c, &table, &encoded, in_txn, deadline));
+        });
+        self.in_flight = Some(InFlight { result: rx, records });
+        Ok(())
     }
 
     /// Commits the open transaction directly, recording `epoch` as committed.
     fn commit_open(&mut self, epoch: u64) -> DbResult<()> {
+        self.wait()?;
         if !self.in_transaction {
             return Ok(());
         }
@@ -590,7 +698,7 @@ impl PostgresSink {
 
     /// Writes `rows` (none of them in the database) in a transaction of their own, committed
     /// at once and recorded as epoch `epoch`.
-    fn write_committed(&mut self, epoch: u64, rows: Vec<Row>) -> DbResult<()> {
+    fn write_committed(&mut self, epoch: u64, rows: Vec<Record>) -> DbResult<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -599,8 +707,9 @@ impl PostgresSink {
     }
 
     /// Writes `rows` in a transaction prepared as epoch `epoch`'s.
-    fn prepare(&mut self, epoch: u64, rows: Vec<Row>) -> DbResult<()> {
+    fn prepare(&mut self, epoch: u64, rows: Vec<Record>) -> DbResult<()> {
         self.write_rows(rows)?;
+        self.wait()?;
         if !self.in_transaction {
             return Ok(());
         }
@@ -721,7 +830,7 @@ impl PostgresSink {
                 ))
                 .with_hint("its rows are lost to the table; start the job afresh with --from-scratch to write everything again"));
             }
-            let todo: Vec<Row> = p.held.into_iter().filter(|(e, _)| done.is_none_or(|d| d < *e)).flat_map(|(_, rows)| rows).collect();
+            let todo: Vec<Record> = p.held.into_iter().filter(|(e, _)| done.is_none_or(|d| d < *e)).flat_map(|(_, rows)| rows).map(|h| h.0).collect();
             if !todo.is_empty() {
                 tracing::info!("postgres sink: writing {} row(s) that waited behind a prepared transaction at checkpoint {}", todo.len(), p.epoch);
                 let table = self.describe_table()?;
@@ -810,63 +919,69 @@ fn float(f: f64) -> String {
     }
 }
 
-/// COPY's text format: `\N` for NULL; backslash, tab, newline and carriage return escaped.
-fn copy_text(rows: &[Vec<Option<String>>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rows.len() * 32);
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if i > 0 {
-                out.push(b'\t');
-            }
-            match c {
-                None => out.extend_from_slice(b"\\N"),
-                Some(s) => {
-                    for &b in s.as_bytes() {
-                        match b {
-                            b'\\' => out.extend_from_slice(b"\\\\"),
-                            b'\t' => out.extend_from_slice(b"\\t"),
-                            b'\n' => out.extend_from_slice(b"\\n"),
-                            b'\r' => out.extend_from_slice(b"\\r"),
-                            _ => out.push(b),
-                        }
-                    }
-                }
+/// A value in COPY's text format: `\N` for NULL; backslash, tab, newline and carriage return
+/// escaped.
+fn copy_cell(v: &Value, kind: Kind, out: &mut Vec<u8>) {
+    let escaped = |text: &str, out: &mut Vec<u8>| {
+        for &b in text.as_bytes() {
+            match b {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                _ => out.push(b),
             }
         }
-        out.push(b'\n');
+    };
+    match (v, kind) {
+        (Value::Null, _) => out.extend_from_slice(b"\\N"),
+        (Value::Int(i), Kind::Other) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        (Value::Str(text), Kind::Other) => escaped(text, out),
+        _ => escaped(&cell(v, kind).expect("not null"), out),
     }
-    out
 }
 
 /// One statement writing `rows` (COPY for append, the unnest INSERT for upsert).
-fn write_once(client: &mut postgres::Client, t: &Table, upsert: bool, rows: &[Vec<Option<String>>]) -> Result<(), postgres::Error> {
-    if upsert || rows.len() == 1 {
-        let arrays: Vec<Vec<Option<&str>>> = (0..t.columns.len()).map(|c| rows.iter().map(|r| r[c].as_deref()).collect()).collect();
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays.iter().map(|a| a as &(dyn postgres::types::ToSql + Sync)).collect();
-        client.execute(&t.insert, &params)?;
-        return Ok(());
+fn write_once(client: &mut postgres::Client, t: &Table, rows: &Encoded) -> Result<(), postgres::Error> {
+    match rows {
+        Encoded::Cells(rows) => {
+            let arrays: Vec<Vec<Option<&str>>> = (0..t.columns.len()).map(|c| rows.iter().map(|r| r[c].as_deref()).collect()).collect();
+            let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays.iter().map(|a| a as &(dyn postgres::types::ToSql + Sync)).collect();
+            client.execute(&t.insert, &params)?;
+        }
+        Encoded::Copy(text) => {
+            use std::io::Write;
+            let mut w = client.copy_in(&t.copy)?;
+            // A write fails when the server has refused the COPY; `finish` returns why.
+            let _ = w.write_all(text);
+            w.finish()?;
+        }
     }
-    use std::io::Write;
-    let mut w = client.copy_in(&t.copy)?;
-    // A write fails when the server has refused the COPY; `finish` returns why.
-    let _ = w.write_all(&copy_text(rows));
-    w.finish()?;
     Ok(())
 }
 
+/// The rows of a batch one by one.
+fn each_row(rows: &Encoded) -> Vec<Encoded> {
+    match rows {
+        Encoded::Cells(rows) => rows.iter().map(|r| Encoded::Cells(vec![r.clone()])).collect(),
+        Encoded::Copy(text) => text.split_inclusive(|&b| b == b'\n').map(|line| Encoded::Copy(line.to_vec())).collect(),
+    }
+}
+
 /// Writes a batch; where the database refuses its data, row by row, returning the refused rows
-/// with the database's message. In a transaction, savepoints keep a refused statement from
-/// aborting it; outside one, a lost connection is tried again until `retry_for` has passed.
-fn write_batch(c: &mut Conn, t: &Table, upsert: bool, rows: &[Vec<Option<String>>], in_txn: bool, retry_for: Duration) -> Result<Vec<(usize, String)>, Failure> {
+/// (by index) with the database's message. In a transaction, savepoints keep a refused
+/// statement from aborting it; outside one, a lost connection is tried again until `retry_for`
+/// has passed.
+fn write_batch(c: &mut Conn, t: &Table, rows: &Encoded, in_txn: bool, retry_for: Duration) -> Result<Vec<(usize, String)>, Failure> {
     let start = Instant::now();
     loop {
         let attempt = (|| -> Result<Vec<(usize, String)>, Failure> {
             let client = c.client().map_err(Failure::Lost)?;
-            let guarded = |client: &mut postgres::Client, rows: &[Vec<Option<String>>]| -> Result<(), Failure> {
+            let guarded = |client: &mut postgres::Client, rows: &Encoded| -> Result<(), Failure> {
                 if in_txn {
                     client.batch_execute("SAVEPOINT rill_batch").map_err(|e| Failure::of(&e))?;
                 }
-                match write_once(client, t, upsert, rows) {
+                match write_once(client, t, rows) {
                     Ok(()) => {
                         if in_txn {
                             client.batch_execute("RELEASE SAVEPOINT rill_batch").map_err(|e| Failure::of(&e))?;
@@ -886,8 +1001,8 @@ fn write_batch(c: &mut Conn, t: &Table, upsert: bool, rows: &[Vec<Option<String>
                 Ok(()) => Ok(Vec::new()),
                 Err(Failure::Row(_)) => {
                     let mut refused = Vec::new();
-                    for (i, r) in rows.iter().enumerate() {
-                        match guarded(client, std::slice::from_ref(r)) {
+                    for (i, r) in each_row(rows).iter().enumerate() {
+                        match guarded(client, r) {
                             Ok(()) => {}
                             Err(Failure::Row(m)) => refused.push((i, m)),
                             Err(f) => return Err(f),
@@ -968,13 +1083,20 @@ impl Sink for PostgresSink {
         }
         self.drain_rejected(out);
         self.since.get_or_insert_with(Instant::now);
-        self.buffer.extend(batch.into_records());
-        if self.buffer.len() >= self.s.max_rows || self.since.is_some_and(|s| s.elapsed() >= self.s.max_delay) {
+        for r in batch.into_records() {
+            self.buffer_record(r)?;
+            if self.buffer.len() >= self.batch_limit() {
+                self.write_buffer()?;
+                self.since = Some(Instant::now());
+            }
+        }
+        let coalescing = self.s.upsert && self.s.exactly_once;
+        if !coalescing && self.since.is_some_and(|s| s.elapsed() >= self.s.max_delay) {
             self.write_buffer()?;
-            self.drain_rejected(out);
-        } else {
+        } else if !coalescing {
             self.arm_timer(out);
         }
+        self.drain_rejected(out);
         Ok(())
     }
 
@@ -993,6 +1115,7 @@ impl Sink for PostgresSink {
 
     fn flush_buffer(&mut self, out: &mut Collector) -> Result<(), OperatorError> {
         self.write_buffer()?;
+        self.wait()?;
         self.drain_rejected(out);
         Ok(())
     }
@@ -1011,7 +1134,7 @@ impl Sink for PostgresSink {
             epoch: epoch.0,
             instance: self.instance,
             staged: self.staged,
-            held: self.held.iter().filter(|(e, _)| *e != OPEN).cloned().collect(),
+            held: self.held.iter().filter(|(e, _)| *e != OPEN).map(|(e, r)| (*e, r.iter().cloned().map(Held).collect())).collect(),
         };
         Ok(Some(serde_json::to_vec(&pending).expect("serializes")))
     }
@@ -1065,6 +1188,7 @@ impl Sink for PostgresSink {
     }
 
     fn close(&mut self) -> Result<(), OperatorError> {
+        self.wait()?;
         if !self.s.exactly_once || self.finished_before || self.db.is_none() {
             return Ok(());
         }
@@ -1075,7 +1199,7 @@ impl Sink for PostgresSink {
         // prepared transactions. The first commit decides (see `recover_from`): a crash before
         // it resumes from the last checkpoint as if the job had not finished; one after it
         // commits the rest on recovery.
-        let held: Vec<Row> = std::mem::take(&mut self.held).into_iter().flat_map(|(_, r)| r).collect();
+        let held: Vec<Record> = std::mem::take(&mut self.held).into_iter().flat_map(|(_, r)| r).collect();
         if self.s.upsert && !held.is_empty() {
             if let Some(e) = self.staged.take() {
                 // The held rows would wait on its row locks. An upsert written twice after a
@@ -1118,9 +1242,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copy_text_escapes_what_the_format_needs() {
-        let rows = vec![vec![Some("a\tb\\c\nd".to_string()), None, Some("\r".into())]];
-        assert_eq!(copy_text(&rows), b"a\\tb\\\\c\\nd\t\\N\t\\r\n");
+    fn copy_cells_escape_what_the_format_needs() {
+        let mut out = Vec::new();
+        copy_cell(&Value::str("a\tb\\c\nd\r"), Kind::Other, &mut out);
+        copy_cell(&Value::Null, Kind::Other, &mut out);
+        copy_cell(&Value::Int(0), Kind::Time, &mut out);
+        assert_eq!(out, b"a\\tb\\\\c\\nd\\r\\N1970-01-01 00:00:00.000+00");
     }
 
     #[test]
