@@ -328,3 +328,39 @@ fn at_least_once_rides_out_a_server_restart_and_fails_loudly_when_it_stays_away(
     assert!(!status.success() && log.contains("cannot connect to PostgreSQL") && log.contains("tried for 1s"), "{status}: {log}");
     pg.start_again();
 }
+
+#[test]
+fn the_fraud_example_scores_cards_into_tables() {
+    let pg = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tx.jsonl");
+    let made = std::process::Command::new("python3").arg("examples/fraud/generate.py").arg(&data).current_dir(common::root()).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let d = dir.path().display();
+    let url = pg.url();
+    let r = run_env(&[
+        "run",
+        "examples/fraud/postgres.yaml",
+        "--progress",
+        "never",
+        "--set",
+        &format!("sources.tx.path={}", data.display()),
+        "--set",
+        &format!("work_dir={d}/w"),
+        "--set",
+        &format!("checkpoint.dir={d}/ck"),
+        "--set",
+        &format!("sinks.card_scores.url={url}"),
+        "--set",
+        &format!("sinks.fraud_alerts.url={url}"),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cards: std::collections::BTreeSet<String> = lines(&data).iter().map(|t| t["card"].as_str().unwrap().to_string()).collect();
+    assert_eq!(pg.rows("SELECT count(*), count(DISTINCT card_id) FROM card_scores"), [[cards.len().to_string(), cards.len().to_string()]], "one row per card");
+    let frauds: u64 = lines(&data).iter().filter(|t| t["is_fraud"] == true).count() as u64;
+    let alerts = pg.rows("SELECT count(*), count(*) FILTER (WHERE was_fraud) FROM fraud_alerts");
+    let (n, caught): (u64, u64) = (alerts[0][0].parse().unwrap(), alerts[0][1].parse().unwrap());
+    assert!(caught * 10 >= frauds * 5 && caught * 10 >= n * 8, "alerts catch fraud: {caught} of {frauds} frauds among {n} alerts");
+    let types = pg.rows("SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_name = 'card_scores'");
+    assert!(types.contains(&vec!["at".to_string(), "timestamp with time zone".to_string()]) && types.contains(&vec!["flagged".to_string(), "boolean".to_string()]), "{types:?}");
+}
