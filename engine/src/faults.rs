@@ -13,7 +13,9 @@
 //!   point ([`crash_point`]; the Kafka sink has `kafka-before-commit`, between "checkpoint
 //!   complete" and "transaction committed", `kafka-before-flush`, between producing and
 //!   flushing at a barrier, and `kafka-after-final-commit`, after the last transaction of a
-//!   finished job and before the job records that it finished).
+//!   finished job and before the job records that it finished; the PostgreSQL sink has
+//!   `postgres-before-prepare`, `postgres-before-commit` and `postgres-after-final-commit`, at
+//!   the same places of its two-phase commit).
 //!
 //! Unknown entries are ignored with a warning (the variable is for tests, not for users).
 

@@ -24,9 +24,14 @@
 //! is quick. Rows that come while a prepared transaction waits for its checkpoint are held
 //! (an upsert could otherwise wait on the prepared transaction's row locks) and written once it
 //! commits; if the next barrier comes first, they go into that checkpoint, and recovery writes
-//! them unless `rill_sink_commits` says they are in. The last transaction of a finished job
-//! commits directly and records an epoch beyond every checkpoint, so a restart before the job
-//! records that it finished writes nothing twice.
+//! them unless `rill_sink_commits` says they are in. When the job ends no checkpoint completes
+//! any more: each instance prepares an `end` transaction recording an epoch beyond every
+//! checkpoint, and the instance that finds all of them prepared commits every prepared
+//! transaction of the sink. The first of those commits decides: recovery after it commits the
+//! rest and writes nothing again; a crash before it resumes as if the job had not finished.
+//!
+//! Upsert with exactly-once coalesces an epoch's rows by key (up to `batch.max_keys` keys)
+//! before writing: nothing is visible before the checkpoint anyway.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
