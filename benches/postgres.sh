@@ -20,7 +20,7 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u rill-pg -- "$@"; else "$@"; fi;
 as_pg "$pgbin/initdb" -D "$tmp/data" -U rill --auth=trust -E UTF8 --locale=C >/dev/null
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 as_pg "$pgbin/pg_ctl" -D "$tmp/data" -l "$tmp/pg.log" -o "-p $port -k $tmp -c listen_addresses=127.0.0.1 -c max_prepared_transactions=16" -w start >/dev/null
-trap 'as_pg "$pgbin/pg_ctl" -D "$tmp/data" -m fast stop >/dev/null; rm -rf "$tmp"' EXIT
+trap 'as_pg "$pgbin/pg_ctl" -D "$tmp/data" -m fast stop >/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
 psql=(psql -q -X -h 127.0.0.1 -p "$port" -U rill -d postgres -v ON_ERROR_STOP=1)
 url="postgres://rill@127.0.0.1:$port/postgres"
 

@@ -254,6 +254,8 @@ impl Kind {
 /// The table as it is in the database, and the statements that write it.
 struct Table {
     columns: Vec<String>,
+    /// The columns as field names (where `columns` is not declared, fields are read by name).
+    fields: Vec<Sym>,
     kinds: Vec<Kind>,
     copy: String,
     insert: String,
@@ -273,7 +275,8 @@ impl Table {
             let set: Vec<String> = columns.iter().filter(|c| !s.key.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
             insert += &if set.is_empty() { format!(" ON CONFLICT ({key}) DO NOTHING") } else { format!(" ON CONFLICT ({key}) DO UPDATE SET {}", set.join(", ")) };
         }
-        Table { columns, kinds, copy, insert }
+        let fields = columns.iter().map(|c| Sym::new(c)).collect();
+        Table { columns, fields, kinds, copy, insert }
     }
 }
 
@@ -298,7 +301,8 @@ enum Encoded {
 
 /// A batch the connection's thread is writing: its result, and the records (for rejects).
 struct InFlight {
-    result: std::sync::mpsc::Receiver<Result<Vec<(usize, String)>, Failure>>,
+    /// The refused rows, and the COPY text's buffer back for the next batch.
+    result: std::sync::mpsc::Receiver<(Result<Vec<(usize, String)>, Failure>, Option<Vec<u8>>)>,
     records: Vec<Record>,
 }
 
@@ -346,6 +350,8 @@ pub struct PostgresSink {
     /// Upsert: where each key's record is in `buffer` (a later record of a key replaces it).
     keyed: HashMap<Vec<Option<String>>, usize>,
     in_flight: Option<InFlight>,
+    /// A COPY buffer to fill (reused: fresh pages cost more than the copying).
+    spare: Vec<u8>,
     last_epoch: u64,
     /// The run before this one finished after the checkpoint restored: its output is all in.
     finished_before: bool,
@@ -371,6 +377,7 @@ impl PostgresSink {
             held: Vec::new(),
             keyed: HashMap::new(),
             in_flight: None,
+            spare: Vec::new(),
             last_epoch: 0,
             finished_before: false,
             rejected: Vec::new(),
@@ -526,7 +533,7 @@ impl PostgresSink {
                 Source::Field(f) => r.get(*f).cloned().unwrap_or(Value::Null),
                 Source::Expr(e) => e.eval(r).map_err(|err| format!("column `{}` = `{}`: {err}", table.columns[i], e.source()))?,
             },
-            None => r.get_str(&table.columns[i]).cloned().unwrap_or(Value::Null),
+            None => r.get(table.fields[i]).cloned().unwrap_or(Value::Null),
         })
     }
 
@@ -564,7 +571,8 @@ impl PostgresSink {
             let (cells, records) = rows.into_iter().map(|r| (r.cells, r.record)).unzip();
             return (Encoded::Cells(cells), records);
         }
-        let mut text = Vec::with_capacity(records.len() * 16 * table.columns.len());
+        let mut text = std::mem::take(&mut self.spare);
+        text.clear();
         let mut kept = Vec::with_capacity(records.len());
         'records: for r in records {
             let start = text.len();
@@ -639,7 +647,11 @@ impl PostgresSink {
     /// Waits for the batch the connection's thread is writing; its refused rows are rejected.
     fn wait(&mut self) -> DbResult<()> {
         let Some(f) = self.in_flight.take() else { return Ok(()) };
-        match f.result.recv().unwrap_or_else(|_| Err(Failure::Fatal("the PostgreSQL thread stopped".into()))) {
+        let (result, spare) = f.result.recv().unwrap_or_else(|_| (Err(Failure::Fatal("the PostgreSQL thread stopped".into())), None));
+        if let Some(spare) = spare {
+            self.spare = spare;
+        }
+        match result {
             Ok(refused) => {
                 for (i, msg) in refused {
                     self.rejected.push((f.records[i].clone(), format!("PostgreSQL refused the row: {msg}")));
@@ -670,7 +682,8 @@ impl PostgresSink {
         let (in_txn, deadline) = (self.in_transaction, self.s.retry_for);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.db().submit(move |c| {
-            let _ = tx.send(write_batch(c, &table, &encoded, in_txn, deadline));
+            let result = write_batch(c, &table, &encoded, in_txn, deadline);
+            let _ = tx.send((result, if let Encoded::Copy(text) = encoded { Some(text) } else { None }));
         });
         self.in_flight = Some(InFlight { result: rx, records });
         Ok(())
@@ -942,6 +955,11 @@ fn copy_cell(v: &Value, kind: Kind, out: &mut Vec<u8>) {
         (Value::Null, _) => out.extend_from_slice(b"\\N"),
         (Value::Int(i), Kind::Other) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
         (Value::Str(text), Kind::Other) => escaped(text, out),
+        (Value::Float(f), Kind::Other) if f.is_finite() => {
+            use std::io::Write;
+            let _ = write!(out, "{f}");
+        }
+        (Value::Bool(b), Kind::Other | Kind::Bool) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         _ => escaped(&cell(v, kind).expect("not null"), out),
     }
 }
