@@ -32,7 +32,7 @@ with open(path, "w") as f:
         f.write(f"{i},c{i * 7919 % keys:05d},{(i * 37 % 100000) / 100},{1764000000000 + i}\n")
 PY
 make_table() { # NAME PRIMARY-KEY?
-  "${psql[@]}" -c "DROP TABLE IF EXISTS $1; CREATE TABLE $1 (id bigint, card text${2:+ PRIMARY KEY}, amount double precision, ts bigint)"
+  "${psql[@]}" -c "SET client_min_messages = warning; DROP TABLE IF EXISTS $1; CREATE TABLE $1 (id bigint, card text${2:+ PRIMARY KEY}, amount double precision, ts bigint)"
 }
 pipeline() { # MODE DELIVERY
   local mode=""
