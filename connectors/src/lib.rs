@@ -6,6 +6,7 @@ pub mod format;
 pub mod generator;
 pub mod kafka;
 pub mod postgres;
+mod options;
 mod pace;
 pub mod socket;
 

@@ -44,10 +44,7 @@ fn expand_env(v: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// `Some` value, or `None` with its error added to `errors` (building collects every error).
-pub(crate) fn keep<T>(r: Result<T, ConfigError>, errors: &mut Vec<ConfigError>) -> Option<T> {
-    r.map_err(|e| errors.push(e)).ok()
-}
+pub(crate) use crate::options::keep;
 
 /// Checks `bootstrap_servers` (host:port, comma-separated).
 pub(crate) fn check_bootstrap(b: &Spanned<String>) -> Result<(), ConfigError> {

@@ -99,14 +99,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
         }
     };
     let key = cfg.key.as_ref().and_then(|k| super::keep(ctx.expr(k), &mut errors));
-    let exactly_once = match cfg.delivery.as_ref().map(|d| (d.value.as_str(), &d.span)) {
-        None | Some(("at_least_once", _)) => false,
-        Some(("exactly_once", _)) => true,
-        Some((other, span)) => {
-            errors.push(ConfigError::new(Some(span), format!("unknown `delivery`: `{other}`")).hint("`delivery` is at_least_once or exactly_once"));
-            false
-        }
-    };
+    let exactly_once = crate::options::choice(&cfg.delivery, "delivery", &["at_least_once", "exactly_once"], &mut errors) == 1;
     let timeout = cfg.transaction_timeout.unwrap_or(Duration::from_secs(15 * 60));
     if exactly_once && matches!(topic, Some(TopicChoice::Per(_))) {
         errors.push(

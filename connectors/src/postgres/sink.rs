@@ -117,23 +117,9 @@ struct Settings {
 pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
     let cfg: PostgresSinkConfig = ctx.options()?;
     let mut errors = Vec::new();
-    let target = crate::kafka::keep(super::parse_url(&cfg.url, cfg.password_env.as_deref()), &mut errors);
-    let upsert = match cfg.mode.as_ref().map(|m| (m.value.as_str(), &m.span)) {
-        None | Some(("append", _)) => false,
-        Some(("upsert", _)) => true,
-        Some((other, span)) => {
-            errors.push(ConfigError::new(Some(span), format!("unknown `mode`: `{other}`")).hint("`mode` is append or upsert"));
-            false
-        }
-    };
-    let exactly_once = match cfg.delivery.as_ref().map(|d| (d.value.as_str(), &d.span)) {
-        None | Some(("at_least_once", _)) => false,
-        Some(("exactly_once", _)) => true,
-        Some((other, span)) => {
-            errors.push(ConfigError::new(Some(span), format!("unknown `delivery`: `{other}`")).hint("`delivery` is at_least_once or exactly_once"));
-            false
-        }
-    };
+    let target = crate::options::keep(super::parse_url(&cfg.url, cfg.password_env.as_deref()), &mut errors);
+    let upsert = crate::options::choice(&cfg.mode, "mode", &["append", "upsert"], &mut errors) == 1;
+    let exactly_once = crate::options::choice(&cfg.delivery, "delivery", &["at_least_once", "exactly_once"], &mut errors) == 1;
     if exactly_once && ctx.pipeline.checkpoint.is_none() {
         errors.push(
             ConfigError::new(Some(&ctx.options.span), "`delivery: exactly_once` needs checkpoints: each checkpoint commits its epoch's rows")
@@ -150,7 +136,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
         cols.0
             .iter()
             .filter_map(|(name, e)| {
-                let compiled = crate::kafka::keep(ctx.expr(e), &mut errors)?;
+                let compiled = crate::options::keep(ctx.expr(e), &mut errors)?;
                 Some((name.clone(), compiled.as_field().map(Source::Field).unwrap_or(Source::Expr(compiled))))
             })
             .collect::<Vec<_>>()
