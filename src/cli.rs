@@ -370,7 +370,8 @@ fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>
         let before = have.keys().filter(|(c, _)| **c == *n.name).count() as u32;
         // A component new since the checkpoint starts empty; keyed transforms move key groups.
         let keyed = matches!(&n.spec, rill_engine::plan::NodeSpec::Transform(t) if t.key_by.is_some())
-            || matches!(&n.spec, rill_engine::plan::NodeSpec::Source(s) if s.rescalable);
+            || matches!(&n.spec, rill_engine::plan::NodeSpec::Source(s) if s.rescalable)
+            || matches!(&n.spec, rill_engine::plan::NodeSpec::Sink(s) if s.rescalable);
         let stateless = n.role != rill_engine::config::Role::Source
             && have
                 .iter()
@@ -378,7 +379,7 @@ fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>
                 .all(|(_, v)| v.as_ref().is_none_or(|v| matches!(v, rill_engine::checkpoint::SavedState::Operator(o) if o.is_empty())));
         if before != 0 && before != n.parallelism && !keyed && !stateless {
             return Err(format!(
-                "checkpoint {} has {before} instance(s) of `{}`, the pipeline now has {}: only keyed transforms, stateless ones and Kafka sources can change parallelism; other sources and sinks cannot (use --from-scratch)",
+                "checkpoint {} has {before} instance(s) of `{}`, the pipeline now has {}: only keyed transforms, stateless ones, Kafka sources and PostgreSQL sinks can change parallelism; other sources and sinks cannot (use --from-scratch)",
                 cp.epoch, n.name, n.parallelism
             ));
         }

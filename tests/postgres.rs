@@ -364,3 +364,32 @@ fn the_fraud_example_scores_cards_into_tables() {
     let types = pg.rows("SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_name = 'card_scores'");
     assert!(types.contains(&vec!["at".to_string(), "timestamp with time zone".to_string()]) && types.contains(&vec!["flagged".to_string(), "boolean".to_string()]), "{types:?}");
 }
+
+#[test]
+fn an_exactly_once_sink_resumes_at_another_parallelism() {
+    let pg = Server::start();
+    let data = tempfile::tempdir().unwrap();
+    let tx = transactions(data.path(), 20_000, 100);
+    for upsert in [false, true] {
+        let kind = if upsert { "upsert" } else { "append" };
+        let dir = tempfile::tempdir().unwrap();
+        let table = format!("rescaled_{kind}");
+        let p = chaos_pipeline(dir.path(), &tx, &pg.url(), &table, upsert);
+        // At parallelism 2, crashed between a checkpoint's completion and its commit: both
+        // instances' transactions of that checkpoint wait, prepared.
+        let out = rill().args(["run", p.to_str().unwrap()]).env("PGPASSWORD", PASSWORD).env("RILL_FAULTS", "slow=fees:3ms;crash=postgres-before-commit@3").output().unwrap();
+        assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let left = pg.prepared();
+        assert!(left.iter().any(|g| g.contains("/out/1/")), "instance 1 left a prepared transaction: {left:?}");
+        // Resumed with one sink instance, which answers for instance 1's transactions too.
+        let r = run_env(&["run", p.to_str().unwrap(), "--set", "sinks.out.parallelism=1"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(pg.prepared(), Vec::<String>::new(), "{kind}: nothing is left prepared");
+        let (query, want) = if upsert {
+            (format!("SELECT count(*), count(DISTINCT card), sum(last_id) FROM {table}"), vec![vec!["100".to_string(), "100".into(), (19_900..20_000u64).sum::<u64>().to_string()]])
+        } else {
+            (format!("SELECT count(*), count(DISTINCT id) FROM {table}"), vec![vec!["20000".to_string(), "20000".into()]])
+        };
+        assert_eq!(pg.rows(&query), want, "{kind}: every row once");
+    }
+}

@@ -122,6 +122,8 @@ pub struct SinkSpec {
     /// Records with the same value of this expression go to the same instance (an upsert
     /// sink: one writer per key).
     pub key_by: Option<Expr>,
+    /// Can be restored at another parallelism ([`Sink::recover_rescaled`](crate::operator::Sink::recover_rescaled)).
+    pub rescalable: bool,
 }
 
 impl SourceSpec {
@@ -155,6 +157,7 @@ impl SinkSpec {
             description: description.into(),
             exactly_once: false,
             key_by: None,
+            rescalable: false,
         }
     }
 }

@@ -205,6 +205,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
     let mut spec = SinkSpec::new(description, move |c: &OperatorContext| Ok(PostgresSink::new(s.clone(), c)));
     spec.exactly_once = exactly_once;
     spec.key_by = key_by;
+    spec.rescalable = true;
     Ok(spec)
 }
 
