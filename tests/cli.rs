@@ -59,7 +59,7 @@ sinks:
     ] {
         assert!(r.stderr.contains(&expected), "missing `{expected}` in:\n{}", r.stderr);
     }
-    assert!(r.stderr.contains("help: known sources: file, generator, kafka, socket"), "{}", r.stderr);
+    assert!(r.stderr.contains("help: known sources: file, generator, kafka, postgres, socket"), "{}", r.stderr);
     assert!(r.stderr.contains("6 problems found"), "{}", r.stderr);
 
     // A cycle through a component that reads two inputs.
