@@ -5,6 +5,7 @@ pub mod file;
 pub mod format;
 pub mod generator;
 pub mod kafka;
+pub mod lookup;
 pub mod postgres;
 mod options;
 mod pace;
@@ -20,6 +21,7 @@ pub fn register(registry: &mut Registry) {
     registry.register_source("generator", generator::build);
     registry.register_source("kafka", kafka::source::build);
     registry.register_source("postgres", postgres::source::build);
+    registry.register_transform("lookup", lookup::build);
     registry.register_sink("file", file::build_sink);
     registry.register_sink("socket", socket::build_sink);
     registry.register_sink("kafka", kafka::sink::build);

@@ -127,7 +127,7 @@ impl Conn {
     }
 }
 
-fn connect(target: &Target, patience: Duration) -> Result<postgres::Client, String> {
+pub(crate) fn connect(target: &Target, patience: Duration) -> Result<postgres::Client, String> {
     let start = Instant::now();
     let mut wait = Duration::from_millis(50);
     loop {
