@@ -141,3 +141,28 @@ fn a_postgres_table_is_loaded_again_every_refresh() {
     let after = out.iter().position(|v| v["limit"] == 999).unwrap();
     assert!(out[after..].iter().filter(|v| v["card"] == 2).all(|v| v["limit"].is_null()), "a deleted row is a miss");
 }
+
+#[test]
+fn a_lookup_survives_kills_with_nothing_lost_or_doubled() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let table = cards_csv(dir.path(), 50, 100);
+    let mut tx = String::new();
+    for i in 0..30_000u64 {
+        tx += &format!("{{\"id\": {i}, \"card\": {}}}\n", i % 53);
+    }
+    write(dir.path(), "tx.jsonl", &tx);
+    let p = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: lookup-chaos\nparallelism: 2\nbatch_size: 256\ncheckpoint: {{interval: 30ms}}\nsources:\n  tx: {{type: file, path: {d}/tx.jsonl}}\n\
+             transforms:\n  enriched: {{type: lookup, inputs: [tx], key: card, partitioned: true, table: {{type: file, path: {}, format: {{type: csv, header: true}}, key: card}}}}\n\
+             sinks:\n  out: {{type: file, inputs: [enriched], path: {d}/out.jsonl}}\n",
+            table.display()
+        ),
+    );
+    let r = run(&["chaos", p.to_str().unwrap(), "--kills", "5", "--seed", "4", "--max-delay", "150ms"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("ok: no record lost, none duplicated") && r.stdout.contains(": 5 kills ("), "{}", r.stdout);
+}
