@@ -77,6 +77,8 @@ struct Settings {
     miss: Miss,
     partitioned: bool,
     name: String,
+    /// `table`, the matched row's name in `select`.
+    table_field: Sym,
 }
 
 pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
@@ -139,7 +141,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
         if cfg.partitioned { "partitioned by key" } else { "broadcast to every instance" },
         ["null fields", "dropped", "dead-lettered"][miss as usize]
     );
-    let s = Arc::new(Settings { key: key.clone(), from, table_key: Sym::new(&t.key), refresh, select, miss, partitioned: cfg.partitioned, name: ctx.name.to_string() });
+    let s = Arc::new(Settings { key: key.clone(), from, table_key: Sym::new(&t.key), refresh, select, miss, partitioned: cfg.partitioned, name: ctx.name.to_string(), table_field: Sym::new("table") });
     let mut spec = TransformSpec::new(description, move |c: &OperatorContext| Ok(Lookup::new(s.clone(), c)));
     if cfg.partitioned {
         spec.key_by = Some(key);
@@ -272,15 +274,28 @@ impl Lookup {
                 }
             }
             (Some(select), row) => {
-                let mut view = r.clone();
-                view.set(Sym::new("table"), row.map(|row| Value::Map(row.clone())).unwrap_or(Value::Null));
+                // `table` is the row while the expressions run (a field of that name, put back).
+                let table_sym = self.s.table_field;
+                let own = r.remove(table_sym);
+                r.set(table_sym, row.map(|row| Value::Map(row.clone())).unwrap_or(Value::Null));
                 let mut values = Vec::with_capacity(select.len());
+                let mut failed = None;
                 for (name, e) in select {
-                    match (row, e.eval(&view)) {
+                    match (row, e.eval(&r)) {
                         (_, Ok(v)) => values.push(v),
                         (None, Err(_)) => values.push(Value::Null), // `table.x` of no row
-                        (Some(_), Err(err)) => return out.reject(r, format!("lookup field `{name}` = `{}`: {err}", e.source())),
+                        (Some(_), Err(err)) => {
+                            failed = Some(format!("lookup field `{name}` = `{}`: {err}", e.source()));
+                            break;
+                        }
                     }
+                }
+                r.remove(table_sym);
+                if let Some(v) = own {
+                    r.set(table_sym, v);
+                }
+                if let Some(error) = failed {
+                    return out.reject(r, error);
                 }
                 for ((name, _), v) in select.iter().zip(values) {
                     r.set(*name, v);

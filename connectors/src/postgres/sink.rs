@@ -243,6 +243,8 @@ struct Table {
     columns: Vec<String>,
     /// The columns as field names (where `columns` is not declared, fields are read by name).
     fields: Vec<Sym>,
+    /// Upsert: the positions of the key columns.
+    key: Vec<usize>,
     kinds: Vec<Kind>,
     copy: String,
     insert: String,
@@ -263,7 +265,8 @@ impl Table {
             insert += &if set.is_empty() { format!(" ON CONFLICT ({key}) DO NOTHING") } else { format!(" ON CONFLICT ({key}) DO UPDATE SET {}", set.join(", ")) };
         }
         let fields = columns.iter().map(|c| Sym::new(c)).collect();
-        Table { columns, fields, kinds, copy, insert }
+        let key = s.key.iter().filter_map(|k| columns.iter().position(|c| c == k)).collect();
+        Table { columns, fields, key, kinds, copy, insert }
     }
 }
 
@@ -541,7 +544,7 @@ impl PostgresSink {
 
     /// The upsert key of a record (its key columns' text), if its key expressions evaluate.
     fn key_of(&self, table: &Table, r: &Record) -> Option<Vec<Option<String>>> {
-        key_positions(&self.s, table).into_iter().map(|i| self.column_value(table, r, i).ok().map(|v| cell(&v, table.kinds[i]))).collect()
+        table.key.iter().map(|&i| self.column_value(table, r, i).ok().map(|v| cell(&v, table.kinds[i]))).collect()
     }
 
     /// Turns records into one statement's rows; a record whose expression fails is rejected.
@@ -554,7 +557,7 @@ impl PostgresSink {
                     rows.push(Row { cells, record: r });
                 }
             }
-            dedupe(&mut rows, &key_positions(&self.s, &table));
+            dedupe(&mut rows, &table.key);
             let (cells, records) = rows.into_iter().map(|r| (r.cells, r.record)).unzip();
             return (Encoded::Cells(cells), records);
         }
@@ -865,10 +868,6 @@ impl PostgresSink {
             out.reject(r, e);
         }
     }
-}
-
-fn key_positions(s: &Settings, t: &Table) -> Vec<usize> {
-    s.key.iter().filter_map(|k| t.columns.iter().position(|c| c == k)).collect()
 }
 
 /// Keeps the last row of each key, in the order of the keys' first rows.
