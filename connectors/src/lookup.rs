@@ -188,7 +188,9 @@ impl Lookup {
 type Version = Option<(u64, SystemTime)>;
 
 /// Loads the table: its rows by key (only those of `groups` when partitioned).
-fn load(s: &Settings, groups: &Option<(std::ops::Range<u32>, u32)>) -> Result<(Table, Version), String> {
+/// `client` is the loading thread's PostgreSQL connection, kept from one load to the next (made
+/// again after it failed).
+fn load(s: &Settings, groups: &Option<(std::ops::Range<u32>, u32)>, client: &mut Option<postgres::Client>) -> Result<(Table, Version), String> {
     let records: Vec<Record> = match &s.from {
         From::File { path, format } => {
             let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -206,8 +208,14 @@ fn load(s: &Settings, groups: &Option<(std::ops::Range<u32>, u32)>) -> Result<(T
             return index(s, out, groups).map(|t| (t, version));
         }
         From::Postgres { target, sql } => {
-            let mut client = crate::postgres::connect(target, Duration::from_secs(30))?;
-            let rows = client.query(&format!("SELECT row_to_json(q)::text FROM ({sql}) q"), &[]).map_err(|e| format!("PostgreSQL at {}: {}", target.shown, crate::postgres::Failure::of(&e).message()))?;
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                *client = Some(crate::postgres::connect(target, Duration::from_secs(30))?);
+            }
+            let got = client.as_mut().expect("connected").query(&format!("SELECT row_to_json(q)::text FROM ({sql}) q"), &[]);
+            let rows = got.map_err(|e| {
+                *client = None;
+                format!("PostgreSQL at {}: {}", target.shown, crate::postgres::Failure::of(&e).message())
+            })?;
             let mut out = Vec::with_capacity(rows.len());
             for r in rows {
                 let text: String = r.get(0);
@@ -320,6 +328,7 @@ impl Operator for Lookup {
             .spawn(move || {
                 let mut version = None;
                 let mut first = true;
+                let mut client = None;
                 loop {
                     let unchanged = match (&s.from, first) {
                         (From::File { path, .. }, false) => {
@@ -329,7 +338,7 @@ impl Operator for Lookup {
                         _ => false,
                     };
                     if !unchanged {
-                        match load(&s, &groups) {
+                        match load(&s, &groups, &mut client) {
                             Ok((t, v)) => {
                                 let n = t.rows.len();
                                 tracing::info!("lookup `{}`: {} {n} row(s)", s.name, if first { "loaded" } else { "reloaded" });

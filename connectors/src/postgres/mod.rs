@@ -94,6 +94,17 @@ impl Failure {
         }
     }
 
+    /// The job error for this failure, after `context`: a lost connection may come back
+    /// (external, retried by `restart:`); anything else needs the pipeline or the database
+    /// to change.
+    pub fn into_error(self, context: &str) -> OperatorError {
+        let m = format!("{context}: {}", self.message());
+        match self {
+            Failure::Lost(_) => OperatorError::external(m),
+            _ => OperatorError::user(m),
+        }
+    }
+
     pub fn message(&self) -> &str {
         match self {
             Failure::Row(m) | Failure::Lost(m) | Failure::Fatal(m) => m,
@@ -216,8 +227,7 @@ impl Db {
                 if matches!(f, Failure::Lost(_)) {
                     c.lost();
                 }
-                let m = format!("PostgreSQL at {shown}: {}", f.message());
-                if matches!(f, Failure::Lost(_)) { OperatorError::external(m) } else { OperatorError::user(m) }
+                f.into_error(&format!("PostgreSQL at {shown}"))
             })
         })
     }

@@ -392,11 +392,7 @@ impl PostgresSink {
     }
 
     fn fail(&self, what: &str, f: Failure) -> OperatorError {
-        let m = format!("PostgreSQL at {}: {what}: {}", self.s.target.shown, f.message());
-        match f {
-            Failure::Lost(_) => OperatorError::external(m),
-            _ => OperatorError::user(m),
-        }
+        f.into_error(&format!("PostgreSQL at {}: {what}", self.s.target.shown))
     }
 
     /// The table's columns and types, or `None` if there is no such table.
@@ -454,6 +450,7 @@ impl PostgresSink {
                 self.table = Some(Arc::new(Table::new(&self.s, names, picked)));
             }
             None if self.to_create => {
+                let fields: Vec<Sym> = names.iter().map(|n| Sym::new(n)).collect();
                 let types: Vec<String> = names
                     .iter()
                     .enumerate()
@@ -462,7 +459,7 @@ impl PostgresSink {
                             // The type of the batch's values; integers among doubles are doubles.
                             let seen: Vec<&'static str> = rows
                                 .iter()
-                                .map(|r| self.value(r, i))
+                                .map(|r| self.column_value(&fields, r, i).unwrap_or(Value::Null))
                                 .filter(|v| !v.is_null())
                                 .map(|v| match v {
                                     Value::Int(_) => "bigint",
@@ -506,24 +503,14 @@ impl PostgresSink {
         Ok(())
     }
 
-    fn value(&self, r: &Record, i: usize) -> Value {
-        match &self.s.columns {
-            Some(cols) => match &cols[i].1 {
-                Source::Field(f) => r.get(*f).cloned().unwrap_or(Value::Null),
-                Source::Expr(e) => e.eval(r).unwrap_or(Value::Null),
-            },
-            None => r.fields().get(i).map(|(_, v)| v.clone()).unwrap_or(Value::Null),
-        }
-    }
-
-    /// A record's value for column `i` of the table; a failing expression says why.
-    fn column_value(&self, table: &Table, r: &Record, i: usize) -> Result<Value, String> {
+    /// A record's value for column `i` (named `columns[i]`); a failing expression says why.
+    fn column_value(&self, columns: &[Sym], r: &Record, i: usize) -> Result<Value, String> {
         Ok(match &self.s.columns {
             Some(cols) => match &cols[i].1 {
                 Source::Field(f) => r.get(*f).cloned().unwrap_or(Value::Null),
-                Source::Expr(e) => e.eval(r).map_err(|err| format!("column `{}` = `{}`: {err}", table.columns[i], e.source()))?,
+                Source::Expr(e) => e.eval(r).map_err(|err| format!("column `{}` = `{}`: {err}", columns[i], e.source()))?,
             },
-            None => r.get(table.fields[i]).cloned().unwrap_or(Value::Null),
+            None => r.get(columns[i]).cloned().unwrap_or(Value::Null),
         })
     }
 
@@ -531,7 +518,7 @@ impl PostgresSink {
     fn cells(&mut self, table: &Table, r: &Record) -> Option<Vec<Option<String>>> {
         let mut cells = Vec::with_capacity(table.columns.len());
         for (i, kind) in table.kinds.iter().enumerate() {
-            match self.column_value(table, r, i) {
+            match self.column_value(&table.fields, r, i) {
                 Ok(v) => cells.push(cell(&v, *kind)),
                 Err(msg) => {
                     self.rejected.push((r.clone(), msg));
@@ -544,7 +531,7 @@ impl PostgresSink {
 
     /// The upsert key of a record (its key columns' text), if its key expressions evaluate.
     fn key_of(&self, table: &Table, r: &Record) -> Option<Vec<Option<String>>> {
-        table.key.iter().map(|&i| self.column_value(table, r, i).ok().map(|v| cell(&v, table.kinds[i]))).collect()
+        table.key.iter().map(|&i| self.column_value(&table.fields, r, i).ok().map(|v| cell(&v, table.kinds[i]))).collect()
     }
 
     /// Turns records into one statement's rows; a record whose expression fails is rejected.
@@ -570,7 +557,7 @@ impl PostgresSink {
                 if i > 0 {
                     text.push(b'\t');
                 }
-                match self.column_value(&table, &r, i) {
+                match self.column_value(&table.fields, &r, i) {
                     Ok(v) => copy_cell(&v, *kind, &mut text),
                     Err(msg) => {
                         text.truncate(start);
@@ -1072,8 +1059,6 @@ impl Sink for PostgresSink {
                     .collect();
                 self.db().batch(format!("DELETE FROM rill_sink_commits WHERE sink IN ({})", mine.join(", ")))?;
             }
-        } else if !self.s.exactly_once {
-            // Nothing to prepare; the table is checked on the first batch.
         }
         match self.describe_table()? {
             Some(_) => {}
