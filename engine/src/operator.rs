@@ -383,6 +383,13 @@ pub trait Operator: 'static {
         Ok(())
     }
 
+    /// Handles a batch from input `input` (its place in the component's `inputs:`): for
+    /// operators that treat their inputs differently (a join's left and right). The default
+    /// calls [`process_batch`](Self::process_batch), so that inputs are a union.
+    fn process_input(&mut self, _input: usize, batch: Batch, out: &mut Collector) -> Result<(), OperatorError> {
+        self.process_batch(batch, out)
+    }
+
     /// Called once before the first record, on the instance's own thread.
     fn open(&mut self, _ctx: &OperatorContext) -> Result<(), OperatorError> {
         Ok(())

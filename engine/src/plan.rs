@@ -39,6 +39,8 @@ pub struct PlanEdge {
     pub from: usize,
     pub port: usize,
     pub to: usize,
+    /// Which of `to`'s inputs this is (its place in `inputs:`).
+    pub input: usize,
     pub exchange: Exchange,
 }
 
@@ -106,8 +108,17 @@ impl JobPlan {
         // Resolve inputs.
         let index: HashMap<&str, usize> = config.components.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
         let mut raw_edges: Vec<(usize, usize, usize)> = Vec::new(); // (from, port, to)
+        let mut input_of_edge: Vec<usize> = Vec::new();
         for (to, c) in config.components.iter().enumerate() {
-            for input in &c.inputs {
+            if let Some((NodeSpec::Transform(TransformSpec { input_keys: Some(keys), .. }), _)) = &built[to] {
+                if keys.len() != c.inputs.len() {
+                    errors.push(
+                        ConfigError::new(Some(&c.type_name.span), format!("`{}` (`{}`) reads {} inputs; it names {}", c.name, c.type_name.value, keys.len(), c.inputs.len()))
+                            .hint("write `inputs: [left, right]`: the first input is the left side, the second the right"),
+                    );
+                }
+            }
+            for (ordinal, input) in c.inputs.iter().enumerate() {
                 let (name, port) = match input.value.split_once('.') {
                     Some((n, p)) => (n, Some(p)),
                     None => (input.value.as_str(), None),
@@ -147,6 +158,7 @@ impl JobPlan {
                     (Some(_), None) => continue,
                 };
                 raw_edges.push((from, port_index, to));
+                input_of_edge.push(ordinal);
             }
         }
 
@@ -209,7 +221,7 @@ impl JobPlan {
             };
             let mut parallelism = asked.min(cap.unwrap_or(u32::MAX));
             let mut note = (parallelism < asked).then(|| format!("{why} (asked for {asked})"));
-            if matches!(&spec, NodeSpec::Transform(t) if t.key_by.is_some()) && parallelism > config.max_parallelism {
+            if matches!(&spec, NodeSpec::Transform(t) if t.key_by.is_some() || t.input_keys.is_some()) && parallelism > config.max_parallelism {
                 note = Some(format!("keyed operators run at most max_parallelism = {} instances", config.max_parallelism));
                 parallelism = config.max_parallelism;
             }
@@ -226,9 +238,13 @@ impl JobPlan {
         }
         let edges = raw_edges
             .into_iter()
-            .map(|(from, port, to)| {
+            .zip(input_of_edge)
+            .map(|((from, port, to), input)| {
                 let (from, to) = (position[&from], position[&to]);
                 let exchange = match &nodes[to].spec {
+                    NodeSpec::Transform(TransformSpec { input_keys: Some(keys), .. }) => {
+                        Exchange::Hash { key: keys[input].clone(), max_parallelism: config.max_parallelism }
+                    }
                     NodeSpec::Transform(TransformSpec { key_by: Some(key), .. }) => {
                         Exchange::Hash { key: key.clone(), max_parallelism: config.max_parallelism }
                     }
@@ -239,7 +255,7 @@ impl JobPlan {
                     _ if nodes[to].parallelism == nodes[from].parallelism => Exchange::Forward,
                     _ => Exchange::Rebalance,
                 };
-                PlanEdge { from, port, to, exchange }
+                PlanEdge { from, port, to, input, exchange }
             })
             .collect();
         Ok(JobPlan { config, nodes, edges })

@@ -103,6 +103,11 @@ pub struct TransformSpec {
     pub make: MakeOperator,
     /// Records are routed to instances by this key (hash exchange on the input).
     pub key_by: Option<Expr>,
+    /// An operator of several inputs keyed on each (a join): the key of input `i` (in the
+    /// order of `inputs:`) routes that input. The pipeline must give exactly this many inputs;
+    /// the operator learns which input a batch came from in
+    /// [`Operator::process_input`](crate::operator::Operator::process_input).
+    pub input_keys: Option<Vec<Expr>>,
     /// Names of side outputs (`inputs: [name.port]`), in the order used by
     /// [`Collector::emit_side`](crate::operator::Collector::emit_side).
     pub side_outputs: Vec<String>,
@@ -142,6 +147,7 @@ impl TransformSpec {
         TransformSpec {
             make: Arc::new(move |c| make(c).map(|o| Box::new(o) as Box<dyn Operator>)),
             key_by: None,
+            input_keys: None,
             side_outputs: Vec::new(),
             max_parallelism: None,
             description: description.into(),

@@ -110,6 +110,12 @@ impl Harness {
         self.drain()
     }
 
+    /// Processes `records` as one batch from input `input` (a join's 0: left, 1: right).
+    pub fn push_input(&mut self, input: usize, records: impl IntoIterator<Item = Record>) -> Result<Vec<Output>, OperatorError> {
+        self.op.process_input(input, Batch::new(records.into_iter().collect()), &mut self.out)?;
+        self.drain()
+    }
+
     /// Processes `columns` as one column batch (what the generator and column operators send).
     pub fn push_columns(&mut self, columns: crate::columns::Columns) -> Result<Vec<Output>, OperatorError> {
         self.op.process_batch(Batch::from_columns(columns), &mut self.out)?;

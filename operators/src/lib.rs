@@ -3,6 +3,7 @@
 mod aggregate;
 mod fault;
 mod infer;
+pub mod join;
 mod keyed;
 pub mod learn;
 mod filter;
@@ -17,7 +18,7 @@ pub use map::Map;
 pub use rill_engine::config::Ordered;
 use rill_engine::registry::Registry;
 
-/// Registers the built-in transforms: `filter`, `map`, `aggregate`, `window`, `fault`, `infer`, `logistic_regression`, `over`.
+/// Registers the built-in transforms: `filter`, `map`, `aggregate`, `window`, `fault`, `infer`, `logistic_regression`, `over`, `join`.
 pub fn register(registry: &mut Registry) {
     registry.register_transform("filter", filter::build);
     registry.register_transform("map", map::build);
@@ -27,4 +28,5 @@ pub fn register(registry: &mut Registry) {
     registry.register_transform("infer", infer::build);
     registry.register_transform("logistic_regression", learn::build);
     registry.register_transform("over", over::build);
+    registry.register_transform("join", join::build);
 }

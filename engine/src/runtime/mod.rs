@@ -507,7 +507,7 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                     source_addrs.push(addr);
                 }
                 NodeSpec::Transform(_) | NodeSpec::Sink(_) => {
-                    let rxs = std::mem::take(&mut inputs[i][s as usize]);
+                    let (rxs, input_of): (Vec<_>, Vec<usize>) = std::mem::take(&mut inputs[i][s as usize]).into_iter().unzip();
                     let octx = OperatorContext {
                         name: node.name.clone(),
                         subtask: s,
@@ -574,6 +574,7 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                             },
                             fault,
                             chain: Default::default(),
+                            input_of,
                         }
                     });
                     operator_addrs.push(addr);
@@ -638,13 +639,14 @@ async fn commit(operators: &[Addr<OperatorActor>], epoch: u64, wait: bool) {
     }
 }
 
-/// Each instance's input channels (receivers) and output edges, by component and instance.
-type Wiring = (Vec<Vec<Vec<mpsc::Receiver<crate::message::Message>>>>, Vec<Vec<Vec<OutEdge>>>);
+/// Each instance's input channels (receivers, with the input of the component each belongs
+/// to) and output edges, by component and instance.
+type Wiring = (Vec<Vec<Vec<(mpsc::Receiver<crate::message::Message>, usize)>>>, Vec<Vec<Vec<OutEdge>>>);
 
 /// The channels of a job: one per (upstream instance, downstream instance) pair that talk,
 /// bounded to `capacity` messages.
 fn wire(plan: &JobPlan, capacity: usize) -> Wiring {
-    let mut inputs: Vec<Vec<Vec<mpsc::Receiver<crate::message::Message>>>> =
+    let mut inputs: Vec<Vec<Vec<(mpsc::Receiver<crate::message::Message>, usize)>>> =
         plan.nodes.iter().map(|node| (0..node.parallelism).map(|_| Vec::new()).collect()).collect();
     let mut outputs: Vec<Vec<Vec<OutEdge>>> = plan.nodes.iter().map(|node| (0..node.parallelism).map(|_| Vec::new()).collect()).collect();
     for e in &plan.edges {
@@ -658,7 +660,7 @@ fn wire(plan: &JobPlan, capacity: usize) -> Wiring {
             for d in targets {
                 let (tx, rx) = mpsc::channel(capacity.max(1));
                 senders.push(tx);
-                inputs[e.to][d as usize].push(rx);
+                inputs[e.to][d as usize].push((rx, e.input));
             }
             let next = u as usize % senders.len();
             outputs[e.from][u as usize].push(OutEdge { port: e.port, exchange: e.exchange.clone(), senders, next });

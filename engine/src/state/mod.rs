@@ -699,6 +699,31 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ValueState<T> {
     pub fn clear(&self, key: &Value) -> Result<(), StateError> {
         self.lock().remove(&sk(key)).map(|_| ())
     }
+
+    /// Changes the value for `key` in place, with no copy (`make` gives one where there is
+    /// none); `f` returns whether to keep it: `false` removes the entry.
+    pub fn update<R>(&self, key: &Value, make: impl FnOnce() -> T, f: impl FnOnce(&mut T) -> (bool, R)) -> Result<R, StateError> {
+        let mut state = self.lock();
+        let k = sk(key);
+        let (keep, r) = f(state.get_or_insert_with(&k, make)?);
+        if !keep {
+            state.remove(&k)?;
+        }
+        Ok(r)
+    }
+
+    /// Changes the value for `key` in place if there is one (as [`update`](Self::update));
+    /// `None` where there is none.
+    pub fn update_existing<R>(&self, key: &Value, f: impl FnOnce(&mut T) -> (bool, R)) -> Result<Option<R>, StateError> {
+        let mut state = self.lock();
+        let k = sk(key);
+        let Some(v) = state.get_mut(&k)? else { return Ok(None) };
+        let (keep, r) = f(v);
+        if !keep {
+            state.remove(&k)?;
+        }
+        Ok(Some(r))
+    }
 }
 
 /// Keyed list state: a list per key (managed as [`ValueState`] is).

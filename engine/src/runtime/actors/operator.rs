@@ -38,6 +38,8 @@ pub(crate) struct OperatorActor {
     pub(crate) fault: Option<crate::faults::InjectedFault>,
     /// The snapshot files the next checkpoint builds on.
     pub(crate) chain: Chain,
+    /// For each input channel, the component's input it belongs to (its place in `inputs:`).
+    pub(crate) input_of: Vec<usize>,
 }
 
 /// Steps that follow the operator's output of one message, in order.
@@ -311,9 +313,10 @@ impl OperatorActor {
                 }
                 self.collector.reserve(batch.len());
                 let Batch { data, watermarks } = batch;
+                let side = self.input_of[input];
                 if watermarks.is_empty() {
                     let (op, out) = (&mut self.op, &mut self.collector);
-                    guarded("process", || op.process_batch(Batch { data, watermarks: Vec::new() }, out))?;
+                    guarded("process", || op.process_input(side, Batch { data, watermarks: Vec::new() }, out))?;
                 } else {
                     // Segment by segment, advancing the watermark between them. Cut from the
                     // back, so that each row is copied once (into its own segment).
@@ -328,7 +331,7 @@ impl OperatorActor {
                     let process = |this: &mut Self, segment: Option<Data>| match segment {
                         Some(segment) if !segment.is_empty() => {
                             let (op, out) = (&mut this.op, &mut this.collector);
-                            guarded("process", || op.process_batch(Batch { data: segment, watermarks: Vec::new() }, out))
+                            guarded("process", || op.process_input(side, Batch { data: segment, watermarks: Vec::new() }, out))
                         }
                         _ => Ok(()),
                     };
