@@ -369,7 +369,7 @@ fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>
     for n in &p.nodes {
         let before = have.keys().filter(|(c, _)| **c == *n.name).count() as u32;
         // A component new since the checkpoint starts empty; keyed transforms move key groups.
-        let keyed = matches!(&n.spec, rill_engine::plan::NodeSpec::Transform(t) if t.key_by.is_some())
+        let keyed = matches!(&n.spec, rill_engine::plan::NodeSpec::Transform(t) if t.key_by.is_some() || t.input_keys.is_some())
             || matches!(&n.spec, rill_engine::plan::NodeSpec::Source(s) if s.rescalable)
             || matches!(&n.spec, rill_engine::plan::NodeSpec::Sink(s) if s.rescalable);
         let stateless = n.role != rill_engine::config::Role::Source

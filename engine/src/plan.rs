@@ -112,8 +112,9 @@ impl JobPlan {
         for (to, c) in config.components.iter().enumerate() {
             if let Some((NodeSpec::Transform(TransformSpec { input_keys: Some(keys), .. }), _)) = &built[to] {
                 if keys.len() != c.inputs.len() {
+                    let at = c.inputs.get(keys.len()).map(|i| &i.span).unwrap_or(&c.type_name.span);
                     errors.push(
-                        ConfigError::new(Some(&c.type_name.span), format!("`{}` (`{}`) reads {} inputs; it names {}", c.name, c.type_name.value, keys.len(), c.inputs.len()))
+                        ConfigError::new(Some(at), format!("`{}` (`{}`) reads {} inputs; it names {}", c.name, c.type_name.value, keys.len(), c.inputs.len()))
                             .hint("write `inputs: [left, right]`: the first input is the left side, the second the right"),
                     );
                 }
