@@ -18,10 +18,12 @@
 //! receivers it is idle, so that it does not hold their watermark back; it counts again as soon
 //! as it sends data.
 //!
-//! Instances of one event-time source are aligned: one whose watermark is more than
-//! `max_drift` (2 s by default), plus twice the event time its last poll covered, ahead of the
-//! slowest pauses until that one catches up, so that
-//! windows waiting on the slowest instance do not pile up in state (Flink's watermark alignment).
+//! Event-time sources are aligned, their instances and the sources of a job with each other:
+//! an instance whose watermark is more than `max_drift` (2 s by default), plus twice the event
+//! time its last poll covered, ahead of the slowest pauses until that one catches up, so that
+//! windows waiting on the slowest instance, and a join's rows waiting for the other side's
+//! watermark, do not pile up in state (Flink's watermark alignment, in one group per job). An
+//! idle or finished instance does not hold the others back.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -147,6 +147,9 @@ pub struct Settings {
     keys: [Expr; 2],
     deletes: Option<Expr>,
     select: Option<Vec<(Sym, Expr)>>,
+    /// `select` when every field is `left.x` or `right.x`: (output, side, field), copied
+    /// without building a record of both rows.
+    direct: Option<Vec<(Sym, usize, Sym)>>,
     left_sym: Sym,
     right_sym: Sym,
 }
@@ -162,6 +165,12 @@ struct Counts {
 pub struct Join {
     s: Arc<Settings>,
     rows: Option<ValueState<Sides>>,
+    /// Interval joins on event time: when each kept row can go.
+    cleanup: Cleanup,
+    /// This instance's key groups (of `max_parallelism`), to keep its part of the clean-up
+    /// queue when restored at another parallelism.
+    key_groups: std::ops::Range<u32>,
+    max_parallelism: u32,
     watermark: i64,
     counts: Counts,
     /// Joined rows, built under the state's lock and emitted after it.
@@ -170,12 +179,22 @@ pub struct Join {
 
 impl Join {
     pub fn new(s: Arc<Settings>) -> Join {
-        Join { s, rows: None, watermark: i64::MIN, counts: Counts::default(), pending: Vec::new() }
+        let max_parallelism = rill_engine::exchange::DEFAULT_MAX_PARALLELISM;
+        Join { s, rows: None, cleanup: Cleanup::default(), key_groups: 0..max_parallelism, max_parallelism, watermark: i64::MIN, counts: Counts::default(), pending: Vec::new() }
     }
 
     /// The output row of a pair (`None` for the missing side of an outer row), at time `ts`.
     fn joined(s: &Settings, left: Option<&Record>, right: Option<&Record>, ts: i64, out: &mut Vec<Record>) -> Result<(), (Record, String)> {
         let mut r = match &s.select {
+            Some(_) if s.direct.is_some() => {
+                let direct = s.direct.as_ref().expect("checked");
+                let mut r = Record::with_capacity(direct.len());
+                for (name, side, field) in direct {
+                    let row = if *side == LEFT { left } else { right };
+                    r.push(*name, row.and_then(|row| row.get(*field)).cloned().unwrap_or(Value::Null));
+                }
+                r
+            }
             None => {
                 let mut r = left.cloned().unwrap_or_default();
                 if let Some(right) = right {
@@ -249,24 +268,28 @@ impl Join {
                 let pending = &mut self.pending;
                 let mut pairs = 0;
                 let kept = until > wm;
+                let mut record = Some(record);
                 let matched = rows(&mut self.rows).update(&key, Sides::default, |sides| {
                     let mut matched = false;
+                    let this = record.as_ref().expect("taken below");
                     for other in sides.side(1 - side).iter_mut().filter(|o| meets && o.ts >= from && o.ts <= to) {
-                        let (l, r) = if side == LEFT { (&record, &other.row) } else { (&other.row, &record) };
+                        let (l, r) = if side == LEFT { (this, &other.row) } else { (&other.row, this) };
                         Self::joined(&s, Some(l), Some(r), ts.max(other.ts), pending).unwrap_or_else(|e| failed.push(e));
                         other.matched = true;
                         matched = true;
                         pairs += 1;
                     }
                     if kept {
-                        sides.side(side).push(Kept { ts, matched, deletes: false, row: record.clone() });
+                        sides.side(side).push(Kept { ts, matched, deletes: false, row: record.take().expect("once") });
                     }
                     (!sides.is_empty(), matched)
                 })?;
                 self.counts.pairs += pairs;
-                if kept {
+                if kept && domain == TimeDomain::Event {
+                    self.cleanup.push(until, key, side);
+                } else if kept {
                     out.timers().register(domain, &key, side as i64, until);
-                } else if !matched && s.how.outer(side) {
+                } else if let (false, true, Some(record)) = (matched, s.how.outer(side), record) {
                     // No partner can come any more (an interval entirely behind the watermark).
                     let (l, r) = if side == LEFT { (Some(&record), None) } else { (None, Some(&record)) };
                     self.counts.outer += 1;
@@ -332,6 +355,36 @@ impl Join {
         Ok(())
     }
 
+    /// Drops the rows of `key` on `side` whose interval closed by `time`, emitting the outer
+    /// rows among them (at `time`); returns how many.
+    #[allow(clippy::too_many_arguments)]
+    fn clean_interval(s: &Settings, rows: &ValueState<Sides>, key: &Value, side: usize, time: i64, lower: i64, upper: i64, pending: &mut Vec<Record>, failed: &mut Vec<(Record, String)>) -> Result<u64, OperatorError> {
+        let until = |k: &Kept| if side == LEFT { k.ts + upper } else { k.ts - lower };
+        let mut outer = 0;
+        rows.update_existing(key, |sides| {
+            sides.side(side).retain(|k| {
+                if until(k) > time {
+                    return true;
+                }
+                if !k.matched && s.how.outer(side) {
+                    let (l, r) = if side == LEFT { (Some(&k.row), None) } else { (None, Some(&k.row)) };
+                    outer += 1;
+                    Self::joined(s, l, r, time, pending).unwrap_or_else(|e| failed.push(e));
+                }
+                false
+            });
+            (!sides.is_empty(), ())
+        })?;
+        Ok(outer)
+    }
+
+    fn read_snapshot(state: &[u8]) -> Result<(i64, Vec<(i64, Value, u8)>), OperatorError> {
+        let bad = || OperatorError::new("a join's snapshot does not decode");
+        let (w, rest) = state.split_at_checked(8).ok_or_else(bad)?;
+        let entries = serde_json::from_slice(rest).map_err(|_| bad())?;
+        Ok((i64::from_le_bytes(w.try_into().map_err(|_| bad())?), entries))
+    }
+
     /// A temporal join's left row with the right side's row as of its time (`None`: no row).
     fn emit_temporal(&mut self, left: &Record, version: Option<&Record>, ts: i64, failed: &mut Vec<(Record, String)>) {
         match version {
@@ -347,6 +400,63 @@ impl Join {
                 }
             }
         }
+    }
+}
+
+/// When kept rows can go: (time, key, side) in time order. The rows of each side come nearly
+/// in time order, so most entries go at the back of that side's queue; the few that come
+/// earlier than its back wait in an ordered map. An entry due finds its key's rows whose time
+/// has come (none, if an earlier entry of the key took them).
+#[derive(Default)]
+struct Cleanup {
+    queues: [std::collections::VecDeque<(i64, Value)>; 2],
+    early: std::collections::BTreeMap<i64, Vec<(Value, u8)>>,
+}
+
+impl Cleanup {
+    fn push(&mut self, time: i64, key: Value, side: usize) {
+        let queue = &mut self.queues[side];
+        match queue.back() {
+            Some((last, _)) if *last > time => self.early.entry(time).or_default().push((key, side as u8)),
+            _ => queue.push_back((time, key)),
+        }
+    }
+
+    /// The next entry due at `watermark`, earliest first.
+    fn pop_due(&mut self, watermark: i64) -> Option<(i64, Value, usize)> {
+        let fronts = [self.queues[0].front().map(|e| e.0), self.queues[1].front().map(|e| e.0), self.early.first_key_value().map(|e| *e.0)];
+        let (which, time) = fronts.iter().enumerate().filter_map(|(i, t)| t.map(|t| (i, t))).min_by_key(|(_, t)| *t)?;
+        if time > watermark {
+            return None;
+        }
+        if which < 2 {
+            return self.queues[which].pop_front().map(|(t, k)| (t, k, which));
+        }
+        let mut entry = self.early.first_entry().expect("checked");
+        let (key, side) = entry.get_mut().pop().expect("never empty");
+        if entry.get().is_empty() {
+            entry.remove();
+        }
+        Some((time, key, side as usize))
+    }
+
+    /// Every entry, for a snapshot.
+    fn entries(&self) -> Vec<(i64, &Value, u8)> {
+        let mut all: Vec<(i64, &Value, u8)> = Vec::with_capacity(self.queues[0].len() + self.queues[1].len());
+        for (side, q) in self.queues.iter().enumerate() {
+            all.extend(q.iter().map(|(t, k)| (*t, k, side as u8)));
+        }
+        all.extend(self.early.iter().flat_map(|(t, v)| v.iter().map(move |(k, s)| (*t, k, *s))));
+        all
+    }
+
+    fn from_entries(mut entries: Vec<(i64, Value, u8)>) -> Cleanup {
+        entries.sort_by_key(|e| e.0);
+        let mut c = Cleanup::default();
+        for (t, k, s) in entries {
+            c.push(t, k, s as usize);
+        }
+        c
     }
 }
 
@@ -371,6 +481,8 @@ fn prune_versions(versions: &mut Vec<Kept>, wm: i64) {
 impl Operator for Join {
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
         self.rows = Some(ctx.value_state("rows", StateOptions::default())?);
+        self.key_groups = ctx.key_groups.clone();
+        self.max_parallelism = ctx.max_parallelism;
         Ok(())
     }
 
@@ -385,30 +497,48 @@ impl Operator for Join {
         Ok(())
     }
 
-    fn on_watermark(&mut self, watermark: Watermark, _out: &mut Collector) -> Result<(), OperatorError> {
+    fn on_watermark(&mut self, watermark: Watermark, out: &mut Collector) -> Result<(), OperatorError> {
         self.watermark = watermark.0;
+        if let Kind::Interval { lower, upper } = self.s.kind {
+            let mut failed = Vec::new();
+            while let Some((until, key, side)) = self.cleanup.pop_due(watermark.0) {
+                let outer = Self::clean_interval(&self.s, rows(&mut self.rows), &key, side, until, lower, upper, &mut self.pending, &mut failed)?;
+                self.counts.outer += outer;
+            }
+            self.flush(out, failed);
+        }
         Ok(())
     }
 
-    /// The watermark, so that a row late before a crash is late after it too (the rows and
-    /// timers are managed state, saved by the runtime).
+    /// The watermark and the clean-up queue (the rows are managed state and the timers are
+    /// saved by the runtime), so that a row late before a crash is late after it too.
     fn snapshot(&mut self, _epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
-        Ok(Some(self.watermark.to_le_bytes().to_vec()))
+        let mut bytes = self.watermark.to_le_bytes().to_vec();
+        serde_json::to_writer(&mut bytes, &self.cleanup.entries()).map_err(|e| OperatorError::new(e.to_string()))?;
+        Ok(Some(bytes))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
-        self.watermark = i64::from_le_bytes(state.try_into().map_err(|_| OperatorError::new("a join's snapshot is 8 bytes"))?);
+        let (watermark, entries) = Self::read_snapshot(state)?;
+        self.watermark = watermark;
+        self.cleanup = Cleanup::from_entries(entries);
         Ok(())
     }
 
     /// Every instance had the same watermark at the barrier (each reads every upstream
-    /// instance); the lowest is taken all the same.
+    /// instance); the lowest is taken all the same. The clean-up entries of this instance's
+    /// key groups are kept.
     fn restore_rescaled(&mut self, states: &[Vec<u8>]) -> Result<(), OperatorError> {
+        let mut mine = Vec::new();
+        let mut watermark = None::<i64>;
         for s in states {
-            let before = self.watermark;
-            self.restore(s)?;
-            self.watermark = if before == i64::MIN { self.watermark } else { before.min(self.watermark) };
+            let (w, entries) = Self::read_snapshot(s)?;
+            watermark = Some(watermark.map_or(w, |x| x.min(w)));
+            let max = self.max_parallelism;
+            mine.extend(entries.into_iter().filter(|(_, key, _)| self.key_groups.contains(&rill_engine::exchange::KeyGroup::of_hash(key.stable_hash(), max).0)));
         }
+        self.watermark = watermark.unwrap_or(i64::MIN);
+        self.cleanup = Cleanup::from_entries(mine);
         Ok(())
     }
 
@@ -420,23 +550,9 @@ impl Operator for Join {
         let time = timer.time;
         let rows = rows(&mut self.rows);
         match s.kind {
+            // Rows on processing time (event-time rows are cleaned up in `on_watermark`).
             Kind::Interval { lower, upper } => {
-                let side = timer.namespace as usize;
-                let until = |k: &Kept| if side == LEFT { k.ts + upper } else { k.ts - lower };
-                rows.update_existing(&timer.key, |sides| {
-                    sides.side(side).retain(|k| {
-                        if until(k) > time {
-                            return true;
-                        }
-                        if !k.matched && s.how.outer(side) {
-                            let (l, r) = if side == LEFT { (Some(&k.row), None) } else { (None, Some(&k.row)) };
-                            counts.outer += 1;
-                            Self::joined(&s, l, r, time, pending).unwrap_or_else(|e| failed.push(e));
-                        }
-                        false
-                    });
-                    (!sides.is_empty(), ())
-                })?;
+                counts.outer += Self::clean_interval(&s, rows, &timer.key, timer.namespace as usize, time, lower, upper, pending, &mut failed)?;
             }
             Kind::Window { size, slide } => {
                 let (start, end) = (time + 1 - size, time + 1);
@@ -606,7 +722,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
             Kind::Temporal => ", the right row as of the left row's time".into(),
         }
     );
-    let settings = Arc::new(Settings { kind, how, keys: [left_key.clone(), right_key.clone()], deletes, select, left_sym: Sym::new("left"), right_sym: Sym::new("right") });
+    let settings = Arc::new(Settings::new(kind, how, left_key.clone(), right_key.clone(), deletes, select));
     let mut spec = TransformSpec::new(description, move |_| Ok(Join::new(settings.clone())));
     spec.input_keys = Some(vec![left_key, right_key]);
     spec.side_outputs = vec!["late".into()];
@@ -616,7 +732,18 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
 impl Settings {
     /// A join built in code (tests, the extension API).
     pub fn new(kind: Kind, how: How, left_key: Expr, right_key: Expr, deletes: Option<Expr>, select: Option<Vec<(Sym, Expr)>>) -> Settings {
-        Settings { kind, how, keys: [left_key, right_key], deletes, select, left_sym: Sym::new("left"), right_sym: Sym::new("right") }
+        let (left_sym, right_sym) = (Sym::new("left"), Sym::new("right"));
+        let direct = select.as_ref().and_then(|select| {
+            select
+                .iter()
+                .map(|(name, e)| match e.as_field_of_field() {
+                    Some((side, field)) if side == left_sym => Some((*name, LEFT, field)),
+                    Some((side, field)) if side == right_sym => Some((*name, RIGHT, field)),
+                    _ => None,
+                })
+                .collect()
+        });
+        Settings { kind, how, keys: [left_key, right_key], deletes, select, direct, left_sym, right_sym }
     }
 }
 
@@ -851,6 +978,32 @@ mod tests {
         seen.take(h.push_input(LEFT, [row(6, Some(7), 120), row(7, Some(7), 121)]).unwrap());
         assert_eq!(seen.late, [6]);
         assert_eq!(&seen.joined[3..], [(7, 3, 121), (7, 4, 121)]);
+    }
+
+    #[test]
+    fn select_takes_expressions_over_both_rows_and_no_select_takes_every_field() {
+        let exprs = vec![(Sym::new("sum"), Expr::compile("left.id + right.id").unwrap()), (Sym::new("r"), Expr::compile("right.id").unwrap())];
+        let s = Arc::new(Settings::new(Kind::Interval { lower: 0, upper: 10 }, How { left: true, right: false }, Expr::compile("k").unwrap(), Expr::compile("k").unwrap(), None, Some(exprs)));
+        let mut h = Harness::new(Join::new(s)).unwrap();
+        h.push_input(LEFT, [row(1, Some(3), 100), row(2, Some(4), 100)]).unwrap();
+        let out = h.push_input(RIGHT, [row(10, Some(3), 105)]).unwrap();
+        assert!(matches!(&out[..], [Output::Record(r)] if r.to_json() == r#"{"sum":11,"r":10}"#), "{out:?}");
+        let out = h.end().unwrap();
+        // The outer row of left 2: `left.id + null` fails, so the pair of rows is dead-lettered
+        // with why (and what to write instead), not dropped.
+        assert!(
+            out.iter().any(|o| matches!(o, Output::Rejected(r, e) if r.to_json() == r#"{"left":{"id":2,"k":4},"right":null}"# && e.contains("join field `sum`") && e.contains("coalesce"))),
+            "{out:?}"
+        );
+        // Without `select`: the left row's fields, then the right row's, renamed `right_…` where
+        // the left row has a field of that name.
+        let s = Arc::new(Settings::new(Kind::Interval { lower: 0, upper: 10 }, How { left: false, right: false }, Expr::compile("k").unwrap(), Expr::compile("k").unwrap(), None, None));
+        let mut h = Harness::new(Join::new(s)).unwrap();
+        h.push_input(LEFT, [row(1, Some(3), 100)]).unwrap();
+        let mut right = row(10, Some(3), 101);
+        right.set(Sym::new("paid"), Value::Bool(true));
+        let out = h.push_input(RIGHT, [right]).unwrap();
+        assert!(matches!(&out[..], [Output::Record(r)] if r.to_json() == r#"{"id":1,"k":3,"right_id":10,"right_k":3,"paid":true}"#), "{out:?}");
     }
 
     #[test]

@@ -133,6 +133,17 @@ impl Expr {
             _ => None,
         }
     }
+
+    /// `(a, b)` if this expression is a field of a field (`left.amount`).
+    pub fn as_field_of_field(&self) -> Option<(crate::value::Sym, crate::value::Sym)> {
+        match &*self.node {
+            eval::Node::Select(base, field) => match &**base {
+                eval::Node::Field(a) => Some((*a, *field)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Debug for Expr {

@@ -446,11 +446,29 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
     let mut source_addrs = Vec::new();
     let mut operator_addrs = Vec::new();
     let mut actors = 0usize;
+    // Every instance of every event-time source publishes its watermark in one place, so that
+    // one far ahead of the slowest pauses: the instances of a source, and the sources that
+    // meet in a join or union (a stream racing ahead of the other side would pile up in the
+    // join's state while the watermark waits).
+    let event_time = |node: &crate::plan::PlanNode| node.role == crate::config::Role::Source && matches!(node.time, crate::time::TimeMode::Event { .. });
+    let aligned_slots: u32 = plan.nodes.iter().filter(|n| event_time(n)).map(|n| n.parallelism).sum();
+    let aligned: Arc<Vec<std::sync::atomic::AtomicI64>> = Arc::new((0..aligned_slots).map(|_| std::sync::atomic::AtomicI64::new(i64::MIN)).collect());
+    let mut first_slot = Vec::with_capacity(n);
+    let mut next_slot = 0u32;
+    for node in &plan.nodes {
+        first_slot.push(next_slot);
+        if event_time(node) {
+            next_slot += node.parallelism;
+        }
+    }
     // Downstream first, so that every actor exists before the sources start.
     for i in (0..n).rev() {
         let node = &plan.nodes[i];
-        let siblings: Arc<Vec<std::sync::atomic::AtomicI64>> =
-            Arc::new((0..node.parallelism).map(|_| std::sync::atomic::AtomicI64::new(i64::MIN)).collect());
+        let (siblings, first_slot): (Arc<Vec<std::sync::atomic::AtomicI64>>, u32) = if event_time(node) {
+            (aligned.clone(), first_slot[i])
+        } else {
+            (Arc::new((0..node.parallelism).map(|_| std::sync::atomic::AtomicI64::new(i64::MIN)).collect()), 0)
+        };
         for s in 0..node.parallelism {
             let arbiter = arbiters[placement(i, s, node.parallelism, threads)].handle();
             let counters = counters[i][s as usize].take().expect("one actor per instance");
@@ -502,6 +520,7 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                         positions: Default::default(),
                         time: crate::time::Timestamper::new(time),
                         siblings,
+                        slot: (first_slot + s) as usize,
                         last_span: 0,
                     });
                     source_addrs.push(addr);

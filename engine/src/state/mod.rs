@@ -377,6 +377,35 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
         Ok(if live { v } else { None })
     }
 
+    /// Changes the value at `k` in place if there is one; `f` returns whether to keep it
+    /// (`false` removes the entry). One probe of the cache where nothing was ever spilled to
+    /// sled and entries do not expire (what a join does per row).
+    pub fn modify<R>(&mut self, k: &StateKey, f: impl FnOnce(&mut T) -> (bool, R)) -> Result<Option<R>, StateError> {
+        if self.in_store || self.ttl.is_some() {
+            let Some(v) = self.get_mut(k)? else { return Ok(None) };
+            let (keep, r) = f(v);
+            if !keep {
+                self.remove(k)?;
+            }
+            return Ok(Some(r));
+        }
+        let std::collections::hash_map::Entry::Occupied(mut e) = self.cache.entry(k.clone()) else { return Ok(None) };
+        let slot = e.get_mut();
+        let Some(v) = slot.value.as_mut() else { return Ok(None) };
+        slot.used = true;
+        slot.dirty = true;
+        slot.changed = true;
+        let (keep, r) = f(v);
+        if !keep {
+            // As `remove` does with nothing in sled.
+            let (k, slot) = e.remove_entry();
+            if self.tracking && slot.persisted {
+                self.changed_out.insert(k);
+            }
+        }
+        Ok(Some(r))
+    }
+
     /// Writes every changed entry to sled (for a checkpoint).
     pub fn flush(&mut self) -> Result<(), StateError> {
         let Some(tree) = self.tree.clone() else { return Ok(()) };
@@ -715,14 +744,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ValueState<T> {
     /// Changes the value for `key` in place if there is one (as [`update`](Self::update));
     /// `None` where there is none.
     pub fn update_existing<R>(&self, key: &Value, f: impl FnOnce(&mut T) -> (bool, R)) -> Result<Option<R>, StateError> {
-        let mut state = self.lock();
-        let k = sk(key);
-        let Some(v) = state.get_mut(&k)? else { return Ok(None) };
-        let (keep, r) = f(v);
-        if !keep {
-            state.remove(&k)?;
-        }
-        Ok(Some(r))
+        self.lock().modify(&sk(key), f)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::value::{Key, Value};
+use crate::value::{Key, KeyHasher, Value};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TimeDomain {
@@ -26,7 +26,7 @@ pub struct Timer {
 pub struct Timers {
     event: BTreeMap<i64, Vec<(Key, i64)>>,
     processing: BTreeMap<i64, Vec<(Key, i64)>>,
-    registered: HashSet<(TimeDomain, i64, Key, i64)>,
+    registered: HashSet<(TimeDomain, i64, Key, i64), KeyHasher>,
 }
 
 impl Timers {

@@ -12,8 +12,10 @@ pub(crate) struct SourceActor {
     pub(crate) stop_requested: bool,
     pub(crate) done: bool,
     pub(crate) time: crate::time::Timestamper,
-    /// Watermarks of every instance of this source (alignment); this one's slot is `ctx.subtask`.
+    /// Watermarks of every instance of every event-time source of the job (alignment).
     pub(crate) siblings: Arc<Vec<std::sync::atomic::AtomicI64>>,
+    /// This instance's place in `siblings`.
+    pub(crate) slot: usize,
     /// How far this instance's last poll moved its watermark (event time).
     pub(crate) last_span: i64,
     /// Where to resume from (restoring a checkpoint).
@@ -42,10 +44,11 @@ pub(crate) struct Commit(pub(crate) crate::message::Epoch);
 
 impl SourceActor {
     fn publish_watermark(&self, wm: i64) {
-        self.siblings[self.ctx.subtask as usize].store(wm, std::sync::atomic::Ordering::Relaxed);
+        self.siblings[self.slot].store(wm, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether this instance is too far ahead of its slowest sibling to read more now: by more
+    /// Whether this instance is too far ahead of the slowest event-time source instance (of
+    /// this source or another) to read more now: by more
     /// than `max_drift` plus twice what its last poll covered, so that instances whose batches
     /// each span more than `max_drift` of event time run side by side instead of taking turns
     /// (W1 at p = 2: 4 s of event time per batch, 2 s allowed; taking turns made it slower than
