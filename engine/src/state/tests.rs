@@ -44,6 +44,8 @@ fn ttl_expires_entries() {
 enum Op {
     Put(i64, i64),
     Delete(i64),
+    /// `modify`: add to the value if there is one, or (`None`) remove it.
+    Modify(i64, Option<i64>),
     Flush,
     Checkpoint,
     /// An incremental checkpoint: only the changes since the last one, folded onto it.
@@ -56,6 +58,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         prop_oneof![
             (0i64..40, any::<i64>()).prop_map(|(k, v)| Op::Put(k, v)),
             (0i64..40).prop_map(Op::Delete),
+            (0i64..40, proptest::option::of(-5i64..5)).prop_map(|(k, d)| Op::Modify(k, d)),
             Just(Op::Flush),
             Just(Op::Checkpoint),
             Just(Op::Delta),
@@ -70,7 +73,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     /// The sled-backed state agrees with a plain map under any sequence of puts, deletes,
-    /// flushes, full and incremental checkpoints, and crashes followed by a restore of the last
+    /// changes in place (`modify`), flushes, full and incremental checkpoints, and crashes followed by a restore of the last
     /// checkpoint (a full one with the deltas after it folded on) into a reopened database —
     /// whatever the cache size makes it spill.
     #[test]
@@ -109,6 +112,24 @@ proptest! {
                 }
                 Op::Delete(key) => {
                     prop_assert_eq!(s.remove(&k(*key)).unwrap(), model.remove(key));
+                }
+                Op::Modify(key, add) => {
+                    let got = s.modify(&k(*key), |v| match add {
+                        Some(d) => {
+                            *v = v.wrapping_add(*d);
+                            (true, *v)
+                        }
+                        None => (false, *v),
+                    }).unwrap();
+                    let want = match (model.get_mut(key), add) {
+                        (Some(v), Some(d)) => {
+                            *v = v.wrapping_add(*d);
+                            Some(*v)
+                        }
+                        (Some(_), None) => model.remove(key),
+                        (None, _) => None,
+                    };
+                    prop_assert_eq!(got, want);
                 }
                 Op::Flush => s.flush().unwrap(),
             }
