@@ -234,3 +234,44 @@ fn a_join_with_a_wrong_shape_is_refused_with_its_place() {
         assert!(r.stderr.contains(want), "missing `{want}` in:\n{}", r.stderr);
     }
 }
+
+#[test]
+fn the_fraud_example_enriches_each_transaction_as_of_its_time_and_labels_it_later() {
+    let root = common::root();
+    let generated = std::process::Command::new("python3").arg("examples/fraud/generate.py").current_dir(&root).output().expect("python3 runs");
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let _ = std::fs::remove_file(root.join("out/fraud_labelled.jsonl"));
+    let r = run(&["run", "examples/fraud/joins.yaml", "--progress", "never"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let read = |f: &str| lines(&root.join("data/fraud").join(f));
+    let (tx, cards, chargebacks) = (read("transactions.jsonl"), read("cards.jsonl"), read("chargebacks.jsonl"));
+    // The profile of each card as of each time: (time, limit, open), in time order.
+    let mut versions: BTreeMap<String, Vec<(i64, i64, bool)>> = BTreeMap::new();
+    for c in &cards {
+        versions.entry(c["card"].as_str().unwrap().into()).or_default().push((c["ts"].as_i64().unwrap(), c["limit"].as_i64().unwrap(), c["status"] == "open"));
+    }
+    let charged: std::collections::HashSet<i64> = chargebacks.iter().map(|c| c["txn_id"].as_i64().unwrap()).collect();
+    let mut labelled = lines(&root.join("out/fraud_labelled.jsonl"));
+    labelled.sort_by_key(|v| v["txn_id"].as_i64());
+    assert_eq!(labelled.len(), tx.len(), "every transaction once");
+    let mut closed = 0;
+    for (t, l) in tx.iter().zip(&labelled) {
+        assert_eq!(t["txn_id"], l["txn_id"]);
+        let ts = t["ts"].as_i64().unwrap();
+        let (_, limit, open) = *versions[t["card"].as_str().unwrap()].iter().rev().find(|v| v.0 <= ts).expect("cards open before their first transaction");
+        assert_eq!(l["card_open"].as_bool().unwrap(), open, "{l}");
+        if open {
+            assert_eq!(l["limit"].as_i64(), Some(limit), "the limit as of the transaction: {l}");
+            assert_eq!(l["amount"], t["amount"]);
+        } else {
+            closed += 1;
+            assert!(l["limit"].is_null(), "{l}");
+            assert_eq!(l["suspicious"], true, "a transaction on a closed card is flagged: {l}");
+        }
+        assert_eq!(l["charged_back"].as_bool().unwrap(), charged.contains(&t["txn_id"].as_i64().unwrap()), "{l}");
+    }
+    assert!(closed > 0, "the data has transactions on closed cards");
+    assert_eq!(labelled.iter().filter(|l| l["charged_back"] == true).count(), chargebacks.len(), "every chargeback comes within 2 days");
+    // A daily quality line per day of transactions (14 days).
+    assert_eq!(r.stdout.lines().filter(|l| l.contains("\"precision\"")).count(), 14, "{}", r.stdout);
+}

@@ -407,6 +407,15 @@ pub trait Operator: 'static {
         Ok(())
     }
 
+    /// The watermark this operator sends on when its input watermark is `input` (after
+    /// [`on_watermark`](Self::on_watermark)). By default the same; an operator that emits rows
+    /// older than its input watermark (a join's rows carry the left row's time, and go out when
+    /// the right side can no longer match) holds it back, so that they are not late downstream.
+    /// The end of input (`Watermark::MAX`) must stay `MAX`.
+    fn output_watermark(&self, input: Watermark) -> Watermark {
+        input
+    }
+
     /// Every input has ended. Emit what is still pending.
     fn on_end(&mut self, _out: &mut Collector) -> Result<(), OperatorError> {
         Ok(())

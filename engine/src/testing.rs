@@ -128,7 +128,7 @@ impl Harness {
             self.op.on_timer(t, &mut self.out)?;
         }
         self.op.on_watermark(Watermark(wm), &mut self.out)?;
-        self.out.mark(Watermark(wm));
+        self.out.mark(self.op.output_watermark(Watermark(wm)));
         self.drain()
     }
 

@@ -2,10 +2,10 @@
 //!
 //! - `kind: interval` — a left row at time `tl` and a right row at `tr` of the same key match
 //!   when `tr − tl` is within `between: [lower, upper]` (inclusive), Flink's interval join. A pair
-//!   goes out as soon as its second row arrives, at time `max(tl, tr)`. A row is kept until the
-//!   watermark passes the last time a partner could still come (`tl + upper` for a left row,
-//!   `tr − lower` for a right one); an outer row (a row that never matched, in a `left`, `right`
-//!   or `full` join) goes out then, at that time.
+//!   goes out as soon as its second row arrives. A row is kept until the watermark passes the
+//!   last time a partner could still come (`tl + upper` for a left row, `tr − lower` for a right
+//!   one); an outer row (a row that never matched, in a `left`, `right` or `full` join) goes out
+//!   then.
 //! - `kind: window` — rows of the same key in the same tumbling or sliding window match; the
 //!   window's pairs (and its outer rows) go out when the watermark passes its end, at
 //!   `end − 1`, Flink's window join.
@@ -14,14 +14,19 @@
 //!   rows that delete their key), Flink SQL's `FOR SYSTEM_TIME AS OF` join. A left row goes out
 //!   once the watermark reaches its time, so that every version up to it has arrived.
 //!
-//! Every output time lies after the watermark already sent downstream, so joined rows are never
-//! late for the windows after the join. Rows too late to join (at or before the watermark when
-//! they come) go to the `late` output. Rows without a timestamp (sources on processing time) are
-//! joined by this operator's clock.
+//! Joined rows of interval and temporal joins carry the left row's time (a right outer row its
+//! own), so that a window after the join groups them by when the left row happened (a
+//! prediction, not its label). An interval join holds the watermark it sends on back by the
+//! interval (`upper`, and `−lower` with right outer rows), so that none of them is late
+//! downstream. Rows too late to join (at or before the watermark when they come) go to the
+//! `late` output. Rows without a timestamp (sources on processing time) are joined by this
+//! operator's clock, and their output has no timestamp either.
 //!
-//! Both inputs are routed by their key, so equal keys meet in one instance. The rows of a key
-//! live in managed keyed state (sled-backed, cached in memory; checkpointed, restored and
-//! rescaled by key group by the runtime) and their clean-up times in timers.
+//! Both inputs are routed by their key, so equal keys meet in one instance; a null key meets
+//! nothing (SQL's rule). The rows of a key live in managed keyed state (sled-backed, cached in
+//! memory; checkpointed, restored and rescaled by key group by the runtime). When an interval
+//! join's rows can go is kept in a queue per side (rows come nearly in time order), saved with
+//! the watermark in the operator's snapshot; window and temporal joins use timers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +113,9 @@ const RIGHT: usize = 1;
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 struct Kept {
     ts: i64,
+    /// A row on processing time (no timestamp of its own; `ts` is the clock when it came).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    untimed: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     matched: bool,
     /// A temporal join's right row that deletes its key.
@@ -124,6 +132,21 @@ struct Sides {
     left: Vec<Kept>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     right: Vec<Kept>,
+}
+
+impl Kept {
+    fn new(ts: i64, row: Record) -> Kept {
+        Kept { ts, untimed: row.timestamp == NO_TIMESTAMP, matched: false, deletes: false, row }
+    }
+
+    /// The row's own timestamp (kept rows lose it when they go through sled).
+    fn time(&self) -> i64 {
+        if self.untimed {
+            NO_TIMESTAMP
+        } else {
+            self.ts
+        }
+    }
 }
 
 impl Sides {
@@ -236,7 +259,7 @@ impl Join {
         }
     }
 
-    fn take(&mut self, side: usize, mut record: Record, out: &mut Collector) -> Result<(), OperatorError> {
+    fn take(&mut self, side: usize, record: Record, out: &mut Collector) -> Result<(), OperatorError> {
         let key = match self.s.keys[side].eval(&record) {
             Ok(k) => k,
             Err(e) => {
@@ -256,7 +279,6 @@ impl Join {
             out.emit_side(0, record);
             return Ok(());
         }
-        record.timestamp = ts;
         let s = self.s.clone();
         let mut failed = Vec::new();
         // SQL's rule: a null key meets nothing. Such rows are kept as any other (an outer
@@ -273,14 +295,14 @@ impl Join {
                     let mut matched = false;
                     let this = record.as_ref().expect("taken below");
                     for other in sides.side(1 - side).iter_mut().filter(|o| meets && o.ts >= from && o.ts <= to) {
-                        let (l, r) = if side == LEFT { (this, &other.row) } else { (&other.row, this) };
-                        Self::joined(&s, Some(l), Some(r), ts.max(other.ts), pending).unwrap_or_else(|e| failed.push(e));
+                        let (l, r, at) = if side == LEFT { (this, &other.row, this.timestamp) } else { (&other.row, this, other.time()) };
+                        Self::joined(&s, Some(l), Some(r), at, pending).unwrap_or_else(|e| failed.push(e));
                         other.matched = true;
                         matched = true;
                         pairs += 1;
                     }
                     if kept {
-                        sides.side(side).push(Kept { ts, matched, deletes: false, row: record.take().expect("once") });
+                        sides.side(side).push(Kept { matched, ..Kept::new(ts, record.take().expect("once")) });
                     }
                     (!sides.is_empty(), matched)
                 })?;
@@ -293,12 +315,12 @@ impl Join {
                     // No partner can come any more (an interval entirely behind the watermark).
                     let (l, r) = if side == LEFT { (Some(&record), None) } else { (None, Some(&record)) };
                     self.counts.outer += 1;
-                    Self::joined(&s, l, r, ts, &mut self.pending).unwrap_or_else(|e| failed.push(e));
+                    Self::joined(&s, l, r, record.timestamp, &mut self.pending).unwrap_or_else(|e| failed.push(e));
                 }
             }
             Kind::Window { size, slide } => {
                 rows(&mut self.rows).update(&key, Sides::default, |sides| {
-                    sides.side(side).push(Kept { ts, matched: false, deletes: false, row: record });
+                    sides.side(side).push(Kept::new(ts, record));
                     (true, ())
                 })?;
                 let last = ts - ts.rem_euclid(slide);
@@ -333,7 +355,7 @@ impl Join {
                 rows(&mut self.rows).update(&key, Sides::default, |sides| {
                     // In time order; of equal times the later arrival wins.
                     let at = sides.right.partition_point(|v| v.ts <= ts);
-                    sides.right.insert(at, Kept { ts, matched: false, deletes, row: record });
+                    sides.right.insert(at, Kept { deletes, ..Kept::new(ts, record) });
                     prune_versions(&mut sides.right, wm);
                     (!sides.is_empty(), ())
                 })?;
@@ -341,10 +363,10 @@ impl Join {
             Kind::Temporal => {
                 if domain == TimeDomain::Processing || !meets {
                     let version = rows(&mut self.rows).update_existing(&key, |sides| (true, sides.right.last().filter(|v| !v.deletes).map(|v| v.row.clone())))?.flatten();
-                    self.emit_temporal(&record, version.as_ref(), ts, &mut failed);
+                    self.emit_temporal(&record, record.timestamp, version.as_ref(), &mut failed);
                 } else {
                     rows(&mut self.rows).update(&key, Sides::default, |sides| {
-                        sides.left.push(Kept { ts, matched: false, deletes: false, row: record });
+                        sides.left.push(Kept::new(ts, record));
                         (true, ())
                     })?;
                     out.timers().register(domain, &key, 0, ts);
@@ -369,7 +391,7 @@ impl Join {
                 if !k.matched && s.how.outer(side) {
                     let (l, r) = if side == LEFT { (Some(&k.row), None) } else { (None, Some(&k.row)) };
                     outer += 1;
-                    Self::joined(s, l, r, time, pending).unwrap_or_else(|e| failed.push(e));
+                    Self::joined(s, l, r, k.time(), pending).unwrap_or_else(|e| failed.push(e));
                 }
                 false
             });
@@ -386,17 +408,17 @@ impl Join {
     }
 
     /// A temporal join's left row with the right side's row as of its time (`None`: no row).
-    fn emit_temporal(&mut self, left: &Record, version: Option<&Record>, ts: i64, failed: &mut Vec<(Record, String)>) {
+    fn emit_temporal(&mut self, left: &Record, at: i64, version: Option<&Record>, failed: &mut Vec<(Record, String)>) {
         match version {
             Some(v) => {
                 self.counts.pairs += 1;
-                Self::joined(&self.s, Some(left), Some(v), ts, &mut self.pending).unwrap_or_else(|e| failed.push(e));
+                Self::joined(&self.s, Some(left), Some(v), at, &mut self.pending).unwrap_or_else(|e| failed.push(e));
             }
             None => {
                 self.counts.misses += 1;
                 if self.s.how.left {
                     self.counts.outer += 1;
-                    Self::joined(&self.s, Some(left), None, ts, &mut self.pending).unwrap_or_else(|e| failed.push(e));
+                    Self::joined(&self.s, Some(left), None, at, &mut self.pending).unwrap_or_else(|e| failed.push(e));
                 }
             }
         }
@@ -510,6 +532,20 @@ impl Operator for Join {
         Ok(())
     }
 
+    /// Interval joins hold the watermark back by the interval: a pair goes out at the left
+    /// row's time when the right row comes (up to `upper` later), an outer row at its own time
+    /// when its interval closes.
+    fn output_watermark(&self, input: Watermark) -> Watermark {
+        match self.s.kind {
+            _ if input == Watermark::MAX => input,
+            Kind::Interval { lower, upper } => {
+                let delay = if self.s.how.right { upper.max(-lower) } else { upper }.max(0);
+                Watermark(input.0.saturating_sub(delay))
+            }
+            _ => input,
+        }
+    }
+
     /// The watermark and the clean-up queue (the rows are managed state and the timers are
     /// saved by the runtime), so that a row late before a crash is late after it too.
     fn snapshot(&mut self, _epoch: rill_engine::message::Epoch) -> Result<Option<Vec<u8>>, OperatorError> {
@@ -556,6 +592,8 @@ impl Operator for Join {
             }
             Kind::Window { size, slide } => {
                 let (start, end) = (time + 1 - size, time + 1);
+                // A window's rows go out at its last moment (on the clock: untimed).
+                let at = if timer.domain == TimeDomain::Event { time } else { NO_TIMESTAMP };
                 rows.update_existing(&timer.key, |sides| {
                     let inside = |k: &&Kept| k.ts >= start && k.ts < end;
                     let meets = !timer.key.is_null();
@@ -565,17 +603,17 @@ impl Operator for Join {
                         for (i, r) in right.iter().enumerate().filter(|_| meets) {
                             counts.pairs += 1;
                             right_met[i] = true;
-                            Self::joined(&s, Some(&l.row), Some(&r.row), time, pending).unwrap_or_else(|e| failed.push(e));
+                            Self::joined(&s, Some(&l.row), Some(&r.row), at, pending).unwrap_or_else(|e| failed.push(e));
                         }
                         if (right.is_empty() || !meets) && s.how.left {
                             counts.outer += 1;
-                            Self::joined(&s, Some(&l.row), None, time, pending).unwrap_or_else(|e| failed.push(e));
+                            Self::joined(&s, Some(&l.row), None, at, pending).unwrap_or_else(|e| failed.push(e));
                         }
                     }
                     if s.how.right {
                         for (r, _) in right.iter().zip(&right_met).filter(|(_, met)| !**met || !meets) {
                             counts.outer += 1;
-                            Self::joined(&s, None, Some(&r.row), time, pending).unwrap_or_else(|e| failed.push(e));
+                            Self::joined(&s, None, Some(&r.row), at, pending).unwrap_or_else(|e| failed.push(e));
                         }
                     }
                     // Rows before the next window's start are in no later window.
@@ -601,7 +639,7 @@ impl Operator for Join {
                     (!sides.is_empty(), ())
                 })?;
                 for (l, version) in due {
-                    self.emit_temporal(&l.row, version.as_ref(), l.ts, &mut failed);
+                    self.emit_temporal(&l.row, l.time(), version.as_ref(), &mut failed);
                 }
             }
         }
@@ -969,12 +1007,14 @@ mod tests {
         let mut seen = Seen { sent_watermark: i64::MIN, ..Default::default() };
         seen.take(h.push_input(LEFT, [row(1, Some(7), 100), row(2, Some(8), 100)]).unwrap());
         seen.take(h.push_input(RIGHT, [row(3, Some(7), 115), row(4, Some(7), 121), row(5, Some(7), 89)]).unwrap());
-        assert_eq!(seen.joined, [(1, 3, 115)], "right 4 is 21 after, right 5 11 before");
+        // At the left row's time; the watermark sent on is held back by the upper bound (20).
+        assert_eq!(seen.joined, [(1, 3, 100)], "right 4 is 21 after, right 5 11 before");
         seen.take(h.watermark(119).unwrap());
         // Right 5 (89) could meet left rows up to 99; left 2 (100) may still meet one at 120.
-        assert_eq!(&seen.joined[1..], [(-1, 5, 99)]);
+        assert_eq!(&seen.joined[1..], [(-1, 5, 89)]);
+        assert_eq!(seen.sent_watermark, 99);
         seen.take(h.watermark(120).unwrap());
-        assert_eq!(&seen.joined[2..], [(2, -1, 120)]);
+        assert_eq!(&seen.joined[2..], [(2, -1, 100)]);
         seen.take(h.push_input(LEFT, [row(6, Some(7), 120), row(7, Some(7), 121)]).unwrap());
         assert_eq!(seen.late, [6]);
         assert_eq!(&seen.joined[3..], [(7, 3, 121), (7, 4, 121)]);
@@ -1007,6 +1047,24 @@ mod tests {
     }
 
     #[test]
+    fn rows_without_timestamps_join_on_the_operators_clock() {
+        let untimed = |id, k| {
+            let mut r = row(id, Some(k), 0);
+            r.timestamp = NO_TIMESTAMP;
+            r
+        };
+        let s = settings(Kind::Interval { lower: -60_000, upper: 60_000 }, How { left: true, right: false });
+        let mut h = Harness::new(Join::new(s)).unwrap();
+        h.push_input(LEFT, [untimed(1, 1), untimed(2, 2)]).unwrap();
+        let out = h.push_input(RIGHT, [untimed(3, 1)]).unwrap();
+        assert!(matches!(&out[..], [Output::Record(r)] if r.get_str("l") == Some(&Value::Int(1)) && r.timestamp == NO_TIMESTAMP), "{out:?}");
+        assert!(h.clock(rill_engine::time::now_millis()).unwrap().is_empty(), "the interval is still open");
+        let out = h.clock(rill_engine::time::now_millis() + 61_000).unwrap();
+        let outer: Vec<i64> = out.iter().filter_map(|o| if let Output::Record(r) = o { Some(id(r.get_str("l"))) } else { None }).collect();
+        assert_eq!(outer, [2], "left 2 met nothing within a minute of the clock: {out:?}");
+    }
+
+    #[test]
     fn a_checkpoint_keeps_the_watermark_rows_and_timers() {
         let s = settings(Kind::Interval { lower: 0, upper: 50 }, How { left: true, right: false });
         let mut h = Harness::new(Join::new(s.clone())).unwrap();
@@ -1017,7 +1075,7 @@ mod tests {
         let mut seen = Seen { sent_watermark: i64::MIN, ..Default::default() };
         seen.take(h.push_input(RIGHT, [row(2, Some(1), 110), row(3, Some(1), 130)]).unwrap());
         assert_eq!(seen.late, [2], "late before the checkpoint, late after it");
-        assert_eq!(seen.joined, [(1, 3, 130)]);
+        assert_eq!(seen.joined, [(1, 3, 100)]);
         seen.take(h.watermark(150).unwrap());
         assert_eq!(seen.joined.len(), 1, "left 1 met a partner: no outer row");
     }

@@ -392,7 +392,7 @@ impl OperatorActor {
             guarded("on_timer", || op.on_timer(t, out))?;
         }
         guarded("on_watermark", || op.on_watermark(wm, out))?;
-        out.mark(wm);
+        out.mark(op.output_watermark(wm));
         Ok(())
     }
 
