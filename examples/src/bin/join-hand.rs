@@ -22,8 +22,8 @@ fn main() {
     let (lower, upper) = (0i64, 1000i64);
     let t = Instant::now();
     let mut rows: HashMap<i64, Sides> = HashMap::new();
-    // (time the row can go, key, side): in time order, as both streams are.
-    let mut cleanup: VecDeque<(i64, i64, bool)> = VecDeque::new();
+    // (time the row can go, key) per side, in time order as each stream is.
+    let mut cleanup: [VecDeque<(i64, i64)>; 2] = Default::default();
     let mut pairs = 0u64;
     let (mut left_time, mut right_time) = (i64::MIN, i64::MIN);
     for i in 0..n {
@@ -36,7 +36,7 @@ fn main() {
                     pairs += 1;
                 }
                 sides.left.push(ts);
-                cleanup.push_back((ts + upper, key, true));
+                cleanup[0].push_back((ts + upper, key));
                 left_time = ts;
             } else {
                 for &l in sides.left.iter().filter(|&&l| ts - l >= lower && ts - l <= upper) {
@@ -44,15 +44,16 @@ fn main() {
                     pairs += 1;
                 }
                 sides.right.push(ts);
-                cleanup.push_back((ts - lower, key, false));
+                cleanup[1].push_back((ts - lower, key));
                 right_time = ts;
             }
         }
         let watermark = left_time.min(right_time);
-        while cleanup.front().is_some_and(|c| c.0 <= watermark) {
-            let (until, key, left) = cleanup.pop_front().expect("checked");
-            if let Some(s) = rows.get_mut(&key) {
-                if left {
+        for (side, queue) in cleanup.iter_mut().enumerate() {
+            while let Some((until, key)) = queue.front().copied().filter(|c| c.0 <= watermark) {
+                queue.pop_front();
+                let Some(s) = rows.get_mut(&key) else { continue };
+                if side == 0 {
                     s.left.retain(|&l| l + upper > until);
                 } else {
                     s.right.retain(|&r| r - lower > until);
