@@ -36,7 +36,7 @@ for ((r = 1; r <= REPEAT; r++)); do
       --set "sources.left.fields.key=id % $K" --set "sources.right.fields.key=id % $K" \
       --set "work_dir=$(mktemp -d)" --progress never 2>&1)
     secs=$(sed -n 's/.*finished in \([0-9.]*\) s.*/\1/p' <<<"$out")
-    pairs=$(awk '$1 == "joined" {print $5}' <<<"$out")
+    pairs=$(awk '$1 == "joined" && $2 == "join" {print $5}' <<<"$out")
     echo "rill p=$p secs=$secs pairs=$pairs $(grep -o 'rss_kb=[0-9]*' <<<"$out")" | tee -a "$results"
   done
   if [[ "$FLINK" == 1 ]]; then
