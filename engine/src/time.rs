@@ -19,8 +19,8 @@
 //! as it sends data.
 //!
 //! Event-time sources are aligned, their instances and the sources of a job with each other:
-//! an instance whose watermark is more than `max_drift` (2 s by default), plus twice the event
-//! time its last poll covered, ahead of the slowest pauses until that one catches up, so that
+//! an instance whose watermark is more than `max_drift` (0 by default) plus the event time its
+//! last poll covered ahead of the slowest pauses until that one catches up, so that
 //! windows waiting on the slowest instance, and a join's rows waiting for the other side's
 //! watermark, do not pile up in state (Flink's watermark alignment, in one group per job). An
 //! idle or finished instance does not hold the others back.
@@ -43,8 +43,9 @@ pub enum TimeMode {
     Event { timestamp: Expr, max_out_of_orderness: i64, idle_timeout: Option<Duration>, interval: i64, max_drift: i64 },
 }
 
-/// How far (event time) an instance of a source may run ahead of its slowest sibling.
-pub const DEFAULT_MAX_DRIFT_MS: i64 = 2000;
+/// How far (event time) an instance of a source may run ahead of its slowest sibling, beyond
+/// the event time of its own last poll.
+pub const DEFAULT_MAX_DRIFT_MS: i64 = 0;
 
 /// Event time between two watermarks of a source unless `watermark_interval` says otherwise.
 pub const DEFAULT_WATERMARK_INTERVAL_MS: i64 = 200;
@@ -63,7 +64,8 @@ struct EventTimeConfig {
     /// Event time between two watermarks (default 200ms).
     #[serde(default, with = "crate::config::de::duration::option")]
     watermark_interval: Option<Duration>,
-    /// How far an instance of this source may run ahead of the slowest one (default 2s).
+    /// How far an instance of this source may run ahead of the slowest one, beyond one poll
+    /// (default 0).
     #[serde(default, with = "crate::config::de::duration::option")]
     max_drift: Option<Duration>,
 }

@@ -29,9 +29,9 @@
 //! the watermark in the operator's snapshot; window and temporal joins use timers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use rill_engine::config::de::duration;
+use crate::window;
+
 use rill_engine::config::{ConfigError, ConfigErrors, Ordered, Spanned};
 use rill_engine::expr::Expr;
 use rill_engine::message::Watermark;
@@ -48,7 +48,7 @@ struct JoinConfig {
     kind: Option<Spanned<String>>,
     /// Interval joins: `[lower, upper]`, right's time minus left's (`-1m`, `10m`).
     between: Option<Spanned<Vec<Spanned<String>>>>,
-    window: Option<WindowConfig>,
+    window: Option<crate::window::WindowSpec>,
     how: Option<Spanned<String>>,
     /// Temporal joins: a condition over a right row that makes it delete its key's row.
     deletes: Option<Spanned<String>>,
@@ -60,21 +60,6 @@ struct JoinConfig {
 struct OnConfig {
     left: Spanned<String>,
     right: Spanned<String>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum WindowConfig {
-    Tumbling {
-        #[serde(with = "duration")]
-        size: Duration,
-    },
-    Sliding {
-        #[serde(with = "duration")]
-        size: Duration,
-        #[serde(with = "duration")]
-        slide: Duration,
-    },
 }
 
 /// What decides which rows meet (times in milliseconds).
@@ -703,19 +688,21 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
             }
         },
         "window" => {
-            let (size, slide) = match &cfg.window {
-                Some(WindowConfig::Tumbling { size }) => (size.as_millis() as i64, size.as_millis() as i64),
-                Some(WindowConfig::Sliding { size, slide }) => (size.as_millis() as i64, slide.as_millis() as i64),
-                None => (0, 0),
-            };
-            if cfg.window.is_none() {
-                errors.push(ConfigError::new(Some(kind_span), "a window join needs `window`").hint("e.g. `window: {type: tumbling, size: 1m}` or `{type: sliding, size: 1m, slide: 10s}`"));
-                None
-            } else if size < 1 || slide < 1 || slide > size {
-                errors.push(ConfigError::new(ctx.options.get("window").map(|n| &n.span), "window sizes must be at least 1 ms, and a slide at most the size"));
-                None
-            } else {
-                Some(Kind::Window { size, slide })
+            let span = ctx.options.get("window").map(|n| &n.span);
+            let hint = "e.g. `window: {type: tumbling, size: 1m}` or `{type: sliding, size: 1m, slide: 10s}`";
+            let before = errors.len();
+            match cfg.window.as_ref().map(|w| w.kind(span, &mut errors)) {
+                None => {
+                    errors.push(ConfigError::new(Some(kind_span), "a window join needs `window`").hint(hint));
+                    None
+                }
+                _ if errors.len() > before => None,
+                Some(window::Kind::Tumbling { size }) => Some(Kind::Window { size, slide: size }),
+                Some(window::Kind::Sliding { size, slide }) => Some(Kind::Window { size, slide }),
+                Some(_) => {
+                    errors.push(ConfigError::new(span, "a window join takes tumbling or sliding windows").hint(hint));
+                    None
+                }
             }
         }
         "temporal" => Some(Kind::Temporal),

@@ -51,9 +51,10 @@ struct WindowConfig {
     trigger: Option<TriggerConfig>,
 }
 
+/// A `window:` option as written (also a window join's).
 #[derive(serde::Deserialize, Clone, Debug)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum WindowSpec {
+pub(crate) enum WindowSpec {
     Tumbling {
         #[serde(with = "duration")]
         size: Duration,
@@ -90,6 +91,33 @@ pub enum Kind {
     Sliding { size: i64, slide: i64 },
     Session { gap: i64 },
     Count { size: u64 },
+}
+
+impl WindowSpec {
+    /// The window in milliseconds; an error (at `span`) for a size below 1 ms (1 record) or a
+    /// slide above the size.
+    pub(crate) fn kind(&self, span: Option<&rill_engine::config::Span>, errors: &mut Vec<ConfigError>) -> Kind {
+        let ms = |d: Duration| d.as_millis() as i64;
+        let kind = match *self {
+            WindowSpec::Tumbling { size } => Kind::Tumbling { size: ms(size) },
+            WindowSpec::Sliding { size, slide } => Kind::Sliding { size: ms(size), slide: ms(slide) },
+            WindowSpec::Session { gap } => Kind::Session { gap: ms(gap) },
+            WindowSpec::Count { size } => Kind::Count { size },
+        };
+        let positive = match kind {
+            Kind::Tumbling { size } => size > 0,
+            Kind::Sliding { size, slide } => size > 0 && slide > 0 && slide <= size,
+            Kind::Session { gap } => gap > 0,
+            Kind::Count { size } => size > 0,
+        };
+        if !positive {
+            errors.push(
+                ConfigError::new(span, "window sizes must be at least 1 ms (count: 1 record), and a slide at most the size")
+                    .hint("e.g. `window: {type: sliding, size: 10s, slide: 5s}`"),
+            );
+        }
+        kind
+    }
 }
 
 /// Start of the tumbling window of `size` that holds `ts`.
@@ -546,24 +574,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
     let mut errors = Vec::new();
     let ms = |d: Duration| d.as_millis() as i64;
     let window_span = ctx.options.get("window").map(|n| n.span.clone());
-    let kind = match cfg.window.clone() {
-        WindowSpec::Tumbling { size } => Kind::Tumbling { size: ms(size) },
-        WindowSpec::Sliding { size, slide } => Kind::Sliding { size: ms(size), slide: ms(slide) },
-        WindowSpec::Session { gap } => Kind::Session { gap: ms(gap) },
-        WindowSpec::Count { size } => Kind::Count { size },
-    };
-    let positive = match kind {
-        Kind::Tumbling { size } => size > 0,
-        Kind::Sliding { size, slide } => size > 0 && slide > 0 && slide <= size,
-        Kind::Session { gap } => gap > 0,
-        Kind::Count { size } => size > 0,
-    };
-    if !positive {
-        errors.push(
-            ConfigError::new(window_span.as_ref(), "window sizes must be at least 1 ms (count: 1 record), and a slide at most the size")
-                .hint("e.g. `window: {type: sliding, size: 10s, slide: 5s}`"),
-        );
-    }
+    let kind = cfg.window.kind(window_span.as_ref(), &mut errors);
     let (key, calls) = crate::keyed::parse(ctx, &cfg.key_by, &cfg.aggregates, &mut errors);
     let (every, interval) = match &cfg.trigger {
         Some(t) => (t.every.filter(|n| *n > 0), t.interval.map(ms).filter(|i| *i > 0)),
