@@ -220,7 +220,8 @@ fn a_join_with_a_wrong_shape_is_refused_with_its_place() {
              \x20 three:\n    type: join\n    inputs: [a, b, a]\n    on: {{left: k, right: k}}\n    between: [0, 1s]\n\
              \x20 backwards:\n    type: join\n    inputs: [a, b]\n    on: {{left: k, right: k}}\n    between: [10m, -1m]\n\
              \x20 odd:\n    type: join\n    inputs: [a, b]\n    on: {{left: k, right: k}}\n    kind: sideways\n    how: outer\n\
-             sinks:\n  o: {{type: file, inputs: [three, backwards, odd], path: {d}/o.jsonl}}\n"
+             \x20 sessions:\n    type: join\n    inputs: [a, b]\n    on: {{left: k, right: k}}\n    kind: window\n    window: {{type: session, gap: 1m}}\n\
+             sinks:\n  o: {{type: file, inputs: [three, backwards, odd, sessions], path: {d}/o.jsonl}}\n"
         ),
     );
     let r = run(&["validate", p.to_str().unwrap()]);
@@ -230,6 +231,7 @@ fn a_join_with_a_wrong_shape_is_refused_with_its_place() {
         "bad.yaml:15:14: error: `between: [lower, upper]` needs lower ≤ upper",
         "bad.yaml:20:11: error: unknown join kind `sideways`",
         "bad.yaml:21:10: error: unknown join `how: outer`",
+        "bad.yaml:27:13: error: a window join takes tumbling or sliding windows",
     ] {
         assert!(r.stderr.contains(want), "missing `{want}` in:\n{}", r.stderr);
     }

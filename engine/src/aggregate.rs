@@ -554,6 +554,11 @@ impl AggregateRegistry {
 
     /// Parses `fn(expression)`. The error's column is within `text`.
     pub fn parse(&self, name: &str, text: &str) -> Result<AggregateCall, CompileError> {
+        self.parse_with(name, text, &crate::secrets::Keys::default())
+    }
+
+    /// Like [`parse`](Self::parse), with the pipeline's named secrets for the argument.
+    pub fn parse_with(&self, name: &str, text: &str, keys: &crate::secrets::Keys) -> Result<AggregateCall, CompileError> {
         let at = |column: usize, message: String| CompileError { message, line: 1, column };
         let t = text.trim();
         let lead = text.len() - text.trim_start().len();
@@ -571,7 +576,7 @@ impl AggregateRegistry {
         let argument = if n == 0 {
             None
         } else {
-            Some(Expr::compile(&source).map_err(|mut e| {
+            Some(Expr::compile_with(&source, keys).map_err(|mut e| {
                 if e.line == 1 {
                     e.column += offset;
                 }

@@ -21,4 +21,5 @@ pub mod aggregate;
 pub mod time;
 pub mod checkpoint;
 pub mod lock;
+pub mod secrets;
 pub mod testing;

@@ -226,6 +226,15 @@ impl JobPlan {
                 note = Some(format!("keyed operators run at most max_parallelism = {} instances", config.max_parallelism));
                 parallelism = config.max_parallelism;
             }
+            let time = match (&spec, times[i].clone()) {
+                // A source's own default drift where the pipeline gives none.
+                (NodeSpec::Source(s), crate::time::TimeMode::Event { timestamp, max_out_of_orderness, idle_timeout, interval, .. })
+                    if c.event_time.as_ref().and_then(|e| e.get("max_drift")).is_none() =>
+                {
+                    crate::time::TimeMode::Event { timestamp, max_out_of_orderness, idle_timeout, interval, max_drift: s.default_max_drift_ms }
+                }
+                (_, t) => t,
+            };
             nodes.push(PlanNode {
                 name: c.name.as_str().into(),
                 type_name: c.type_name.value.clone(),
@@ -234,7 +243,7 @@ impl JobPlan {
                 parallelism_note: note,
                 spec,
                 ports,
-                time: times[i].clone(),
+                time,
             });
         }
         let edges = raw_edges

@@ -66,7 +66,7 @@ impl BuildContext<'_> {
     }
 
     pub fn expr(&self, source: &Spanned<String>) -> Result<Expr, ConfigError> {
-        Expr::compile(&source.value).map_err(|e| {
+        Expr::compile_with(&source.value, &self.pipeline.keys).map_err(|e| {
             let mut span = source.span.clone();
             if e.line == 1 {
                 span.column += e.column - 1;
@@ -95,6 +95,12 @@ pub struct SourceSpec {
     pub rescalable: bool,
     /// One line for `rill graph`.
     pub description: String,
+    /// Event time an instance may run ahead of the slowest event-time source instance, beyond
+    /// its own last poll, unless the pipeline says (`event_time.max_drift`): 2 s
+    /// ([`DEFAULT_MAX_DRIFT_MS`](crate::time::DEFAULT_MAX_DRIFT_MS)) for sources whose reads
+    /// arrive unevenly (a broker's fetches); 0 for those that read as fast as they are asked
+    /// (files, the generator), so that rows of the side ahead do not wait in a join's state.
+    pub default_max_drift_ms: i64,
 }
 
 /// A checked transform component.
@@ -138,6 +144,7 @@ impl SourceSpec {
             max_parallelism: None,
             rescalable: false,
             description: description.into(),
+            default_max_drift_ms: crate::time::DEFAULT_MAX_DRIFT_MS,
         }
     }
 }

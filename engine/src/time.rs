@@ -19,7 +19,8 @@
 //! as it sends data.
 //!
 //! Event-time sources are aligned, their instances and the sources of a job with each other:
-//! an instance whose watermark is more than `max_drift` (0 by default) plus the event time its
+//! an instance whose watermark is more than `max_drift` (2 s by default; 0 for files and the
+//! generator, which read as fast as they are asked) plus the event time its
 //! last poll covered ahead of the slowest pauses until that one catches up, so that
 //! windows waiting on the slowest instance, and a join's rows waiting for the other side's
 //! watermark, do not pile up in state (Flink's watermark alignment, in one group per job). An
@@ -44,8 +45,9 @@ pub enum TimeMode {
 }
 
 /// How far (event time) an instance of a source may run ahead of its slowest sibling, beyond
-/// the event time of its own last poll.
-pub const DEFAULT_MAX_DRIFT_MS: i64 = 0;
+/// the event time of its own last poll, unless the source's spec or the pipeline says otherwise
+/// ([`SourceSpec::default_max_drift_ms`](crate::registry::SourceSpec::default_max_drift_ms)).
+pub const DEFAULT_MAX_DRIFT_MS: i64 = 2000;
 
 /// Event time between two watermarks of a source unless `watermark_interval` says otherwise.
 pub const DEFAULT_WATERMARK_INTERVAL_MS: i64 = 200;
@@ -65,7 +67,7 @@ struct EventTimeConfig {
     #[serde(default, with = "crate::config::de::duration::option")]
     watermark_interval: Option<Duration>,
     /// How far an instance of this source may run ahead of the slowest one, beyond one poll
-    /// (default 0).
+    /// (default: the source's; 2 s, 0 for files and the generator).
     #[serde(default, with = "crate::config::de::duration::option")]
     max_drift: Option<Duration>,
 }

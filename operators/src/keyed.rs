@@ -30,7 +30,7 @@ pub(crate) fn parse(ctx: &BuildContext, key_by: &Option<Spanned<String>>, aggreg
     };
     let mut calls = Vec::new();
     for (name, spec) in &aggregates.0 {
-        match ctx.aggregates.parse(name, spec) {
+        match ctx.aggregates.parse_with(name, spec, &ctx.pipeline.keys) {
             Ok(c) => calls.push((Sym::new(name), c)),
             Err(e) => {
                 let mut span = spec.span.clone();

@@ -231,6 +231,8 @@ pub struct PipelineConfig {
     /// Restarts after a failure, if configured.
     pub restart: Option<RestartConfig>,
     pub components: Vec<ComponentConfig>,
+    /// Named secrets (`keys:`), for expressions that hash or encrypt with them.
+    pub keys: crate::secrets::Keys,
     /// The whole document, for checks that need more than the common structure.
     pub root: Node,
     /// Problems found that did not stop the checks (an option out of range: its default was
@@ -250,6 +252,9 @@ struct TopLevel {
     state: Option<StateConfig>,
     checkpoint: Option<CheckpointRaw>,
     restart: Option<RestartRaw>,
+    /// Named secrets, read by [`crate::secrets::Keys::load`].
+    #[serde(rename = "keys")]
+    _keys: Option<serde::de::IgnoredAny>,
     #[serde(rename = "sources")]
     _sources: Option<serde::de::IgnoredAny>,
     #[serde(rename = "transforms")]
@@ -375,7 +380,7 @@ impl PipelineConfig {
             Err(e) => {
                 let mut e: ConfigError = e.into();
                 if e.message.contains("unknown field") {
-                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, sources, transforms, sinks".into());
+                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, keys, sources, transforms, sinks".into());
                 }
                 errors.extend(every_unknown_field(&root, e));
                 None
@@ -461,6 +466,10 @@ impl PipelineConfig {
                 }
             }
         }
+        let keys = match root.get("keys") {
+            Some(k) => crate::secrets::Keys::load(k, &mut errors),
+            None => crate::secrets::Keys::default(),
+        };
         if components.iter().all(|c| c.role != Role::Source) && errors.is_empty() {
             errors.push(ConfigError::new(Some(&root.span), "the pipeline has no sources").hint("add a `sources:` section"));
         }
@@ -490,6 +499,7 @@ impl PipelineConfig {
                 backoff: r.backoff.unwrap_or(std::time::Duration::from_secs(1)),
             }),
             components,
+            keys,
             problems,
             root,
         })

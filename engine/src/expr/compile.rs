@@ -2,7 +2,8 @@
 
 use cel::common::ast::{operators as op, Expr as Ast, IdedExpr, LiteralValue, SourceInfo};
 
-use super::eval::{Arith, Cmp, Func, Node};
+use super::eval::{Arith, Cmp, Func, Keyed, Node};
+use crate::secrets::Keys;
 use crate::value::{Sym, Value};
 
 /// An expression that does not compile: what is wrong and where.
@@ -20,7 +21,7 @@ impl std::fmt::Display for CompileError {
     }
 }
 
-pub(super) fn compile(source: &str) -> Result<Node, CompileError> {
+pub(super) fn compile(source: &str, keys: &Keys) -> Result<Node, CompileError> {
     let parsed = cel::parser::Parser::new().parse_with_source_info(source);
     let (ast, info) = match parsed {
         Ok(x) => x,
@@ -33,7 +34,7 @@ pub(super) fn compile(source: &str) -> Result<Node, CompileError> {
             return Err(CompileError { message: format!("syntax error: {msg}"), line, column });
         }
     };
-    let c = Compiler { source, info: &info };
+    let c = Compiler { source, info: &info, keys };
     let node = c.node(&ast)?;
     Ok(node.fold())
 }
@@ -41,6 +42,7 @@ pub(super) fn compile(source: &str) -> Result<Node, CompileError> {
 struct Compiler<'a> {
     source: &'a str,
     info: &'a SourceInfo,
+    keys: &'a Keys,
 }
 
 impl Compiler<'_> {
@@ -155,6 +157,24 @@ impl Compiler<'_> {
                 arity(2)?;
                 let (a, b) = bin(&mut all);
                 Node::In(a, b)
+            }
+            "hmac_sha256" | "encrypt" | "decrypt" => {
+                arity(2)?;
+                let key = match all.pop() {
+                    Some(Node::Const(Value::Str(k))) => k,
+                    _ => return Err(self.err(e, format!("`{name}` takes the name of a key as a quoted string, e.g. `{name}(card, \"card_key\")`"))),
+                };
+                let Some(secret) = self.keys.get(&key) else {
+                    let names = self.keys.names();
+                    let known = if names.is_empty() { "the pipeline has no `keys:`".to_string() } else { format!("keys: {}", names.join(", ")) };
+                    return Err(self.err(e, format!("`{name}` names key `{key}`, which the pipeline's `keys:` does not define ({known})")));
+                };
+                let f = match name {
+                    "hmac_sha256" => Keyed::HmacSha256,
+                    "encrypt" => Keyed::Encrypt,
+                    _ => Keyed::Decrypt,
+                };
+                Node::Keyed(f, Box::new(all.pop().expect("arity checked")), secret.clone())
             }
             "coalesce" => {
                 if all.is_empty() {

@@ -29,6 +29,15 @@ pub(crate) enum Node {
     ArithK(Arith, Box<Node>, Value),
     CmpK(Cmp, Box<Node>, Value),
     Call1(Func, Box<Node>),
+    /// A function with one of the pipeline's secrets (resolved when compiled).
+    Keyed(Keyed, Box<Node>, Arc<crate::secrets::Secret>),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub(crate) enum Keyed {
+    HmacSha256,
+    Encrypt,
+    Decrypt,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -75,6 +84,8 @@ pub(crate) enum Func {
     Round,
     Min,
     Max,
+    Sha256,
+    Mask,
 }
 
 const ANY: usize = usize::MAX;
@@ -85,7 +96,7 @@ impl Node {
         match self {
             Node::Const(_) => {}
             Node::Field(s) => out.push(*s),
-            Node::Select(a, _) | Node::Has(a, _) | Node::Not(a) | Node::Neg(a) | Node::ArithK(_, a, _) | Node::CmpK(_, a, _) | Node::Call1(_, a) => a.fields(out),
+            Node::Select(a, _) | Node::Has(a, _) | Node::Not(a) | Node::Neg(a) | Node::ArithK(_, a, _) | Node::CmpK(_, a, _) | Node::Call1(_, a) | Node::Keyed(_, a, _) => a.fields(out),
             Node::And(a, b) | Node::Or(a, b) | Node::Arith(_, a, b) | Node::Cmp(_, a, b) | Node::Index(a, b) | Node::In(a, b) => {
                 a.fields(out);
                 b.fields(out)
@@ -111,11 +122,12 @@ impl Node {
             Node::Const(_) => Some("a constant"),
             Node::Arith(..) | Node::ArithK(..) | Node::Neg(_) => Some("a number, string or list (arithmetic)"),
             Node::List(_) => Some("a list"),
+            Node::Keyed(..) => Some("a string"),
             Node::Cond(_, a, b) => a.never_bool().and(b.never_bool()),
             Node::Call(f, _) | Node::Call1(f, _) => match f {
                 Size | IndexOf | ToInt => Some("an int"),
                 ToDouble | Floor | Ceil | Round => Some("a double"),
-                Lower | Upper | Trim | Substring | Replace | ToString => Some("a string"),
+                Lower | Upper | Trim | Substring | Replace | ToString | Sha256 | Mask => Some("a string"),
                 Split => Some("a list"),
                 _ => None,
             },
@@ -149,6 +161,8 @@ impl Func {
         ("round", Func::Round, (1, 1)),
         ("min", Func::Min, (1, ANY)),
         ("max", Func::Max, (1, ANY)),
+        ("sha256", Func::Sha256, (1, 1)),
+        ("mask", Func::Mask, (2, 2)),
     ];
 
     pub(crate) fn lookup(name: &str) -> Option<(Func, std::ops::RangeInclusive<usize>)> {
@@ -284,9 +298,42 @@ impl Node {
                 Ok(Value::Null)
             }
             Node::Call(f, args) => call(*f, args, r),
+            Node::Keyed(f, a, secret) => {
+                let v = a.eval(r)?;
+                let Some(text) = secret_input(&v, *f)? else { return Ok(Value::Null) };
+                Ok(match f {
+                    Keyed::HmacSha256 => Value::str(&secret.hmac_sha256(text.as_bytes())),
+                    Keyed::Encrypt => Value::str(&secret.encrypt(text.as_bytes())),
+                    Keyed::Decrypt => {
+                        let plain = secret.decrypt(&text).map_err(|e| EvalError(format!("`decrypt`: the value {e}")))?;
+                        Value::str(&String::from_utf8(plain).map_err(|_| EvalError("`decrypt`: the decrypted bytes are not UTF-8".into()))?)
+                    }
+                })
+            }
             Node::Const(_) | Node::Field(_) | Node::ArithK(..) | Node::CmpK(..) | Node::Call1(..) | Node::And(..) | Node::Or(..) => {
                 unreachable!("handled by eval")
             }
+        }
+    }
+}
+
+/// The text a hashing or encrypting function works on: a string as is, a number or bool as
+/// written (`1234`, `true`); `None` for null (the result is null).
+fn secret_input(v: &Value, f: Keyed) -> Result<Option<std::borrow::Cow<'_, str>>, EvalError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Str(s) => Ok(Some(std::borrow::Cow::Borrowed(s))),
+        Value::Int(_) | Value::Float(_) | Value::Bool(_) if f != Keyed::Decrypt => Ok(Some(std::borrow::Cow::Owned(v.to_string()))),
+        other => err(format!("`{}` needs a string{}, got a {}", f.name(), if f == Keyed::Decrypt { "" } else { ", number or bool" }, other.type_name())),
+    }
+}
+
+impl Keyed {
+    fn name(self) -> &'static str {
+        match self {
+            Keyed::HmacSha256 => "hmac_sha256",
+            Keyed::Encrypt => "encrypt",
+            Keyed::Decrypt => "decrypt",
         }
     }
 }
@@ -561,6 +608,24 @@ fn call_values(f: Func, v: &[Value]) -> Result<Value, EvalError> {
                 });
             }
             best.cloned().unwrap_or(Value::Null)
+        }
+        Func::Sha256 => match secret_input(&v[0], Keyed::HmacSha256).map_err(|_| EvalError(format!("`sha256` needs a string, number or bool, got a {}", v[0].type_name())))? {
+            Some(text) => Value::str(&crate::secrets::sha256_hex(text.as_bytes())),
+            None => Value::Null,
+        },
+        Func::Mask => {
+            let keep = int_arg(&v[1], "mask")?;
+            if keep < 0 {
+                return err(format!("`mask(x, {keep})`: the characters to keep cannot be negative"));
+            }
+            match secret_input(&v[0], Keyed::HmacSha256).map_err(|_| EvalError(format!("`mask` needs a string, number or bool, got a {}", v[0].type_name())))? {
+                Some(text) => {
+                    let n = text.chars().count();
+                    let hide = n.saturating_sub(keep as usize);
+                    Value::str(&text.chars().enumerate().map(|(i, c)| if i < hide { '*' } else { c }).collect::<String>())
+                }
+                None => Value::Null,
+            }
         }
     })
 }

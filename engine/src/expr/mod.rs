@@ -54,7 +54,13 @@ pub struct EvalError(pub String);
 impl Expr {
     /// Parses and compiles `source`.
     pub fn compile(source: &str) -> Result<Expr, CompileError> {
-        let node = compile::compile(source)?;
+        Self::compile_with(source, &crate::secrets::Keys::default())
+    }
+
+    /// Like [`compile`](Self::compile), with the pipeline's named secrets for
+    /// `hmac_sha256(x, "name")`, `encrypt` and `decrypt` (the key is looked up here, once).
+    pub fn compile_with(source: &str, keys: &crate::secrets::Keys) -> Result<Expr, CompileError> {
+        let node = compile::compile(source, keys)?;
         let mut reads = Vec::new();
         node.fields(&mut reads);
         reads.sort();

@@ -43,6 +43,34 @@ fn strings() {
 }
 
 #[test]
+fn sensitive_field_functions() {
+    let mut keys = crate::secrets::Keys::default();
+    keys.insert(crate::secrets::Secret::new("card_key", b"Jefe".to_vec()));
+    let with = |src: &str, json: &str| Expr::compile_with(src, &keys).unwrap().eval(&rec(json));
+    let j = r#"{"card": "4111111111111111", "n": 1234, "none": null}"#;
+    assert_eq!(eval("sha256('abc')", "{}").unwrap(), Value::str("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+    assert_eq!(eval("sha256(n)", j).unwrap(), eval("sha256('1234')", "{}").unwrap(), "a number hashes as written");
+    assert_eq!(eval("mask(card, 4)", j).unwrap(), Value::str("************1111"));
+    assert_eq!(eval("mask('abc', 4)", "{}").unwrap(), Value::str("abc"));
+    assert_eq!(eval("mask('äöü€x', 1)", "{}").unwrap(), Value::str("****x"), "characters, not bytes");
+    assert_eq!(eval("mask(none, 4)", j).unwrap(), Value::Null);
+    assert!(eval("mask(card, -1)", j).is_err());
+    // RFC 4231 test case 2.
+    assert_eq!(with("hmac_sha256('what do ya want for nothing?', 'card_key')", "{}").unwrap(), Value::str("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"));
+    assert_eq!(with("decrypt(encrypt(card, 'card_key'), 'card_key')", j).unwrap(), Value::str("4111111111111111"));
+    assert_eq!(with("decrypt(encrypt(n, 'card_key'), 'card_key')", j).unwrap(), Value::str("1234"));
+    assert_ne!(with("encrypt(card, 'card_key')", j).unwrap(), with("encrypt(card, 'card_key')", j).unwrap());
+    assert_eq!(with("encrypt(none, 'card_key')", j).unwrap(), Value::Null);
+    assert!(with("decrypt(card, 'card_key')", j).unwrap_err().0.contains("`decrypt`"));
+    // Keys by name only, and only those the pipeline defines.
+    let e = Expr::compile_with("hmac_sha256(card, 'other')", &keys).unwrap_err();
+    assert!(e.message.contains("names key `other`, which the pipeline's `keys:` does not define (keys: card_key)"), "{e}");
+    assert!(Expr::compile("encrypt(card, 'card_key')").unwrap_err().message.contains("the pipeline has no `keys:`"));
+    assert!(Expr::compile_with("encrypt(card, card)", &keys).unwrap_err().message.contains("quoted string"));
+    assert!(!format!("{:?}", Expr::compile_with("encrypt(card, 'card_key')", &keys).unwrap()).contains("Jefe"));
+}
+
+#[test]
 fn nulls_and_coalesce() {
     assert_eq!(eval("coalesce(missing, 5)", "{}").unwrap(), Value::Int(5));
     assert_eq!(eval("coalesce(x, 5)", r#"{"x": 1}"#).unwrap(), Value::Int(1));

@@ -1,0 +1,166 @@
+//! Protecting sensitive fields: named secrets (`keys:` from a file and from the environment),
+//! `sha256`, `hmac_sha256`, `mask`, `encrypt`/`decrypt` in a real job, checked against Python's
+//! `hashlib`/`hmac`; and no planted secret in any output, log, checkpoint or dead letter.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{lines, rill, write};
+
+const FILE_SECRET: &str = "planted-file-secret-91bd";
+const ENV_SECRET: &str = "planted-env-secret-7f3a";
+
+fn pipeline(dir: &Path) -> std::path::PathBuf {
+    let d = dir.display();
+    write(
+        dir,
+        "protect.yaml",
+        &format!(
+            r#"name: protect
+work_dir: {d}/work
+checkpoint: {{interval: 20ms, dir: {d}/checkpoints}}
+keys:
+  card_key: {{file: {d}/card.key}}
+  sign_key: {{env: RILL_TEST_SIGN_KEY}}
+sources:
+  tx: {{type: file, path: {d}/tx.jsonl}}
+transforms:
+  protected:
+    type: map
+    inputs: [tx]
+    fields:
+      card_id: "hmac_sha256(card, 'card_key')"
+      card_masked: "mask(card, 4)"
+      card_enc: "encrypt(card, 'card_key')"
+      note_hash: "sha256(note)"
+      signature: "hmac_sha256(string(id), 'sign_key')"
+    drop: [card]
+  opened:
+    type: map
+    inputs: [protected]
+    fields: {{card_dec: "decrypt(card_enc, 'card_key')"}}
+sinks:
+  out: {{type: file, inputs: [opened], path: {d}/out.jsonl}}
+"#
+        ),
+    )
+}
+
+/// What Python's standard library computes for each record: id → (card_id, note_hash, signature).
+fn python_reference(dir: &Path) -> BTreeMap<i64, (String, String, String)> {
+    let script = r#"
+import hashlib, hmac, json, sys
+d = sys.argv[1]
+card_key = open(d + "/card.key", "rb").read()
+sign_key = sys.argv[2].encode()
+for line in open(d + "/tx.jsonl"):
+    r = json.loads(line)
+    if not isinstance(r.get("card"), str):
+        continue
+    print(json.dumps([r["id"], hmac.new(card_key, r["card"].encode(), hashlib.sha256).hexdigest(),
+                      hashlib.sha256(r["note"].encode()).hexdigest(),
+                      hmac.new(sign_key, str(r["id"]).encode(), hashlib.sha256).hexdigest()]))
+"#;
+    let out = std::process::Command::new("python3").args(["-c", script, &dir.display().to_string(), ENV_SECRET]).output().expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v[0].as_i64().unwrap(), (v[1].as_str().unwrap().into(), v[2].as_str().unwrap().into(), v[3].as_str().unwrap().into()))
+        })
+        .collect()
+}
+
+/// Every file under `dir` but the key file, with its bytes.
+fn files(dir: &Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files(&p, out);
+        } else if p.file_name().unwrap() != "card.key" {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+}
+
+#[test]
+fn sensitive_fields_are_hashed_masked_and_encrypted_and_no_secret_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("card.key"), FILE_SECRET).unwrap();
+    let mut tx = String::new();
+    for i in 0..500 {
+        tx += &format!("{{\"id\": {i}, \"card\": \"4{:015}\", \"note\": \"note {i} ü\"}}\n", i * 7919);
+    }
+    // A card that is not a string cannot be hashed: a dead letter, not a crash.
+    tx += "{\"id\": 500, \"card\": [4, 1], \"note\": \"bad\"}\n";
+    std::fs::write(dir.path().join("tx.jsonl"), &tx).unwrap();
+    let p = pipeline(dir.path());
+    let p = p.to_str().unwrap();
+
+    let mut seen = Vec::new();
+    for args in [vec!["validate", p], vec!["graph", p], vec!["-v", "run", p, "--progress", "never"]] {
+        let out = rill().args(&args).env("RILL_TEST_SIGN_KEY", ENV_SECRET).env("RUST_LOG", "debug").output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        seen.push((format!("{args:?} stdout"), out.stdout));
+        seen.push((format!("{args:?} stderr"), out.stderr));
+    }
+    let run_out = format!("{}{}", String::from_utf8_lossy(&seen[4].1), String::from_utf8_lossy(&seen[5].1));
+    assert!(run_out.contains("dead letters: 1"), "{run_out}");
+
+    let want = python_reference(dir.path());
+    let out = lines(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len(), 500, "every good record once");
+    for r in &out {
+        let id = r["id"].as_i64().unwrap();
+        let card = format!("4{:015}", id * 7919);
+        let (card_id, note_hash, signature) = &want[&id];
+        assert_eq!(r["card_id"], *card_id, "HMAC-SHA-256 with the file's bytes: {r}");
+        assert_eq!(r["note_hash"], *note_hash, "{r}");
+        assert_eq!(r["signature"], *signature, "HMAC-SHA-256 with the variable's bytes: {r}");
+        assert_eq!(r["card_masked"], format!("************{}", &card[12..]), "{r}");
+        assert_eq!(r["card_dec"], card, "decrypt gives back what encrypt took: {r}");
+        assert!(r.get("card").is_none(), "the clear card was dropped: {r}");
+        assert!(!r["card_enc"].as_str().unwrap().contains(&card[4..]), "{r}");
+    }
+    let encrypted: std::collections::HashSet<&str> = out.iter().map(|r| r["card_enc"].as_str().unwrap()).collect();
+    assert_eq!(encrypted.len(), 500, "a fresh nonce per value");
+
+    // The planted secrets appear nowhere: outputs, logs, dead letters, checkpoints.
+    let mut all = Vec::new();
+    files(dir.path(), &mut all);
+    assert!(all.iter().any(|(p, _)| p.to_string_lossy().contains("checkpoints")), "checkpoints were written");
+    assert!(all.iter().any(|(p, b)| p.ends_with("dead_letter.jsonl") && !b.is_empty()), "the bad record is a dead letter");
+    all.extend(seen.into_iter().map(|(what, b)| (what.into(), b)));
+    for (what, bytes) in &all {
+        let text = String::from_utf8_lossy(bytes);
+        for secret in [FILE_SECRET, ENV_SECRET] {
+            assert!(!text.contains(secret), "{} holds a secret:\n{text}", what.display());
+        }
+    }
+}
+
+#[test]
+fn a_missing_or_unknown_key_is_an_error_at_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tx.jsonl"), "").unwrap();
+    let p = pipeline(dir.path());
+    // No key file, no variable: both reported, with their places.
+    let out = rill().args(["validate", p.to_str().unwrap()]).env_remove("RILL_TEST_SIGN_KEY").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("protect.yaml:5:20: error: key `card_key`: cannot read"), "{err}");
+    assert!(err.contains("protect.yaml:6:19: error: key `sign_key`: the environment variable `RILL_TEST_SIGN_KEY` is not set"), "{err}");
+
+    std::fs::write(dir.path().join("card.key"), FILE_SECRET).unwrap();
+    let text = std::fs::read_to_string(&p).unwrap().replace("'sign_key'", "'signing_key'");
+    std::fs::write(&p, text).unwrap();
+    let out = rill().args(["validate", p.to_str().unwrap()]).env("RILL_TEST_SIGN_KEY", ENV_SECRET).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("names key `signing_key`, which the pipeline's `keys:` does not define (keys: card_key, sign_key)"), "{err}");
+    assert!(!err.contains(FILE_SECRET) && !err.contains(ENV_SECRET), "{err}");
+}
