@@ -25,7 +25,7 @@ keys:
   card_key: {{file: {d}/card.key}}
   sign_key: {{env: RILL_TEST_SIGN_KEY}}
 sources:
-  tx: {{type: file, path: {d}/tx.jsonl}}
+  tx: {{type: file, path: {d}/tx.jsonl, redact: [card, note]}}
 transforms:
   protected:
     type: map
@@ -36,6 +36,7 @@ transforms:
       card_enc: "encrypt(card, 'card_key')"
       note_hash: "sha256(note)"
       signature: "hmac_sha256(string(id), 'sign_key')"
+      brand: "card.startsWith('4') ? 'visa' : 'other'"
     drop: [card]
   opened:
     type: map
@@ -95,8 +96,10 @@ fn sensitive_fields_are_hashed_masked_and_encrypted_and_no_secret_leaks() {
     for i in 0..500 {
         tx += &format!("{{\"id\": {i}, \"card\": \"4{:015}\", \"note\": \"note {i} ü\"}}\n", i * 7919);
     }
-    // A card that is not a string cannot be hashed: a dead letter, not a crash.
+    // A card that is not a string cannot be hashed, nor a number checked for its brand: dead
+    // letters, not a crash, and without the redacted fields (the number is in the error too).
     tx += "{\"id\": 500, \"card\": [4, 1], \"note\": \"bad\"}\n";
+    tx += "{\"id\": 501, \"card\": 4999888877776666, \"note\": \"private words\"}\n";
     std::fs::write(dir.path().join("tx.jsonl"), &tx).unwrap();
     let p = pipeline(dir.path());
     let p = p.to_str().unwrap();
@@ -109,7 +112,19 @@ fn sensitive_fields_are_hashed_masked_and_encrypted_and_no_secret_leaks() {
         seen.push((format!("{args:?} stderr"), out.stderr));
     }
     let run_out = format!("{}{}", String::from_utf8_lossy(&seen[4].1), String::from_utf8_lossy(&seen[5].1));
-    assert!(run_out.contains("dead letters: 1"), "{run_out}");
+    assert!(run_out.contains("dead letters: 2"), "{run_out}");
+    let dead = lines(&dir.path().join("work/dead_letter.jsonl"));
+    assert_eq!(dead.len(), 2);
+    for d in &dead {
+        assert_eq!(d["input"]["card"], "[redacted]", "{d}");
+        assert_eq!(d["input"]["note"], "[redacted]", "{d}");
+        assert!(d["input"]["id"].is_i64(), "other fields stay: {d}");
+    }
+    let text = std::fs::read_to_string(dir.path().join("work/dead_letter.jsonl")).unwrap();
+    assert!(dead.iter().any(|d| d["error"].as_str().unwrap().contains("[redacted]")), "the number is cut out of the error: {text}");
+    for clear in ["4999888877776666", "private words"] {
+        assert!(!text.contains(clear), "`{clear}` in the dead letters:\n{text}");
+    }
 
     let want = python_reference(dir.path());
     let out = lines(&dir.path().join("out.jsonl"));

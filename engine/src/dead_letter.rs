@@ -1,6 +1,7 @@
 //! The dead-letter output: every rejected record, with its error and where it came from, as one
 //! JSON object per line. Rejects are rare, so one shared writer behind a mutex is enough.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -12,7 +13,12 @@ pub struct DeadLetter {
     out: Mutex<Option<Box<dyn Write + Send>>>,
     count: AtomicU64,
     pub description: String,
+    /// Per component, fields whose values are kept out (`redact:`).
+    redact: HashMap<String, Vec<String>>,
 }
+
+/// What a redacted field's value becomes.
+pub const REDACTED: &str = "[redacted]";
 
 impl DeadLetter {
     pub fn open(cfg: &DeadLetterConfig) -> std::io::Result<DeadLetter> {
@@ -28,7 +34,15 @@ impl DeadLetter {
             DeadLetterConfig::Stderr => (Some(Box::new(std::io::stderr())), "stderr".into()),
             DeadLetterConfig::Discard => (None, "discarded (counted only)".into()),
         };
-        Ok(DeadLetter { out: Mutex::new(out), count: AtomicU64::new(0), description })
+        Ok(DeadLetter { out: Mutex::new(out), count: AtomicU64::new(0), description, redact: HashMap::new() })
+    }
+
+    /// Keeps `fields` of each component's rejected records out of what is written: their values
+    /// become `"[redacted]"`, and are cut out of the error message too (values of 3 or more
+    /// characters); a line that never became a record is withheld whole.
+    pub fn redacting(mut self, fields: HashMap<String, Vec<String>>) -> DeadLetter {
+        self.redact = fields;
+        self
     }
 
     /// Writes rejected records of `component`. `origin` describes a record's source position.
@@ -45,17 +59,35 @@ impl DeadLetter {
             return Ok(());
         };
         let mut lines = Vec::new();
+        let redact = self.redact.get(component).map(Vec::as_slice).unwrap_or_default();
         for r in rejected {
+            let mut error = r.error;
             let (input, position) = match &r.input {
-                RejectedInput::Raw(s) => (serde_json::Value::String(s.clone()), r.position.clone().unwrap_or_default()),
-                RejectedInput::Record(rec) => (
-                    serde_json::to_value(rec).unwrap_or_default(),
-                    r.position.clone().unwrap_or_else(|| origin(rec)),
+                RejectedInput::Raw(s) if !redact.is_empty() => (
+                    serde_json::Value::String(format!("[withheld: {} bytes that did not parse; `redact` is set]", s.len())),
+                    r.position.clone().unwrap_or_default(),
                 ),
+                RejectedInput::Raw(s) => (serde_json::Value::String(s.clone()), r.position.clone().unwrap_or_default()),
+                RejectedInput::Record(rec) => {
+                    let mut value = serde_json::to_value(rec).unwrap_or_default();
+                    for field in redact {
+                        if let Some(v) = value.get_mut(field.as_str()).filter(|v| !v.is_null()) {
+                            let text = match v.as_str() {
+                                Some(s) => s.to_string(),
+                                None => v.to_string(),
+                            };
+                            if text.chars().count() >= 3 {
+                                error = error.replace(&text, REDACTED);
+                            }
+                            *v = serde_json::Value::String(REDACTED.into());
+                        }
+                    }
+                    (value, r.position.clone().unwrap_or_else(|| origin(rec)))
+                }
             };
             let entry = serde_json::json!({
                 "component": component,
-                "error": r.error,
+                "error": error,
                 "position": position,
                 "input": input,
             });

@@ -186,6 +186,8 @@ pub struct ComponentConfig {
     /// The component's own options (everything but `type`, `inputs`, `parallelism` and, for
     /// sources, the time options).
     pub options: Node,
+    /// `redact: [field, ...]`: fields kept out of dead letters (here and downstream).
+    pub redact: Vec<String>,
     /// Problems that leave the component usable for further checks (a default was taken);
     /// the plan still fails with them.
     pub problems: Vec<ConfigError>,
@@ -350,6 +352,27 @@ struct DeadLetterSpec {
 }
 
 impl PipelineConfig {
+    /// The fields each component keeps out of its dead letters: its own `redact` and that of
+    /// every component upstream of it (a field is as sensitive after a map as before).
+    pub fn redacted_fields(&self) -> std::collections::HashMap<String, Vec<String>> {
+        let by_name: std::collections::HashMap<&str, &ComponentConfig> = self.components.iter().map(|c| (c.name.as_str(), c)).collect();
+        let mut out = std::collections::HashMap::new();
+        for c in &self.components {
+            let (mut seen, mut todo, mut fields) = (std::collections::HashSet::new(), vec![c.name.as_str()], Vec::new());
+            while let Some(name) = todo.pop() {
+                let Some(c) = by_name.get(name).filter(|_| seen.insert(name)) else { continue };
+                fields.extend(c.redact.iter().cloned());
+                todo.extend(c.inputs.iter().map(|i| i.value.split('.').next().unwrap_or_default()));
+            }
+            fields.sort();
+            fields.dedup();
+            if !fields.is_empty() {
+                out.insert(c.name.clone(), fields);
+            }
+        }
+        out
+    }
+
     /// Reads `file`, applies `--set` overrides (`a.b.c=value`), and checks the structure.
     pub fn load(file: &Path, sets: &[String]) -> Result<PipelineConfig, ConfigErrors> {
         let text = std::fs::read_to_string(file).map_err(|e| {
@@ -517,6 +540,7 @@ fn component(name: &str, key: &Node, node: &Node, role: Role) -> Result<Componen
     let mut options = Vec::new();
     let mut problems = Vec::new();
     let mut inputs_given = false;
+    let mut redact = Vec::new();
     let (mut event_time, mut ingestion_time) = (None, None);
     for (k, v) in entries {
         match k.as_str() {
@@ -533,6 +557,10 @@ fn component(name: &str, key: &Node, node: &Node, role: Role) -> Result<Componen
                     Err(e) => errors.push(ConfigError::from(e).hint("write `inputs: [name, ...]`")),
                 }
             }
+            Some("redact") => match from_node::<Vec<String>>(v) {
+                Ok(r) => redact = r,
+                Err(e) => errors.push(ConfigError::from(e).hint("write `redact: [field, ...]`: top-level fields kept out of dead letters")),
+            },
             Some("parallelism") => match from_node::<Spanned<u32>>(v) {
                 Ok(p) => match in_range(&Spanned { value: p.value as usize, span: p.span.clone() }, "parallelism", MAX_INSTANCES) {
                     Ok(_) => parallelism = Some(p),
@@ -572,6 +600,7 @@ fn component(name: &str, key: &Node, node: &Node, role: Role) -> Result<Componen
         event_time,
         ingestion_time,
         options: Node { span: node.span.clone(), kind: NodeKind::Map(options) },
+        redact,
     })
 }
 

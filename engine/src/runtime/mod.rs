@@ -182,7 +182,9 @@ fn run_once(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
     std::fs::create_dir_all(&cfg.work_dir)
         .map_err(|e| RunError::Setup(format!("cannot create the work directory {}: {e}", cfg.work_dir.display())))?;
     let dead_letter = Arc::new(
-        DeadLetter::open(&cfg.dead_letter).map_err(|e| RunError::Setup(format!("cannot open the dead-letter output {}: {e}", cfg.dead_letter.describe())))?,
+        DeadLetter::open(&cfg.dead_letter)
+            .map_err(|e| RunError::Setup(format!("cannot open the dead-letter output {}: {e}", cfg.dead_letter.describe())))?
+            .redacting(cfg.redacted_fields()),
     );
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let instances: usize = plan.nodes.iter().map(|n| n.parallelism as usize).sum();
