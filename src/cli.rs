@@ -61,6 +61,12 @@ pub enum Command {
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
     },
+    /// Check the audit trail (`audit:` in the pipeline): every line's HMAC and its chain to the
+    /// line before. Exit 1 naming the first line that was changed, inserted or removed.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Inspect checkpoints.
     Checkpoints {
         #[command(subcommand)]
@@ -111,6 +117,18 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
+        /// Override an option, as for `run`.
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Verify the audit log of a pipeline.
+    Verify {
+        /// The pipeline file (YAML) whose `audit:` names the log and its key.
+        pipeline: PathBuf,
         /// Override an option, as for `run`.
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
@@ -239,6 +257,33 @@ pub fn main(registry: Registry) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Savepoint { pipeline, sets } => savepoint(&pipeline, &sets),
+        Command::Audit { command: AuditCommand::Verify { pipeline, sets } } => {
+            let cfg = match PipelineConfig::load(&pipeline, &sets) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(audit) = &cfg.audit else {
+                eprintln!("error: {} has no `audit:`", pipeline.display());
+                return ExitCode::from(2);
+            };
+            match rill_engine::audit::verify(&audit.path, &audit.key) {
+                Ok(n) => {
+                    println!("{}: {n} entries; every line's mac and its chain to the line before hold", audit.path.display());
+                    ExitCode::SUCCESS
+                }
+                Err((0, why)) => {
+                    eprintln!("error: {why}");
+                    ExitCode::from(1)
+                }
+                Err((line, why)) => {
+                    eprintln!("error: {}:{line}: {why}", audit.path.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Chaos { pipeline, kills, panics, slow, seed, max_delay, sets } => {
             crate::chaos::main(&pipeline, crate::chaos::Faults { kills, panics, slow }, seed, max_delay, &sets, &registry)
         }
@@ -247,10 +292,18 @@ pub fn main(registry: Registry) -> ExitCode {
                 Ok(p) => p,
                 Err(code) => return code,
             };
+            let mut audit = match Audit::open(&p, &pipeline, &sets) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("error: cannot run job `{}`: {e}", p.config.name);
+                    return ExitCode::from(1);
+                }
+            };
             // Before looking at (or deleting) checkpoints: they may be a running job's.
             let lock = match rill_engine::lock::JobLock::acquire(&p.config.work_dir, p.config.checkpoint.as_ref().map(|c| c.dir.as_path())) {
                 Ok(l) => std::sync::Arc::new(l),
                 Err(e) => {
+                    let _ = audit.record("start", serde_json::json!({}), &format!("refused: {e}"));
                     eprintln!("error: cannot run job `{}`: {e}", p.config.name);
                     return ExitCode::from(1);
                 }
@@ -258,12 +311,18 @@ pub fn main(registry: Registry) -> ExitCode {
             let restore = match restore_point(&p, from_scratch, from.as_deref()) {
                 Ok(r) => r,
                 Err(msg) => {
+                    let _ = audit.record("start", serde_json::json!({}), &format!("refused: {msg}"));
                     eprintln!("error: {msg}");
                     return ExitCode::from(2);
                 }
             };
             if let Some(cp) = &restore {
                 eprintln!("resuming from checkpoint {} of job `{}`", cp.epoch, cp.job);
+            }
+            let restored = restore.as_ref().map(|cp| serde_json::json!({"epoch": cp.epoch, "path": cp.folder.as_ref().map(|f| f.display().to_string())}));
+            if let Err(e) = audit.record("start", serde_json::json!({"restore": restored, "from_scratch": from_scratch}), "ok") {
+                eprintln!("error: cannot run job `{}`: {e}", p.config.name);
+                return ExitCode::from(1);
             }
             let name = p.config.name.clone();
             let opts = RunOptions {
@@ -277,7 +336,7 @@ pub fn main(registry: Registry) -> ExitCode {
                 lock: Some(lock),
                 ..RunOptions::default()
             };
-            match crate::run(p, opts) {
+            let (code, action, details, result) = match crate::run(p, opts) {
                 Ok(report) => {
                     if !quiet {
                         eprint!("{}", summary(&name, &report));
@@ -285,14 +344,63 @@ pub fn main(registry: Registry) -> ExitCode {
                     if let Some(sp) = &report.savepoint {
                         eprintln!("stopped at savepoint {}; `rill run` resumes from it", sp.display());
                     }
-                    ExitCode::SUCCESS
+                    let action = match (&report.savepoint, report.interrupted) {
+                        (Some(_), _) => "savepoint",
+                        (None, true) => "stop",
+                        (None, false) => "finish",
+                    };
+                    let details = serde_json::json!({
+                        "elapsed_ms": report.elapsed.as_millis() as u64,
+                        "checkpoint": report.stopped_at,
+                        "savepoint": report.savepoint.as_ref().map(|s| s.display().to_string()),
+                        "dead_letters": report.dead_letters,
+                        "restarts": report.restarts,
+                    });
+                    (ExitCode::SUCCESS, action, details, "ok".to_string())
                 }
                 Err(e) => {
                     eprintln!("error: job `{name}` failed: {e}");
+                    (ExitCode::from(1), "fail", serde_json::json!({}), format!("error: {e}"))
+                }
+            };
+            match audit.record(action, details, &result) {
+                Ok(()) => code,
+                Err(e) => {
+                    eprintln!("error: job `{name}`: {e}");
                     ExitCode::from(1)
                 }
             }
         }
+    }
+}
+
+/// The job's audit trail, if its pipeline has `audit:` (else every call does nothing).
+struct Audit(Option<rill_engine::audit::AuditLog>, serde_json::Value);
+
+impl Audit {
+    fn open(p: &JobPlan, pipeline: &std::path::Path, sets: &[String]) -> Result<Audit, String> {
+        let Some(cfg) = &p.config.audit else { return Ok(Audit(None, serde_json::Value::Null)) };
+        let log = rill_engine::audit::AuditLog::open(cfg, &p.config.name)?;
+        // What ran: the pipeline file's bytes and the overrides (the hash, not the text, which
+        // may name secrets' places).
+        let mut hashed = std::fs::read(pipeline).unwrap_or_default();
+        for s in sets {
+            hashed.extend_from_slice(b"\n--set ");
+            hashed.extend_from_slice(s.as_bytes());
+        }
+        let config = serde_json::json!({"pipeline": pipeline.display().to_string(), "config_sha256": rill_engine::secrets::sha256_hex(&hashed), "sets": sets.len()});
+        Ok(Audit(Some(log), config))
+    }
+
+    /// Records `action` (with the configuration's hash for `start`).
+    fn record(&mut self, action: &str, mut details: serde_json::Value, result: &str) -> Result<(), String> {
+        let Some(log) = &mut self.0 else { return Ok(()) };
+        if action == "start" {
+            if let (Some(d), Some(c)) = (details.as_object_mut(), self.1.as_object()) {
+                d.extend(c.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        log.record(action, details, result)
     }
 }
 

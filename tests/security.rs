@@ -179,3 +179,68 @@ fn a_missing_or_unknown_key_is_an_error_at_its_place() {
     assert!(err.contains("names key `signing_key`, which the pipeline's `keys:` does not define (keys: card_key, sign_key)"), "{err}");
     assert!(!err.contains(FILE_SECRET) && !err.contains(ENV_SECRET), "{err}");
 }
+
+#[test]
+fn the_audit_trail_records_each_run_and_verify_finds_a_changed_or_removed_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    write(dir.path(), "in.jsonl", "{\"id\": 1}\n{\"id\": 2}\n");
+    let p = write(
+        dir.path(),
+        "audited.yaml",
+        &format!(
+            "name: audited\nwork_dir: {d}/work\ncheckpoint: {{interval: 20ms, dir: {d}/checkpoints}}\n\
+             keys:\n  audit_key: {{env: RILL_TEST_AUDIT_KEY}}\naudit: {{path: {d}/audit/audit.jsonl, key: audit_key}}\n\
+             sources:\n  in: {{type: file, path: {d}/in.jsonl}}\nsinks:\n  out: {{type: file, inputs: [in], path: {d}/out.jsonl}}\n"
+        ),
+    );
+    let p = p.to_str().unwrap();
+    let rill_with_key = |args: &[&str]| rill().args(args).env("RILL_TEST_AUDIT_KEY", ENV_SECRET).output().unwrap();
+    for _ in 0..2 {
+        let out = rill_with_key(&["run", p, "--progress", "never", "--set", "parallelism=1"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let log = dir.path().join("audit/audit.jsonl");
+    let entries = lines(&log);
+    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["start", "finish", "start", "finish"]);
+    for e in &entries {
+        assert_eq!(e["job"], "audited");
+        assert_eq!(e["result"], "ok");
+        assert!(e["who"].as_str().unwrap().contains("pid:"), "{e}");
+    }
+    let want_hash = {
+        let mut h = std::fs::read(p).unwrap();
+        h.extend_from_slice(b"\n--set parallelism=1");
+        h
+    };
+    let hash = std::process::Command::new("python3").args(["-c", "import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(|mut c| {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(&want_hash)?;
+        c.wait_with_output()
+    }).unwrap();
+    assert_eq!(entries[0]["details"]["config_sha256"], String::from_utf8_lossy(&hash.stdout).trim(), "the hash of what ran: the file and its --set");
+    assert_eq!(entries[3]["details"]["dead_letters"], 0);
+    assert!(!std::fs::read_to_string(&log).unwrap().contains(ENV_SECRET));
+
+    let verify = || rill_with_key(&["audit", "verify", p]);
+    let ok = verify();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("4 entries"));
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    // A result changed in line 2, then line 3 removed: each is named, exit 1.
+    for (tampered, line) in [(text.replacen("\"result\":\"ok\"", "\"result\":\"no\"", 2).replacen("\"result\":\"no\"", "\"result\":\"ok\"", 1), 2), (format!("{}\n{}\n{}\n", all[0], all[1], all[3]), 3)] {
+        std::fs::write(&log, tampered).unwrap();
+        let bad = verify();
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("audit.jsonl:{line}: ")), "line {line}: {err}");
+    }
+    // Another key does not verify it either.
+    std::fs::write(&log, &text).unwrap();
+    let other = rill().args(["audit", "verify", p]).env("RILL_TEST_AUDIT_KEY", "not the key").output().unwrap();
+    assert_eq!(other.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("audit.jsonl:1: its mac does not match"));
+}

@@ -22,4 +22,5 @@ pub mod time;
 pub mod checkpoint;
 pub mod lock;
 pub mod secrets;
+pub mod audit;
 pub mod testing;

@@ -235,6 +235,8 @@ pub struct PipelineConfig {
     pub components: Vec<ComponentConfig>,
     /// Named secrets (`keys:`), for expressions that hash or encrypt with them.
     pub keys: crate::secrets::Keys,
+    /// The audit trail, if configured (`audit: {path, key}`).
+    pub audit: Option<crate::audit::AuditConfig>,
     /// The whole document, for checks that need more than the common structure.
     pub root: Node,
     /// Problems found that did not stop the checks (an option out of range: its default was
@@ -257,6 +259,7 @@ struct TopLevel {
     /// Named secrets, read by [`crate::secrets::Keys::load`].
     #[serde(rename = "keys")]
     _keys: Option<serde::de::IgnoredAny>,
+    audit: Option<AuditRaw>,
     #[serde(rename = "sources")]
     _sources: Option<serde::de::IgnoredAny>,
     #[serde(rename = "transforms")]
@@ -308,6 +311,14 @@ struct CheckpointRaw {
     #[serde(default, with = "de::duration::option")]
     timeout: Option<std::time::Duration>,
     tolerable_failed_checkpoints: Option<u32>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditRaw {
+    path: String,
+    /// The name of a key in `keys:`.
+    key: Spanned<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -403,7 +414,7 @@ impl PipelineConfig {
             Err(e) => {
                 let mut e: ConfigError = e.into();
                 if e.message.contains("unknown field") {
-                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, keys, sources, transforms, sinks".into());
+                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, keys, audit, sources, transforms, sinks".into());
                 }
                 errors.extend(every_unknown_field(&root, e));
                 None
@@ -493,6 +504,16 @@ impl PipelineConfig {
             Some(k) => crate::secrets::Keys::load(k, &mut errors),
             None => crate::secrets::Keys::default(),
         };
+        let audit = top.as_ref().and_then(|t| t.audit.as_ref()).and_then(|a| match keys.get(&a.key.value) {
+            Some(key) => Some(crate::audit::AuditConfig { path: PathBuf::from(&a.path), key: key.clone() }),
+            None => {
+                errors.push(
+                    ConfigError::new(Some(&a.key.span), format!("`audit.key` names key `{}`, which `keys:` does not define", a.key.value))
+                        .hint("add it under `keys:`, e.g. `keys: {audit_key: {env: RILL_AUDIT_KEY}}`"),
+                );
+                None
+            }
+        });
         if components.iter().all(|c| c.role != Role::Source) && errors.is_empty() {
             errors.push(ConfigError::new(Some(&root.span), "the pipeline has no sources").hint("add a `sources:` section"));
         }
@@ -523,6 +544,7 @@ impl PipelineConfig {
             }),
             components,
             keys,
+            audit,
             problems,
             root,
         })
