@@ -199,7 +199,7 @@ pub fn main(registry: Registry) -> ExitCode {
                 println!(
                     "{}: pipeline `{}` is valid: {} components, {} instances",
                     pipeline.display(),
-                    p.config.name,
+                    p.config.interpolated.scrub(&p.config.name),
                     p.nodes.len(),
                     p.nodes.iter().map(|n| n.parallelism).sum::<u32>()
                 );
@@ -220,14 +220,13 @@ pub fn main(registry: Registry) -> ExitCode {
         },
         Command::Graph { pipeline, format, sets } => match plan(&pipeline, &sets, &registry) {
             Ok(p) => {
-                print!(
-                    "{}",
-                    match format {
-                        GraphFormat::Text => p.to_text(),
-                        GraphFormat::Mermaid => p.to_mermaid(),
-                        GraphFormat::Dot => p.to_dot(),
-                    }
-                );
+                let text = match format {
+                    GraphFormat::Text => p.to_text(),
+                    GraphFormat::Mermaid => p.to_mermaid(),
+                    GraphFormat::Dot => p.to_dot(),
+                };
+                // Values from the environment are shown as the `${VAR}` the file has.
+                print!("{}", p.config.interpolated.scrub(&text));
                 ExitCode::SUCCESS
             }
             Err(code) => code,

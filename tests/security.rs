@@ -244,3 +244,41 @@ fn the_audit_trail_records_each_run_and_verify_finds_a_changed_or_removed_line()
     assert_eq!(other.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&other.stderr).contains("audit.jsonl:1: its mac does not match"));
 }
+
+#[test]
+fn environment_values_are_interpolated_and_shown_as_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    write(dir.path(), "in.jsonl", &format!("{{\"name\": \"{ENV_SECRET}\"}}\n{{\"name\": \"public\"}}\n"));
+    let text = format!(
+        "name: interpolated\nparallelism: ${{RILL_TEST_P:-2}}\nwork_dir: {d}/work\n\
+         sources:\n  in: {{type: file, path: \"${{RILL_TEST_DIR}}/in.jsonl\"}}\n\
+         transforms:\n  public:\n    type: filter\n    inputs: [in]\n    condition: \"name != '${{RILL_TEST_SECRET}}'\"\n\
+         sinks:\n  out: {{type: file, inputs: [public], path: \"{d}/out-$${{literal}}.jsonl\"}}\n"
+    );
+    let p = write(dir.path(), "env.yaml", &text);
+    let p = p.to_str().unwrap();
+    let with_env = |args: &[&str]| rill().args(args).env("RILL_TEST_SECRET", ENV_SECRET).env("RILL_TEST_DIR", dir.path()).env_remove("RILL_TEST_P").output().unwrap();
+    let graph = with_env(&["graph", p]);
+    let shown = String::from_utf8_lossy(&graph.stdout);
+    assert!(graph.status.success(), "{}", String::from_utf8_lossy(&graph.stderr));
+    assert!(shown.contains("${RILL_TEST_SECRET}") && !shown.contains(ENV_SECRET), "{shown}");
+    assert!(shown.contains("parallelism 2"), "the default: {shown}");
+    let run = with_env(&["run", p, "--progress", "never"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let out = lines(&dir.path().join("out-${literal}.jsonl"));
+    assert_eq!(out, vec![serde_json::json!({"name": "public"})], "the filter used the variable's value; `$${{` is a literal `${{`");
+    for o in [&graph.stderr, &run.stdout, &run.stderr] {
+        assert!(!String::from_utf8_lossy(o).contains(ENV_SECRET));
+    }
+    // An error about a value from the environment shows the variable, not the value.
+    let bad = rill().args(["validate", p, "--set", "batch_size=${RILL_TEST_SECRET}"]).env("RILL_TEST_SECRET", ENV_SECRET).env("RILL_TEST_DIR", dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(!err.contains(ENV_SECRET), "{err}");
+    // An unset variable without a default: an error at its place.
+    let unset = rill().args(["validate", p]).env("RILL_TEST_SECRET", ENV_SECRET).env_remove("RILL_TEST_DIR").output().unwrap();
+    let err = String::from_utf8_lossy(&unset.stderr);
+    assert_eq!(unset.status.code(), Some(2), "{err}");
+    assert!(err.contains("env.yaml:5:27: error: the environment variable `RILL_TEST_DIR` (`${RILL_TEST_DIR}`) is not set"), "{err}");
+}

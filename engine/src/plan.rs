@@ -205,7 +205,7 @@ impl JobPlan {
             );
         }
         if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
+            return Err(ConfigErrors(errors).scrubbed(&config.interpolated));
         }
 
         // Nodes in topological order.

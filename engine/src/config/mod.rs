@@ -6,6 +6,7 @@
 //! [`crate::registry`]). Every problem is collected, not just the first.
 
 pub mod de;
+pub mod interpolate;
 pub mod yaml;
 
 use std::fmt;
@@ -120,6 +121,21 @@ impl fmt::Display for ConfigError {
 /// Every problem found in a pipeline.
 #[derive(Clone, Debug, Default)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// With every value that came from the environment written as its `${VAR}` again.
+    pub fn scrubbed(self, values: &interpolate::Interpolated) -> ConfigErrors {
+        if values.is_empty() {
+            return self;
+        }
+        ConfigErrors(
+            self.0
+                .into_iter()
+                .map(|e| ConfigError { message: values.scrub(&e.message), hint: e.hint.map(|h| values.scrub(&h)), ..e })
+                .collect(),
+        )
+    }
+}
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -237,6 +253,8 @@ pub struct PipelineConfig {
     pub keys: crate::secrets::Keys,
     /// The audit trail, if configured (`audit: {path, key}`).
     pub audit: Option<crate::audit::AuditConfig>,
+    /// The environment's values put in for `${VAR}`, to be shown as `${VAR}` again.
+    pub interpolated: interpolate::Interpolated,
     /// The whole document, for checks that need more than the common structure.
     pub root: Node,
     /// Problems found that did not stop the checks (an option out of range: its default was
@@ -406,6 +424,8 @@ impl PipelineConfig {
                 errors.push(e);
             }
         }
+        let mut interpolated = interpolate::Interpolated::default();
+        interpolate::interpolate(&mut root, &mut errors, &mut interpolated);
         if !matches!(root.kind, NodeKind::Map(_)) {
             return Err(ConfigError::new(Some(&root.span), "a pipeline must be a map with `sources`, `transforms` and `sinks`").into());
         }
@@ -518,7 +538,7 @@ impl PipelineConfig {
             errors.push(ConfigError::new(Some(&root.span), "the pipeline has no sources").hint("add a `sources:` section"));
         }
         if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
+            return Err(ConfigErrors(errors).scrubbed(&interpolated));
         }
         let checkpoint = top.as_ref().and_then(|t| t.checkpoint.as_ref()).map(|c| CheckpointConfig {
             interval: c.interval.max(std::time::Duration::from_millis(1)),
@@ -545,6 +565,7 @@ impl PipelineConfig {
             components,
             keys,
             audit,
+            interpolated,
             problems,
             root,
         })
