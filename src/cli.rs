@@ -67,6 +67,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Print a shell completion script: `rill completions bash > /etc/bash_completion.d/rill`,
+    /// `rill completions zsh > ~/.zfunc/_rill`, `rill completions fish > ~/.config/fish/completions/rill.fish`.
+    Completions {
+        shell: clap_complete::Shell,
+    },
     /// Inspect checkpoints.
     Checkpoints {
         #[command(subcommand)]
@@ -256,6 +261,10 @@ pub fn main(registry: Registry) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Savepoint { pipeline, sets } => savepoint(&pipeline, &sets),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "rill", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Audit { command: AuditCommand::Verify { pipeline, sets } } => {
             let cfg = match PipelineConfig::load(&pipeline, &sets) {
                 Ok(c) => c,

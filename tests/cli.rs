@@ -182,3 +182,26 @@ fn the_readme_shows_what_rill_prints_for_the_orders_demo() {
         assert!(g.stdout.lines().any(|l| l == line), "README line `{line}` is not in:\n{}", g.stdout);
     }
 }
+
+#[test]
+fn completion_scripts_for_bash_zsh_and_fish_name_the_commands_and_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let bash = run(&["completions", "bash"]);
+    assert_eq!(bash.code, 0, "{}", bash.stderr);
+    for word in ["validate", "savepoint", "--from-scratch", "--set"] {
+        assert!(bash.stdout.contains(word), "bash completion lacks `{word}`");
+    }
+    let script = dir.path().join("rill.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    // Sourced by a real bash, it registers the completion, and completing `rill va` offers `validate`.
+    let probe = format!("source {}; complete -p rill && COMP_WORDS=(rill va) COMP_CWORD=1 && _rill rill va rill && echo \"${{COMPREPLY[@]}}\"", script.display());
+    let out = std::process::Command::new("bash").args(["-c", &probe]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("-F _rill rill") && said.lines().last().unwrap_or_default().split(' ').any(|w| w == "validate"), "{said}");
+    let zsh = run(&["completions", "zsh"]);
+    assert!(zsh.stdout.starts_with("#compdef rill"), "{}", &zsh.stdout[..zsh.stdout.len().min(200)]);
+    let fish = run(&["completions", "fish"]);
+    assert!(fish.stdout.contains("complete -c rill") && fish.stdout.contains("validate"));
+    assert_eq!(run(&["completions", "tcsh"]).code, 2, "an unknown shell is a usage error");
+}
