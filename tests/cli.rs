@@ -205,3 +205,18 @@ fn completion_scripts_for_bash_zsh_and_fish_name_the_commands_and_options() {
     assert!(fish.stdout.contains("complete -c rill") && fish.stdout.contains("validate"));
     assert_eq!(run(&["completions", "tcsh"]).code, 2, "an unknown shell is a usage error");
 }
+
+#[test]
+fn set_to_null_removes_an_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let p = write(dir.path(), "p.yaml", &format!("batch_size: 0\nsources:\n  a: {{type: file, path: {d}/a.jsonl}}\ntransforms:\n  f: {{type: filter, inputs: [a], condition: 'x > 1'}}\nsinks:\n  o: {{type: stdout, inputs: [f]}}\n"));
+    write(dir.path(), "a.jsonl", "");
+    let p = p.to_str().unwrap();
+    assert_eq!(run(&["validate", p]).code, 2, "batch_size 0 is out of range");
+    let r = run(&["validate", p, "--set", "batch_size=null"]);
+    assert_eq!(r.code, 0, "without it, the default: {}", r.stderr);
+    let r = run(&["validate", p, "--set", "batch_size=null", "--set", "transforms.f.condition=null"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("condition"), "a required option taken out is missing: {}", r.stderr);
+}

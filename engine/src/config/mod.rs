@@ -658,6 +658,11 @@ fn apply_set(root: &mut Node, set: &str, index: usize) -> Result<(), ConfigError
     if parts.iter().any(|p| p.is_empty()) {
         return Err(ConfigError::new(None, format!("{origin}: invalid path `{path}`")).hint("write --set sources.NAME.option=value"));
     }
+    // `--set path=null` takes the option out (its default applies); a quoted "null" is a string.
+    if value.is_null() {
+        root.remove_path(&parts);
+        return Ok(());
+    }
     root.set_path(&parts, value).map_err(|e| ConfigError::new(None, format!("{origin} `{path}`: {e}")))
 }
 

@@ -180,6 +180,25 @@ impl Node {
         entries.push((key, child));
         Ok(())
     }
+
+    /// Removes the option at a dotted path (`--set path=null`); whether it was there.
+    pub fn remove_path(&mut self, path: &[&str]) -> bool {
+        let Some((last, parents)) = path.split_last() else { return false };
+        let mut node = self;
+        for p in parents {
+            let next = match &mut node.kind {
+                NodeKind::Map(entries) => entries.iter_mut().find(|(k, _)| k.as_str() == Some(*p)).map(|(_, v)| v),
+                NodeKind::Seq(items) => p.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+                NodeKind::Scalar { .. } => None,
+            };
+            let Some(next) = next else { return false };
+            node = next;
+        }
+        let NodeKind::Map(entries) = &mut node.kind else { return false };
+        let before = entries.len();
+        entries.retain(|(k, _)| k.as_str() != Some(*last));
+        entries.len() != before
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +220,15 @@ mod tests {
         let e = Node::parse("a: [1, 2\nb: 3\n", "p.yaml").unwrap_err();
         assert_eq!(&*e.span.file, "p.yaml");
         assert!(e.span.line >= 2, "{e:?}");
+    }
+
+    #[test]
+    fn remove_path_takes_an_option_out() {
+        let mut n = Node::parse("a: {b: 1, c: 2}\nl: [{x: 1}]\n", "p").unwrap();
+        assert!(n.remove_path(&["a", "b"]));
+        assert!(n.get("a").unwrap().get("b").is_none() && n.get("a").unwrap().get("c").is_some());
+        assert!(n.remove_path(&["l", "0", "x"]));
+        assert!(!n.remove_path(&["a", "zz"]) && !n.remove_path(&["nope", "b"]));
     }
 
     #[test]
