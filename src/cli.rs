@@ -188,13 +188,16 @@ pub fn main(registry: Registry) -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Rill's own crates at the level asked for; libraries (sled, rdkafka, actix) stay at
+    // warnings unless RUST_LOG asks for them.
+    let ours = |level: &str| ["rill", "rill_engine", "rill_operators", "rill_connectors", "rill_torch"].map(|c| format!("{c}={level}")).join(",");
     let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+        0 => "warn".to_string(),
+        1 => format!("warn,{}", ours("info")),
+        _ => format!("warn,{}", ours("debug")),
     };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level)))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();

@@ -651,6 +651,11 @@ fn verbose_runs_say_what_the_job_does() {
     assert!(loud.stderr.contains("INFO") && loud.stderr.contains("starting job `orders-demo`: 6 components, 9 instances"), "{}", loud.stderr);
     assert!(loud.stderr.contains("source `orders` instance 0 ended after 300 records"), "{}", loud.stderr);
     assert!(!loud.stderr.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
+    // -vv: Rill's own debug lines, not the storage library's (a keyed job opens sled).
+    let debug = run(&["-vv", "run", "examples/orders.yaml", "--set", "sinks.out.path=/dev/null", "--set", &work, "--set", "checkpoint={interval: 10ms}"]);
+    assert_eq!(debug.code, 0, "{}", debug.stderr);
+    assert!(debug.stderr.contains("starting job"), "{}", debug.stderr);
+    assert!(!debug.stderr.contains("sled::"), "{}", debug.stderr);
 }
 
 #[test]
