@@ -45,6 +45,10 @@ pub enum Command {
         /// Do not print the summary.
         #[arg(short, long)]
         quiet: bool,
+        /// Print the summary as one JSON object (on stderr, where the summary goes), also when
+        /// the job fails.
+        #[arg(long, conflicts_with = "quiet")]
+        json: bool,
         /// Ignore (and delete) earlier checkpoints and start from the beginning of the inputs.
         #[arg(long, conflicts_with = "from")]
         from_scratch: bool,
@@ -298,7 +302,7 @@ pub fn main(registry: Registry) -> ExitCode {
         Command::Chaos { pipeline, kills, panics, slow, seed, max_delay, sets } => {
             crate::chaos::main(&pipeline, crate::chaos::Faults { kills, panics, slow }, seed, max_delay, &sets, &registry)
         }
-        Command::Run { pipeline, sets, threads, progress, quiet, from_scratch, from } => {
+        Command::Run { pipeline, sets, threads, progress, quiet, json, from_scratch, from } => {
             let p = match plan(&pipeline, &sets, &registry) {
                 Ok(p) => p,
                 Err(code) => return code,
@@ -349,7 +353,9 @@ pub fn main(registry: Registry) -> ExitCode {
             };
             let (code, action, details, result) = match crate::run(p, opts) {
                 Ok(report) => {
-                    if !quiet {
+                    if json {
+                        eprintln!("{}", summary_json(&name, &report));
+                    } else if !quiet {
                         eprint!("{}", summary(&name, &report));
                     }
                     if let Some(sp) = &report.savepoint {
@@ -371,6 +377,9 @@ pub fn main(registry: Registry) -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("error: job `{name}` failed: {e}");
+                    if json {
+                        eprintln!("{}", serde_json::json!({"job": name, "outcome": "failed", "error": e.to_string()}));
+                    }
                     (ExitCode::from(1), "fail", serde_json::json!({}), format!("error: {e}"))
                 }
             };
@@ -504,6 +513,38 @@ fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>
         }
     }
     Ok(Some(cp))
+}
+
+/// The end-of-run summary as JSON (`rill run --json`).
+pub fn summary_json(name: &str, r: &crate::JobReport) -> serde_json::Value {
+    let outcome = match (r.interrupted, &r.savepoint) {
+        (_, Some(_)) => "savepoint",
+        (true, None) => "stopped",
+        (false, None) => "finished",
+    };
+    let components: Vec<serde_json::Value> = r
+        .components
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "component": c.component, "type": c.type_name, "instances": c.instances,
+                "records_in": c.records_in, "records_out": c.records_out, "rejected": c.rejected, "batches": c.batches,
+                "reports": c.reports, "latency": c.latency.as_ref().map(|h| h.describe()),
+            })
+        })
+        .collect();
+    let c = &r.checkpoints;
+    serde_json::json!({
+        "job": name,
+        "outcome": outcome,
+        "elapsed_ms": r.elapsed.as_millis() as u64,
+        "components": components,
+        "dead_letters": {"count": r.dead_letters, "output": r.dead_letter_output},
+        "checkpoints": {"completed": c.completed, "last_duration_ms": c.last_duration_ms, "max_duration_ms": c.max_duration_ms, "max_alignment_ms": c.max_alignment_ms, "last_bytes": c.last_bytes},
+        "stopped_at_checkpoint": r.stopped_at,
+        "savepoint": r.savepoint.as_ref().map(|s| s.display().to_string()),
+        "restarts": r.restarts,
+    })
 }
 
 /// The end-of-run summary.

@@ -222,3 +222,24 @@ fn set_to_null_removes_an_option() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("condition"), "a required option taken out is missing: {}", r.stderr);
 }
+
+#[test]
+fn run_json_prints_the_summary_as_one_json_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = format!("work_dir={}", tmp.path().display());
+    let r = run(&["run", "examples/orders.yaml", "--set", "sinks.out.path=/dev/null", "--set", &work, "--json", "--progress", "never"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(r.stderr.lines().last().unwrap()).unwrap_or_else(|e| panic!("{e}: {}", r.stderr));
+    assert_eq!(v["job"], "orders-demo");
+    assert_eq!(v["outcome"], "finished");
+    let orders = v["components"].as_array().unwrap().iter().find(|c| c["component"] == "orders").unwrap();
+    assert_eq!((orders["records_in"].as_u64(), orders["type"].as_str()), (Some(300), Some("file")));
+    assert_eq!(v["dead_letters"]["count"], 0);
+    assert!(!r.stderr.contains("records in"), "no text table as well: {}", r.stderr);
+    // A failed job says so in JSON too (exit 1).
+    let failed = run(&["run", "examples/orders.yaml", "--set", "sinks.out.path=/dev/full", "--set", &work, "--json", "--progress", "never"]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let v: serde_json::Value = serde_json::from_str(failed.stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(v["outcome"], "failed");
+    assert!(v["error"].as_str().unwrap().contains("/dev/full"), "{v}");
+}
