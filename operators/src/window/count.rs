@@ -7,7 +7,7 @@ use rill_engine::record::Record;
 use rill_engine::state::StateKey;
 use rill_engine::value::{Key, Value};
 
-use super::{new_win, Window, WindowKind};
+use super::{new_win, Pane, Window, WindowKind};
 
 pub(super) struct CountWindows {
     pub(super) size: u64,
@@ -23,8 +23,9 @@ impl WindowKind for CountWindows {
         Window::add(&w.inputs, win, ts);
         let count = win.count;
         if count >= self.size || w.every.is_some_and(|n| count % n == 0) {
+            let pane = w.pane(if count >= self.size { Pane::Final } else { Pane::Early });
             let win = w.wins.as_mut().expect("opened").get(&sk)?.expect("just updated");
-            let r = w.shape.result(&key.0, Value::Int(win.first_ts), Value::Int(win.last_ts + 1), win, win.last_ts);
+            let r = w.shape.result(&key.0, Value::Int(win.first_ts), Value::Int(win.last_ts + 1), win, win.last_ts, pane);
             out.emit(r);
             if count >= self.size {
                 w.wins.as_mut().expect("opened").remove(&sk)?;

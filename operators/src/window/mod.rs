@@ -251,16 +251,43 @@ struct Shape {
     names: Vec<Sym>,
     window_start: Sym,
     window_end: Sym,
+    pane: Sym,
+}
+
+/// Which firing of its window a result is (the `pane` field, where a window can fire more
+/// than once: with a `trigger` or `allowed_lateness`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Pane {
+    /// Before the window closed (a trigger).
+    Early,
+    /// When the watermark (or the clock) closed it.
+    Final,
+    /// Again after it closed, for a late record within `allowed_lateness`.
+    Late,
+}
+
+impl Pane {
+    fn name(self) -> &'static str {
+        match self {
+            Pane::Early => "early",
+            Pane::Final => "final",
+            Pane::Late => "late",
+        }
+    }
 }
 
 impl Shape {
-    fn result(&self, key: &Value, start: Value, end: Value, w: &Win, time: i64) -> Record {
-        let mut r = Record::with_capacity(self.names.len() + 3);
+    /// `pane`: `None` where the window fires once only (no field then).
+    fn result(&self, key: &Value, start: Value, end: Value, w: &Win, time: i64, pane: Option<Pane>) -> Record {
+        let mut r = Record::with_capacity(self.names.len() + 4);
         if let Some(name) = self.key {
             r.push(name, key.clone());
         }
         r.push(self.window_start, start);
         r.push(self.window_end, end);
+        if let Some(p) = pane {
+            r.push(self.pane, Value::str(p.name()));
+        }
         for (name, acc) in self.names.iter().zip(&w.accs) {
             r.push(*name, acc.result());
         }
@@ -279,13 +306,18 @@ struct Results {
     /// One vector per aggregate.
     values: Vec<Vec<Value>>,
     times: Vec<i64>,
+    /// Where the window marks its panes (else empty).
+    panes: Vec<Value>,
 }
 
 impl Results {
-    fn push(&mut self, key: &Value, start: i64, end: i64, w: &Win, time: i64) {
+    fn push(&mut self, key: &Value, start: i64, end: i64, w: &Win, time: i64, pane: Option<Pane>) {
         self.keys.push(key.clone());
         self.starts.push(start);
         self.ends.push(end);
+        if let Some(p) = pane {
+            self.panes.push(Value::str(p.name()));
+        }
         self.values.resize_with(w.accs.len(), Vec::new);
         for (v, acc) in self.values.iter_mut().zip(&w.accs) {
             v.push(acc.result());
@@ -306,6 +338,9 @@ impl Results {
         }
         c.set(shape.window_start, Column::Int(std::mem::take(&mut self.starts)));
         c.set(shape.window_end, Column::Int(std::mem::take(&mut self.ends)));
+        if !self.panes.is_empty() {
+            c.set(shape.pane, Column::from_values(std::mem::take(&mut self.panes)));
+        }
         for (i, name) in shape.names.iter().enumerate() {
             let values = self.values.get_mut(i).map(std::mem::take).unwrap_or_else(|| vec![Value::Null; n]);
             c.set(*name, Column::from_values(values));
@@ -316,6 +351,11 @@ impl Results {
 }
 
 impl Window {
+    /// `p`, where this window can fire more than once (so its results say which firing).
+    fn pane(&self, p: Pane) -> Option<Pane> {
+        (self.every.is_some() || self.interval.is_some() || self.lateness > 0).then_some(p)
+    }
+
     pub fn new(kind: Kind, key: Option<(Sym, Expr)>, calls: Vec<(Sym, AggregateCall)>, lateness: i64) -> Window {
         let key_name = key.as_ref().map(|(n, _)| *n);
         let call_names = calls.iter().map(|(n, _)| *n).collect();
@@ -351,6 +391,7 @@ impl Window {
                 names: call_names,
                 window_start: Sym::new("window_start"),
                 window_end: Sym::new("window_end"),
+                pane: Sym::new("pane"),
             },
         }
     }
@@ -730,6 +771,40 @@ mod tests {
                 (k.to_string(), i(g("window_start")), i(g("window_end")), i(g("n")))
             })
             .collect()
+    }
+
+    #[test]
+    fn results_say_which_firing_they_are_where_a_window_fires_more_than_once() {
+        let panes = |out: &Collector| out.records().iter().map(|r| (r.get_str("pane").cloned(), r.get_str("n").cloned())).collect::<Vec<_>>();
+        let s = |p: &str| Some(Value::str(p));
+        // Early firing every 2 records, then the watermark closes it, then a late record.
+        // (Session windows fire early on a processing-time `interval` only.)
+        for kind in [Kind::Tumbling { size: 1000 }, Kind::Session { gap: 1000 }] {
+            let mut w = window(kind, 5000);
+            w.every = Some(2);
+            let early = matches!(kind, Kind::Tumbling { .. });
+            let mut out = Collector::default();
+            for ts in [10, 20, 30] {
+                w.process(rec("a", ts), &mut out).unwrap();
+            }
+            w.on_watermark(Watermark(3000), &mut out).unwrap();
+            w.process(rec("a", 40), &mut out).unwrap();
+            let want = [(s("early"), Some(Value::Int(2))), (s("final"), Some(Value::Int(3))), (s("late"), Some(Value::Int(4)))];
+            assert_eq!(panes(&out), want[if early { 0 } else { 1 }..], "{kind:?}");
+        }
+        let mut w = window(Kind::Count { size: 3 }, 0);
+        w.every = Some(2);
+        let mut out = Collector::default();
+        for ts in [1, 2, 3] {
+            w.process(rec("a", ts), &mut out).unwrap();
+        }
+        assert_eq!(panes(&out), [(s("early"), Some(Value::Int(2))), (s("final"), Some(Value::Int(3)))]);
+        // A window that fires once has no `pane` field.
+        let mut w = window(Kind::Tumbling { size: 1000 }, 0);
+        let mut out = Collector::default();
+        w.process(rec("a", 1), &mut out).unwrap();
+        w.on_watermark(Watermark::MAX, &mut out).unwrap();
+        assert_eq!(panes(&out), [(None, Some(Value::Int(1)))]);
     }
 
     #[test]

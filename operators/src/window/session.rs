@@ -7,7 +7,7 @@ use rill_engine::record::Record;
 use rill_engine::state::StateKey;
 use rill_engine::value::{Key, Value};
 
-use super::{Session, Window, WindowKind};
+use super::{Pane, Session, Window, WindowKind};
 
 pub(super) struct Sessions {
     pub(super) gap: i64,
@@ -45,7 +45,7 @@ impl WindowKind for Sessions {
             }
         }
         if merged.fired {
-            out.emit(w.shape.result(&key.0, Value::Int(start), Value::Int(end), &merged, end - 1));
+            out.emit(w.shape.result(&key.0, Value::Int(start), Value::Int(end), &merged, end - 1, w.pane(Pane::Late)));
         }
         let sessions = w.sessions.as_mut().expect("opened").get_mut(&sk)?.expect("inserted above");
         sessions.push(Session { start, end, win: merged });
@@ -55,6 +55,7 @@ impl WindowKind for Sessions {
 
     fn fire(&self, w: &mut Window, key: &Key, start: i64, time: i64, purge: bool) -> Result<(), OperatorError> {
         let sk = StateKey { key: key.clone(), namespace: 0 };
+        let pane = w.pane(Pane::Final);
         let calls = &w.calls;
         let Some(sessions) = w.sessions.as_mut().expect("opened").get_mut(&sk)? else { return Ok(()) };
         let Some(i) = sessions.iter().position(|s| s.start == start && s.end - 1 == time && !s.win.fired) else {
@@ -63,7 +64,7 @@ impl WindowKind for Sessions {
         Window::rehydrate(calls, &mut sessions[i].win);
         let s = &mut sessions[i];
         s.win.fired = true;
-        w.results.push(&key.0, s.start, s.end, &s.win, s.end - 1);
+        w.results.push(&key.0, s.start, s.end, &s.win, s.end - 1, pane);
         if purge {
             let sessions = w.sessions.as_mut().expect("opened").get_mut(&sk)?.expect("present");
             sessions.swap_remove(i);
@@ -89,9 +90,10 @@ impl WindowKind for Sessions {
 
     fn partial(&self, w: &mut Window, key: &Key, start: i64, time: i64, out: &mut Collector) -> Result<(), OperatorError> {
         let sk = StateKey { key: key.clone(), namespace: 0 };
+        let pane = w.pane(Pane::Early);
         if let Some(list) = w.sessions.as_mut().expect("opened").get(&sk)? {
             if let Some(s) = list.iter().find(|s| s.start == start && s.end - 1 == time && !s.win.fired) {
-                out.emit(w.shape.result(&key.0, Value::Int(s.start), Value::Int(s.end), &s.win, s.end - 1));
+                out.emit(w.shape.result(&key.0, Value::Int(s.start), Value::Int(s.end), &s.win, s.end - 1, pane));
             }
         }
         Ok(())

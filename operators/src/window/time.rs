@@ -10,7 +10,7 @@ use rill_engine::record::{Record, NO_TIMESTAMP};
 use rill_engine::state::StateKey;
 use rill_engine::value::{Key, KeyHasher, Value};
 
-use super::{new_win, Window, WindowKind};
+use super::{new_win, Pane, Window, WindowKind};
 use crate::keyed::ColumnInputs;
 
 /// A batch's rows grouped by window: `(key, window start)` of each group in the order the
@@ -90,8 +90,9 @@ impl WindowKind for TimeWindows {
             Window::add(&w.inputs, win, ts);
             let (fired, count) = (win.fired, win.count);
             if fired || w.every.is_some_and(|n| count % n == 0) {
+                let pane = w.pane(if fired { Pane::Late } else { Pane::Early });
                 let win = w.wins.as_mut().expect("opened").get(&sk)?.expect("just updated");
-                out.emit(w.shape.result(&key.0, Value::Int(start), Value::Int(end), win, end - 1));
+                out.emit(w.shape.result(&key.0, Value::Int(start), Value::Int(end), win, end - 1, pane));
             }
             if created {
                 w.schedule(&key, start, end, proc, out);
@@ -175,16 +176,17 @@ impl WindowKind for TimeWindows {
     fn fire(&self, w: &mut Window, key: &Key, start: i64, _time: i64, purge: bool) -> Result<(), OperatorError> {
         let sk = StateKey { key: key.clone(), namespace: start };
         let end = start + self.size;
+        let pane = w.pane(Pane::Final);
         let wins = w.wins.as_mut().expect("opened");
         if purge {
             let Some(mut win) = wins.remove(&sk)? else { return Ok(()) };
             Window::rehydrate(&w.calls, &mut win);
-            w.results.push(&key.0, start, end, &win, end - 1);
+            w.results.push(&key.0, start, end, &win, end - 1, pane);
         } else {
             let Some(win) = wins.get_mut(&sk)? else { return Ok(()) };
             Window::rehydrate(&w.calls, win);
             win.fired = true;
-            w.results.push(&key.0, start, end, win, end - 1);
+            w.results.push(&key.0, start, end, win, end - 1, pane);
         }
         Ok(())
     }
@@ -197,9 +199,10 @@ impl WindowKind for TimeWindows {
     fn partial(&self, w: &mut Window, key: &Key, start: i64, _time: i64, out: &mut Collector) -> Result<(), OperatorError> {
         let end = start + self.size;
         let sk = StateKey { key: key.clone(), namespace: start };
+        let pane = w.pane(Pane::Early);
         if let Some(win) = w.wins.as_mut().expect("opened").get(&sk)? {
             if !win.fired {
-                out.emit(w.shape.result(&key.0, Value::Int(start), Value::Int(end), win, end - 1));
+                out.emit(w.shape.result(&key.0, Value::Int(start), Value::Int(end), win, end - 1, pane));
             }
         }
         Ok(())
