@@ -273,12 +273,9 @@ pub fn main(registry: Registry) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Audit { command: AuditCommand::Verify { pipeline, sets } } => {
-            let cfg = match PipelineConfig::load(&pipeline, &sets) {
+            let cfg = match config(&pipeline, &sets) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let Some(audit) = &cfg.audit else {
                 eprintln!("error: {} has no `audit:`", pipeline.display());
@@ -424,13 +421,18 @@ impl Audit {
     }
 }
 
+/// The pipeline's configuration, or its problems printed and exit code 2.
+fn config(pipeline: &std::path::Path, sets: &[String]) -> Result<PipelineConfig, ExitCode> {
+    PipelineConfig::load(pipeline, sets).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
 fn savepoint(pipeline: &std::path::Path, sets: &[String]) -> ExitCode {
-    let cfg = match PipelineConfig::load(pipeline, sets) {
+    let cfg = match config(pipeline, sets) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let Some(ck) = &cfg.checkpoint else {
         eprintln!("error: {} has no `checkpoint:`; savepoints need it", pipeline.display());
