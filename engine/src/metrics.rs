@@ -105,12 +105,18 @@ impl JobMetrics {
     }
 
     /// (done, total) over every bounded source that reports progress.
+    /// How far the bounded source instances are, as (done, total) of one scale: the mean of
+    /// each instance's share (sources count in their own units: bytes for files, events for the
+    /// generator), so that one source's units do not outweigh another's.
     pub fn progress(&self) -> (u64, u64) {
-        let mut done = 0;
-        let mut total = 0;
+        const SCALE: u64 = 1_000_000;
+        let (mut done, mut total) = (0, 0);
         for i in self.instances.lock().expect("metrics lock").iter() {
-            done += Counters::get(&i.counters.progress_done);
-            total += Counters::get(&i.counters.progress_total);
+            let t = Counters::get(&i.counters.progress_total);
+            if t > 0 {
+                done += (Counters::get(&i.counters.progress_done).min(t) as u128 * SCALE as u128 / t as u128) as u64;
+                total += SCALE;
+            }
         }
         (done, total)
     }
@@ -208,6 +214,21 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::Histogram;
+
+    #[test]
+    fn progress_is_the_mean_share_of_the_bounded_instances_whatever_their_units() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = super::JobMetrics::default();
+        let (file, generator, unbounded) = (m.register(&"f".into(), "file", 0), m.register(&"g".into(), "generator", 0), m.register(&"k".into(), "kafka", 0));
+        // Half of 10 MB read; a quarter of 4 events; an unbounded source reports nothing.
+        file.progress_done.store(5_000_000, Relaxed);
+        file.progress_total.store(10_000_000, Relaxed);
+        generator.progress_done.store(1, Relaxed);
+        generator.progress_total.store(4, Relaxed);
+        let _ = unbounded;
+        let (done, total) = m.progress();
+        assert_eq!(done as f64 / total as f64, 0.375);
+    }
 
     #[test]
     fn histogram_quantiles_are_within_a_bucket() {
