@@ -282,3 +282,108 @@ fn environment_values_are_interpolated_and_shown_as_the_variable() {
     assert_eq!(unset.status.code(), Some(2), "{err}");
     assert!(err.contains("env.yaml:5:27: error: the environment variable `RILL_TEST_DIR` (`${RILL_TEST_DIR}`) is not set"), "{err}");
 }
+
+/// A CA, and PEM files of certificates it signs.
+struct Pki {
+    ca: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        Pki { ca: params.self_signed(&key).unwrap(), key }
+    }
+
+    /// Writes `NAME.pem` and `NAME.key` for a certificate of 127.0.0.1 signed by this CA, and
+    /// `NAME-ca.pem`.
+    fn issue(&self, dir: &Path, name: &str) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        let cert = params.signed_by(&key, &self.ca, &self.key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-ca.pem")), self.ca.pem()).unwrap();
+    }
+}
+
+#[test]
+fn socket_tls_with_client_certificates_and_wrong_certificates_refused() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let (pki, rogue) = (Pki::new(), Pki::new());
+    pki.issue(dir.path(), "server");
+    pki.issue(dir.path(), "client");
+    rogue.issue(dir.path(), "rogue");
+    let port = common::free_port();
+    let server = write(
+        dir.path(),
+        "server.yaml",
+        &format!(
+            "name: tls-server\nwork_dir: {d}/server-work\nsources:\n  in:\n    type: socket\n    address: 127.0.0.1:{port}\n    tls: {{cert: {d}/server.pem, key: {d}/server.key, client_ca: {d}/client-ca.pem}}\n\
+             sinks:\n  out: {{type: file, inputs: [in], path: {d}/received.jsonl}}\n"
+        ),
+    );
+    let client = |name: &str, tls: &str, n: u32| {
+        let p = write(
+            dir.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\nwork_dir: {d}/{name}-work\nsources:\n  g: {{type: generator, count: {n}, fields: {{n: id, from: \"'{name}'\"}}}}\n\
+                 sinks:\n  out:\n    type: socket\n    inputs: [g]\n    address: 127.0.0.1:{port}\n    connect_timeout: 30s\n    tls: {tls}\n"
+            ),
+        );
+        rill().args(["run", p.to_str().unwrap(), "--progress", "never"]).output().unwrap()
+    };
+    let stderr = dir.path().join("server.err");
+    let mut job = common::Guard(rill().args(["run", server.to_str().unwrap(), "--progress", "never"]).stderr(std::fs::File::create(&stderr).unwrap()).spawn().unwrap());
+    let received = dir.path().join("received.jsonl");
+    let count = || std::fs::read_to_string(&received).map(|t| t.lines().count()).unwrap_or(0);
+
+    // Mutual TLS: the client proves itself with its certificate, the server with its own.
+    let good = client("good", &format!("{{ca: {d}/server-ca.pem, cert: {d}/client.pem, key: {d}/client.key}}"), 50);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(common::wait_for(std::time::Duration::from_secs(30), || count() == 50), "received {}", count());
+
+    // A server the client's CA did not sign is refused at the handshake: the job fails (exit 1).
+    let wrong_ca = client("wrong-ca", &format!("{{ca: {d}/rogue-ca.pem, cert: {d}/client.pem, key: {d}/client.key}}"), 5);
+    let err = String::from_utf8_lossy(&wrong_ca.stderr);
+    assert_eq!(wrong_ca.status.code(), Some(1), "{err}");
+    assert!(err.contains("TLS handshake with 127.0.0.1") && err.to_lowercase().contains("certificate"), "{err}");
+
+    // A client whose certificate the server's client_ca did not sign, and one with none: the
+    // server refuses both handshakes and reads nothing of them.
+    let _ = client("rogue-client", &format!("{{ca: {d}/server-ca.pem, cert: {d}/rogue.pem, key: {d}/rogue.key}}"), 5);
+    let _ = client("anonymous", &format!("{{ca: {d}/server-ca.pem}}"), 5);
+    assert!(
+        common::wait_for(std::time::Duration::from_secs(30), || std::fs::read_to_string(&stderr).unwrap_or_default().matches("TLS handshake with client").count() >= 2),
+        "{}",
+        std::fs::read_to_string(&stderr).unwrap_or_default()
+    );
+    common::interrupt(&job.0);
+    let _ = job.0.wait();
+    let mut log = String::new();
+    std::fs::File::open(&stderr).unwrap().read_to_string(&mut log).unwrap();
+    let lines = lines(&received);
+    assert_eq!(lines.len(), 50, "{log}");
+    assert!(lines.iter().all(|l| l["from"] == "good"), "only the client with a good certificate got through");
+}
+
+#[test]
+fn a_tls_option_that_cannot_work_is_an_error_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let p = write(
+        dir.path(),
+        "bad.yaml",
+        &format!("sources:\n  in: {{type: socket, address: 127.0.0.1:1, tls: {{ca: {d}/none.pem}}}}\nsinks:\n  out: {{type: socket, inputs: [in], address: 127.0.0.1:2, tls: {{cert: {d}/x.pem}}}}\n"),
+    );
+    let r = common::run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("bad.yaml:2:49: error: tls: a TLS server needs `cert` and `key`"), "{}", r.stderr);
+    assert!(r.stderr.contains("tls: a TLS client needs `ca`"), "{}", r.stderr);
+}

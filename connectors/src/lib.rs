@@ -10,6 +10,7 @@ pub mod postgres;
 mod options;
 mod pace;
 pub mod socket;
+mod tls;
 
 use rill_engine::registry::Registry;
 

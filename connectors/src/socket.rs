@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -44,6 +45,21 @@ struct SocketSourceConfig {
     /// Client mode: how long to keep trying to connect at start (default 10s).
     #[serde(default, with = "rill_engine::config::de::duration::option")]
     connect_timeout: Option<Duration>,
+    /// TLS (see [`crate::tls`]).
+    tls: Option<crate::tls::TlsConfig>,
+}
+
+/// How a connection is secured: plain TCP, or TLS as a server or a client.
+#[derive(Clone)]
+enum Secure {
+    Plain,
+    Server(tokio_rustls::TlsAcceptor),
+    Client(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>),
+}
+
+/// The `tls` option checked now (its files read), so that a bad one is an error before the run.
+fn tls_error(ctx: &BuildContext, e: String) -> ConfigErrors {
+    ConfigError::new(ctx.options.get("tls").map(|n| &n.span), format!("tls: {e}")).hint("`tls` takes PEM files: `{cert, key[, client_ca]}` for a server, `{ca[, cert, key, server_name]}` for a client").into()
 }
 
 fn server() -> Mode {
@@ -62,12 +78,21 @@ pub(crate) fn build_source(ctx: &BuildContext) -> Result<SourceSpec, ConfigError
     let format = cfg.format.build()?;
     let mode = cfg.mode;
     let connect_timeout = cfg.connect_timeout.unwrap_or(Duration::from_secs(10));
+    let secure = match (&cfg.tls, mode) {
+        (None, _) => Secure::Plain,
+        (Some(t), Mode::Server) => Secure::Server(crate::tls::server(t).map_err(|e| tls_error(ctx, e))?.into()),
+        (Some(t), Mode::Client) => {
+            let name = crate::tls::server_name(t, addr).map_err(|e| tls_error(ctx, e))?;
+            Secure::Client(crate::tls::client(t).map_err(|e| tls_error(ctx, e))?.into(), name)
+        }
+    };
+    let over = if cfg.tls.is_some() { " over TLS" } else { "" };
     let description = match mode {
-        Mode::Server => format!("listens on {addr} for lines"),
-        Mode::Client => format!("reads lines from {addr}"),
+        Mode::Server => format!("listens on {addr} for lines{over}"),
+        Mode::Client => format!("reads lines from {addr}{over}"),
     };
     let mut spec = SourceSpec::new(description, move |_: &SourceContext| {
-        Ok(SocketSource { addr, mode, connect_timeout, decoder: Decoder::new(&format), lines: None, listener: None, line: 0 })
+        Ok(SocketSource { addr, mode, connect_timeout, secure: secure.clone(), decoder: Decoder::new(&format), lines: None, listener: None, line: 0 })
     });
     spec.max_parallelism = Some(1);
     Ok(spec)
@@ -149,6 +174,7 @@ pub struct SocketSource {
     addr: SocketAddr,
     mode: Mode,
     connect_timeout: Duration,
+    secure: Secure,
     decoder: Decoder,
     lines: Option<mpsc::Receiver<Line>>,
     listener: Option<std::net::TcpListener>,
@@ -156,7 +182,7 @@ pub struct SocketSource {
 }
 
 /// Reads the lines of one connection into `tx`; `Err` if reading broke (not a clean close).
-async fn read_lines(stream: tokio::net::TcpStream, tx: &mpsc::Sender<Line>, offset: &mut u64) -> Result<(), std::io::Error> {
+async fn read_lines(stream: impl tokio::io::AsyncRead + Unpin, tx: &mpsc::Sender<Line>, offset: &mut u64) -> Result<(), std::io::Error> {
     let mut framed = FramedRead::new(stream, LineFramer::default());
     while let Some(item) = framed.next().await {
         let msg = match item? {
@@ -190,11 +216,23 @@ impl Source for SocketSource {
                 let listener = tokio::net::TcpListener::from_std(l.try_clone()?)?;
                 self.listener = Some(l);
                 tracing::info!("socket source listening on {}", self.addr);
+                let secure = self.secure.clone();
                 actix::spawn(async move {
                     let mut offset = 0u64;
                     while let Ok((stream, peer)) = listener.accept().await {
                         tracing::info!("socket source: client {peer} connected");
-                        if let Err(e) = read_lines(stream, &tx, &mut offset).await {
+                        let read = match &secure {
+                            Secure::Server(acceptor) => match acceptor.accept(stream).await {
+                                Ok(tls) => read_lines(tls, &tx, &mut offset).await,
+                                Err(e) => {
+                                    // Refused: nothing of it is read; other clients may connect.
+                                    tracing::warn!("socket source: TLS handshake with client {peer} failed: {e}");
+                                    continue;
+                                }
+                            },
+                            _ => read_lines(stream, &tx, &mut offset).await,
+                        };
+                        if let Err(e) = read {
                             // Another client may connect: the source listens on.
                             tracing::warn!("socket source: reading from client {peer} failed: {e}");
                         }
@@ -205,14 +243,24 @@ impl Source for SocketSource {
                 });
             }
             Mode::Client => {
-                let (addr, timeout) = (self.addr, self.connect_timeout);
+                let (addr, timeout, secure) = (self.addr, self.connect_timeout, self.secure.clone());
                 actix::spawn(async move {
                     let deadline = Instant::now() + timeout;
                     loop {
                         match tokio::net::TcpStream::connect(addr).await {
                             Ok(s) => {
                                 let mut offset = 0;
-                                if let Err(e) = read_lines(s, &tx, &mut offset).await {
+                                let read = match &secure {
+                                    Secure::Client(connector, name) => match connector.connect(name.clone(), s).await {
+                                        Ok(tls) => read_lines(tls, &tx, &mut offset).await,
+                                        Err(e) => {
+                                            let _ = tx.send(Line::Failed(format!("TLS handshake with {addr} failed: {e}"))).await;
+                                            return;
+                                        }
+                                    },
+                                    _ => read_lines(s, &tx, &mut offset).await,
+                                };
+                                if let Err(e) = read {
                                     let _ = tx.send(Line::Failed(format!("reading from {addr} failed after {offset} bytes: {e}"))).await;
                                 }
                                 return;
@@ -296,6 +344,8 @@ struct SocketSinkConfig {
     /// How long to keep trying to connect at start.
     #[serde(default, with = "rill_engine::config::de::duration::option")]
     connect_timeout: Option<Duration>,
+    /// TLS as a client (see [`crate::tls`]).
+    tls: Option<crate::tls::TlsConfig>,
 }
 
 pub(crate) fn build_sink(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
@@ -303,8 +353,13 @@ pub(crate) fn build_sink(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
     let addr = parse_addr(&cfg.address)?;
     let format = cfg.format.build()?;
     let timeout = cfg.connect_timeout.unwrap_or(Duration::from_secs(10));
-    let mut spec = SinkSpec::new(format!("writes lines to {addr} (at-least-once)"), move |_: &OperatorContext| {
-        Ok(SocketSink { addr, timeout, encoder: Encoder::new(&format), stream: None, buf: Vec::new() })
+    let tls = match &cfg.tls {
+        Some(t) => Some((crate::tls::client(t).map_err(|e| tls_error(ctx, e))?, crate::tls::server_name(t, addr).map_err(|e| tls_error(ctx, e))?)),
+        None => None,
+    };
+    let over = if tls.is_some() { " over TLS" } else { "" };
+    let mut spec = SinkSpec::new(format!("writes lines to {addr}{over} (at-least-once)"), move |_: &OperatorContext| {
+        Ok(SocketSink { addr, timeout, tls: tls.clone(), encoder: Encoder::new(&format), stream: None, buf: Vec::new() })
     });
     spec.max_parallelism = Some(1);
     Ok(spec)
@@ -313,9 +368,24 @@ pub(crate) fn build_sink(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
 pub struct SocketSink {
     addr: SocketAddr,
     timeout: Duration,
+    tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
     encoder: Encoder,
-    stream: Option<TcpStream>,
+    stream: Option<SinkStream>,
     buf: Vec<u8>,
+}
+
+enum SinkStream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl SinkStream {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            SinkStream::Plain(s) => s,
+            SinkStream::Tls(s) => s.as_mut(),
+        }
+    }
 }
 
 impl Sink for SocketSink {
@@ -323,9 +393,19 @@ impl Sink for SocketSink {
         let deadline = Instant::now() + self.timeout;
         loop {
             match TcpStream::connect(self.addr) {
-                Ok(s) => {
+                Ok(mut s) => {
                     s.set_nodelay(true)?;
-                    self.stream = Some(s);
+                    self.stream = Some(match &self.tls {
+                        None => SinkStream::Plain(s),
+                        Some((cfg, name)) => {
+                            // The handshake now, so that a server that cannot prove itself stops the job at start.
+                            let mut conn = rustls::ClientConnection::new(cfg.clone(), name.clone()).map_err(|e| OperatorError::user(format!("TLS to {}: {e}", self.addr)))?;
+                            while conn.is_handshaking() {
+                                conn.complete_io(&mut s).map_err(|e| OperatorError::external(format!("TLS handshake with {} failed: {e}", self.addr)))?;
+                            }
+                            SinkStream::Tls(Box::new(rustls::StreamOwned::new(conn, s)))
+                        }
+                    });
                     return Ok(());
                 }
                 Err(e) if Instant::now() > deadline => {
@@ -342,14 +422,23 @@ impl Sink for SocketSink {
         self.stream
             .as_mut()
             .expect("connected")
+            .writer()
             .write_all(&self.buf)
             .map_err(|e| OperatorError::external(format!("cannot write to {}: {e}", self.addr)))
     }
 
     fn close(&mut self) -> Result<(), OperatorError> {
-        if let Some(s) = self.stream.as_mut() {
-            s.flush()?;
-            let _ = s.shutdown(std::net::Shutdown::Write);
+        match self.stream.as_mut() {
+            Some(SinkStream::Plain(s)) => {
+                s.flush()?;
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+            Some(SinkStream::Tls(s)) => {
+                s.conn.send_close_notify();
+                s.flush()?;
+                let _ = s.sock.shutdown(std::net::Shutdown::Write);
+            }
+            None => {}
         }
         Ok(())
     }

@@ -1,0 +1,92 @@
+//! TLS for socket connections (rustls with the `ring` provider): PEM files for the
+//! certificate chain, its key and the CAs trusted for the other side.
+//!
+//! ```yaml
+//! tls: {cert: certs/server.pem, key: certs/server.key, client_ca: certs/ca.pem}   # a server (mutual TLS with client_ca)
+//! tls: {ca: certs/ca.pem, cert: certs/client.pem, key: certs/client.key}          # a client (cert/key: mutual TLS)
+//! ```
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+#[derive(serde::Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    /// This side's certificate chain (PEM).
+    cert: Option<String>,
+    /// Its private key (PEM).
+    key: Option<String>,
+    /// A client: the CAs that may sign the server's certificate (PEM).
+    ca: Option<String>,
+    /// A server: require client certificates signed by these CAs (PEM).
+    client_ca: Option<String>,
+    /// A client: the name the server's certificate must have (default: the address's IP).
+    server_name: Option<String>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read certificates from {path}: {e}"))?.collect::<Result<_, _>>().map_err(|e| format!("{path}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+fn roots(path: &str) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(path)? {
+        roots.add(c).map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(roots)
+}
+
+fn chain(cfg: &TlsConfig) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, String> {
+    match (&cfg.cert, &cfg.key) {
+        (Some(c), Some(k)) => Ok(Some((certs(c)?, PrivateKeyDer::from_pem_file(k).map_err(|e| format!("cannot read a private key from {k}: {e}"))?))),
+        (None, None) => Ok(None),
+        _ => Err("`tls` needs both `cert` and `key`, or neither".into()),
+    }
+}
+
+/// The configuration of a TLS server (the socket source in server mode).
+pub(crate) fn server(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+    let Some((chain, key)) = chain(cfg)? else { return Err("a TLS server needs `cert` and `key`".into()) };
+    if cfg.ca.is_some() || cfg.server_name.is_some() {
+        return Err("`ca` and `server_name` are for clients; a server trusts client certificates by `client_ca`".into());
+    }
+    let builder = rustls::ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+    let builder = match &cfg.client_ca {
+        Some(ca) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider()).build().map_err(|e| format!("{ca}: {e}"))?,
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    builder.with_single_cert(chain, key).map(Arc::new).map_err(|e| format!("the certificate and key do not make a server: {e}"))
+}
+
+/// The configuration of a TLS client (the socket sink, the socket source in client mode).
+pub(crate) fn client(cfg: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String> {
+    let Some(ca) = &cfg.ca else { return Err("a TLS client needs `ca`: the PEM of the CA that signed the server's certificate".into()) };
+    if cfg.client_ca.is_some() {
+        return Err("`client_ca` is for servers".into());
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?.with_root_certificates(roots(ca)?);
+    match chain(cfg)? {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).map(Arc::new).map_err(|e| format!("the client certificate and key do not match: {e}")),
+        None => Ok(Arc::new(builder.with_no_client_auth())),
+    }
+}
+
+/// The name the server must prove (`server_name`, else the address's IP).
+pub(crate) fn server_name(cfg: &TlsConfig, addr: std::net::SocketAddr) -> Result<ServerName<'static>, String> {
+    match &cfg.server_name {
+        Some(n) => ServerName::try_from(n.clone()).map_err(|e| format!("`server_name: {n}`: {e}")),
+        None => Ok(ServerName::IpAddress(addr.ip().into())),
+    }
+}
