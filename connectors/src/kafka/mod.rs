@@ -16,32 +16,15 @@ use rdkafka::config::ClientConfig;
 use rill_engine::config::{ConfigError, Spanned};
 
 /// librdkafka settings every Kafka client of a component gets: the brokers and the user's own
-/// `properties` (TLS, SASL, tuning), whose values may name environment variables (`${VAR}`).
+/// `properties` (TLS, SASL, tuning), whose `${VAR}`s the pipeline's interpolation has filled in
+/// (`rill_engine::config::interpolate`).
 pub(crate) fn client_config(bootstrap: &str, properties: &BTreeMap<String, String>) -> Result<ClientConfig, String> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     for (k, v) in properties {
-        c.set(k, expand_env(v).map_err(|var| format!("property `{k}` names the environment variable `{var}`, which is not set"))?);
+        c.set(k, v);
     }
     Ok(c)
-}
-
-/// `${NAME}` replaced by the environment variable's value (secrets stay out of the pipeline).
-fn expand_env(v: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = v;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let Some(end) = rest[start..].find('}') else {
-            out.push_str(&rest[start..]);
-            return Ok(out);
-        };
-        let name = &rest[start + 2..start + end];
-        out.push_str(&std::env::var(name).map_err(|_| name.to_string())?);
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 pub(crate) use crate::options::keep;
@@ -64,14 +47,6 @@ pub(crate) fn is_topic_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn environment_variables_fill_properties() {
-        std::env::set_var("RILL_KAFKA_TEST_SECRET", "s3cret");
-        assert_eq!(expand_env("user:${RILL_KAFKA_TEST_SECRET}!").unwrap(), "user:s3cret!");
-        assert_eq!(expand_env("plain").unwrap(), "plain");
-        assert_eq!(expand_env("${RILL_KAFKA_TEST_UNSET_VARIABLE}").unwrap_err(), "RILL_KAFKA_TEST_UNSET_VARIABLE");
-    }
 
     #[test]
     fn topic_names_and_expressions_are_told_apart() {

@@ -300,7 +300,7 @@ impl Node {
             Node::Call(f, args) => call(*f, args, r),
             Node::Keyed(f, a, secret) => {
                 let v = a.eval(r)?;
-                let Some(text) = secret_input(&v, *f)? else { return Ok(Value::Null) };
+                let Some(text) = text_input(&v, f.name(), *f == Keyed::Decrypt)? else { return Ok(Value::Null) };
                 Ok(match f {
                     Keyed::HmacSha256 => Value::str(&secret.hmac_sha256(text.as_bytes())),
                     Keyed::Encrypt => Value::str(&secret.encrypt(text.as_bytes())),
@@ -317,14 +317,15 @@ impl Node {
     }
 }
 
-/// The text a hashing or encrypting function works on: a string as is, a number or bool as
-/// written (`1234`, `true`); `None` for null (the result is null).
-fn secret_input(v: &Value, f: Keyed) -> Result<Option<std::borrow::Cow<'_, str>>, EvalError> {
+/// The text a hashing, masking or encrypting function works on: a string as is, and (unless
+/// `strings_only`) a number or bool as written (`1234`, `true`); `None` for null (the result is
+/// null).
+fn text_input<'v>(v: &'v Value, function: &str, strings_only: bool) -> Result<Option<std::borrow::Cow<'v, str>>, EvalError> {
     match v {
         Value::Null => Ok(None),
         Value::Str(s) => Ok(Some(std::borrow::Cow::Borrowed(s))),
-        Value::Int(_) | Value::Float(_) | Value::Bool(_) if f != Keyed::Decrypt => Ok(Some(std::borrow::Cow::Owned(v.to_string()))),
-        other => err(format!("`{}` needs a string{}, got a {}", f.name(), if f == Keyed::Decrypt { "" } else { ", number or bool" }, other.type_name())),
+        Value::Int(_) | Value::Float(_) | Value::Bool(_) if !strings_only => Ok(Some(std::borrow::Cow::Owned(v.to_string()))),
+        other => err(format!("`{function}` needs a string{}, got a {}", if strings_only { "" } else { ", number or bool" }, other.type_name())),
     }
 }
 
@@ -609,7 +610,7 @@ fn call_values(f: Func, v: &[Value]) -> Result<Value, EvalError> {
             }
             best.cloned().unwrap_or(Value::Null)
         }
-        Func::Sha256 => match secret_input(&v[0], Keyed::HmacSha256).map_err(|_| EvalError(format!("`sha256` needs a string, number or bool, got a {}", v[0].type_name())))? {
+        Func::Sha256 => match text_input(&v[0], "sha256", false)? {
             Some(text) => Value::str(&crate::secrets::sha256_hex(text.as_bytes())),
             None => Value::Null,
         },
@@ -618,7 +619,7 @@ fn call_values(f: Func, v: &[Value]) -> Result<Value, EvalError> {
             if keep < 0 {
                 return err(format!("`mask(x, {keep})`: the characters to keep cannot be negative"));
             }
-            match secret_input(&v[0], Keyed::HmacSha256).map_err(|_| EvalError(format!("`mask` needs a string, number or bool, got a {}", v[0].type_name())))? {
+            match text_input(&v[0], "mask", false)? {
                 Some(text) => {
                     let n = text.chars().count();
                     let hide = n.saturating_sub(keep as usize);
