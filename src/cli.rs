@@ -506,7 +506,7 @@ fn restore_point(p: &JobPlan, from_scratch: bool, from: Option<&std::path::Path>
             && have
                 .iter()
                 .filter(|((c, _), _)| **c == *n.name)
-                .all(|(_, v)| v.as_ref().is_none_or(|v| matches!(v, rill_engine::checkpoint::SavedState::Operator(o) if o.is_empty())));
+                .all(|(_, v)| v.state.as_ref().is_none_or(|v| matches!(v, rill_engine::checkpoint::SavedState::Operator(o) if o.is_empty())));
         if before != 0 && before != n.parallelism && !keyed && !stateless {
             return Err(format!(
                 "checkpoint {} has {before} instance(s) of `{}`, the pipeline now has {}: only keyed transforms, stateless ones, Kafka sources and PostgreSQL sinks can change parallelism; other sources and sinks cannot (use --from-scratch)",

@@ -281,3 +281,40 @@ fn rill_engine_latest(dir: &std::path::Path) -> String {
     all.sort();
     std::fs::read_to_string(all.last().expect("a checkpoint").join("_metadata")).unwrap()
 }
+
+/// One source ends at once, the other runs on: checkpoints go on (the ended one's final
+/// position stands for it), a run killed after that resumes with the ended source ended, and
+/// random kills lose and duplicate nothing.
+#[test]
+fn checkpoints_go_on_after_a_source_ends_and_a_resumed_run_starts_it_ended() {
+    let tmp = tempfile::tempdir().unwrap();
+    let early = write(tmp.path(), "early.jsonl", &(0..50).map(|i| format!("{{\"n\":{i},\"from\":\"early\"}}\n")).collect::<String>());
+    let body = format!(
+        "sources:\n  early: {{type: file, path: {}}}\n  late: {{type: generator, count: 20000, rate: 4000, fields: {{n: id, from: \"'late'\"}}}}\ntransforms:\n  both: {{type: map, inputs: [early, late], fields: {{k: \"from + '-' + string(n)\"}}}}\n",
+        early.display()
+    );
+    let p = checkpointed(tmp.path(), "after-finish", 1, &body, "both");
+    let ck = tmp.path().join("ck");
+    let mut job = Guard(rill().args(["run", p.to_str().unwrap()]).stderr(std::process::Stdio::null()).spawn().unwrap());
+    // A checkpoint taken after `early` ended, with `late` still running.
+    let after_end = || {
+        std::fs::read_dir(&ck)
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("chk-")).any(|e| std::fs::read_to_string(e.path().join("_metadata")).is_ok_and(|m| m.contains("\"finished\":true"))))
+            .unwrap_or(false)
+    };
+    assert!(wait_for(std::time::Duration::from_secs(60), || after_end() || job.0.try_wait().unwrap().is_some()));
+    assert!(job.0.try_wait().unwrap().is_none(), "the job ended before a checkpoint was taken after `early` ended");
+    job.0.kill().unwrap();
+    job.0.wait().unwrap();
+    let r = run(&["run", p.to_str().unwrap(), "-v"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("source `early` instance 0 had ended before the checkpoint; it ends at once"), "{}", r.stderr);
+    let mut keys: Vec<String> = lines(&tmp.path().join("out.jsonl")).iter().map(|v| v["k"].as_str().unwrap().to_string()).collect();
+    keys.sort();
+    let n = keys.len();
+    keys.dedup();
+    assert_eq!((n, keys.len()), (20_050, 20_050), "every record once");
+    // Random kills, resumed each time: the same output as a run without failures.
+    let _ = std::fs::remove_dir_all(&ck);
+    chaos_ok(&p, &["--kills", "8", "--seed", "3", "--max-delay", "800ms"]);
+}

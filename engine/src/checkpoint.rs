@@ -32,6 +32,10 @@ pub struct InstanceState {
     pub component: String,
     pub subtask: u32,
     pub state: Option<SavedState>,
+    /// The instance had finished (its input ended) before this checkpoint: `state` is what it
+    /// left (a source's final position), and a run resuming from here starts it finished.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finished: bool,
 }
 
 /// What one instance saved, by kind.
@@ -284,8 +288,8 @@ pub fn discard_staging(dir: &Path, before: Option<u64>) {
 
 impl Checkpoint {
     /// Instance states by (component, subtask).
-    pub fn by_instance(&self) -> BTreeMap<(String, u32), Option<SavedState>> {
-        self.instances.iter().map(|i| ((i.component.clone(), i.subtask), i.state.clone())).collect()
+    pub fn by_instance(&self) -> BTreeMap<(String, u32), &InstanceState> {
+        self.instances.iter().map(|i| ((i.component.clone(), i.subtask), i)).collect()
     }
 }
 
@@ -459,7 +463,7 @@ mod tests {
             created_ms: 0,
             duration_ms: 1,
             alignment_ms: 0,
-            instances: vec![InstanceState { component: "a".into(), subtask: 0, state: Some(SavedState::Source(serde_json::json!({"n": epoch}))) }],
+            instances: vec![InstanceState { component: "a".into(), subtask: 0, state: Some(SavedState::Source(serde_json::json!({"n": epoch}))), finished: false }],
             folder: None,
         }
     }

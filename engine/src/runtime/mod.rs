@@ -128,7 +128,9 @@ enum StopAt {
 }
 
 pub(crate) enum JobEvent {
-    Finished,
+    /// An instance's input ended and it sent everything on; `state` is what it leaves (a
+    /// source's final position), standing for it in the checkpoints still to come.
+    Finished { component: String, subtask: u32, state: Option<SavedState>, source: bool },
     Failed { component: String, subtask: u32, message: String, domain: crate::operator::ErrorDomain },
     /// An instance took its part of checkpoint `epoch`, after holding inputs for `alignment_ms`.
     Ack { epoch: u64, component: String, subtask: u32, state: Option<SavedState>, alignment_ms: u64 },
@@ -272,53 +274,60 @@ async fn drive(
     let mut ticker = tokio::time::interval(checkpointing.as_ref().map(|c| c.interval).unwrap_or(Duration::from_secs(3600)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    let mut coordinator = coordinator::Coordinator::new(actors, restore_epoch);
+    let source_instances = plan.nodes.iter().filter(|n| n.role == Role::Source).map(|n| n.parallelism as usize).sum();
+    let mut coordinator = coordinator::Coordinator::new(actors, source_instances, restore_epoch);
+    // Instances that finished: they take no more barriers or commits.
+    let mut gone: std::collections::HashSet<(String, u32)> = Default::default();
     let mut failures = coordinator::FailureCounter::new(checkpointing.as_ref().map(|c| c.tolerable_failed_checkpoints).unwrap_or(0));
     let mut max_alignment = 0u64;
     let mut stop: Option<StopAt> = None;
     let result = loop {
         tokio::select! {
-            ev = events.recv() => match ev {
-                Some(JobEvent::Finished) => {
-                    finished += 1;
-                    coordinator.instance_finished(); // no checkpoint completes once instances start finishing
-                    if finished == actors {
-                        break Ok(if interrupted { Outcome::Interrupted(None) } else { Outcome::Finished });
+            ev = events.recv() => {
+                let done = match ev {
+                    Some(JobEvent::Finished { component, subtask, state, source }) => {
+                        finished += 1;
+                        if finished == actors {
+                            break Ok(if interrupted { Outcome::Interrupted(None) } else { Outcome::Finished });
+                        }
+                        gone.insert((component.clone(), subtask));
+                        let last = crate::checkpoint::InstanceState { component, subtask, state, finished: true };
+                        if checkpointing.is_some() { coordinator.instance_finished(last, source, Instant::now()) } else { None }
                     }
-                }
-                Some(JobEvent::Ack { epoch: e, component, subtask, state, alignment_ms }) => {
-                    if coordinator.in_flight() == Some(e) {
-                        max_alignment = max_alignment.max(alignment_ms);
+                    Some(JobEvent::Ack { epoch: e, component, subtask, state, alignment_ms }) => {
+                        if coordinator.in_flight() == Some(e) {
+                            max_alignment = max_alignment.max(alignment_ms);
+                        }
+                        coordinator.ack(e, crate::checkpoint::InstanceState { component, subtask, state, finished: false }, Instant::now())
                     }
-                    let done = coordinator.ack(e, crate::checkpoint::InstanceState { component, subtask, state }, Instant::now());
-                    if let Some(done) = done {
-                        let ck = checkpointing.as_ref().expect("acks only with checkpoints");
-                        let e = done.epoch;
-                        match write_checkpoint(ck, &cfg.name, done, stop == Some(StopAt::Savepoint), std::mem::take(&mut max_alignment), stats, &mut failures) {
-                            Err(err) => break Err(err),
-                            Ok(false) => {}
-                            Ok(true) => {
-                                // Stopping here: publish up to this checkpoint, then stop where we
-                                // are; nothing after it is committed, and the next run resumes
-                                // from it (Flink's stop without drain).
-                                commit(&operator_addrs, e, stop.is_some()).await;
-                                for a in &source_addrs {
-                                    if a.try_send(actors::Commit(crate::message::Epoch(e))).is_err() {
-                                        tracing::warn!("a source instance did not take the completion of checkpoint {e}; it hears of the next one");
-                                    }
+                    Some(JobEvent::Failed { component, subtask, message, domain }) => break Err(RunError::Failed { component, subtask, message, domain }),
+                    None => break Err(RunError::Setup("every actor stopped without reporting".into())),
+                };
+                if let Some(done) = done {
+                    let ck = checkpointing.as_ref().expect("acks only with checkpoints");
+                    let e = done.epoch;
+                    match write_checkpoint(ck, &cfg.name, done, stop == Some(StopAt::Savepoint), std::mem::take(&mut max_alignment), stats, &mut failures) {
+                        Err(err) => break Err(err),
+                        Ok(false) => {}
+                        Ok(true) => {
+                            // Stopping here: publish up to this checkpoint, then stop where we
+                            // are; nothing after it is committed, and the next run resumes
+                            // from it (Flink's stop without drain).
+                            commit(operator_addrs.iter().filter(|(id, _)| !gone.contains(id)).map(|(_, a)| a), e, stop.is_some()).await;
+                            for (_, a) in source_addrs.iter().filter(|(id, _)| !gone.contains(id)) {
+                                if a.try_send(actors::Commit(crate::message::Epoch(e))).is_err() {
+                                    tracing::warn!("a source instance did not take the completion of checkpoint {e}; it hears of the next one");
                                 }
-                                if let Some(why) = stop {
-                                    break Ok(match why {
-                                        StopAt::Savepoint => Outcome::Savepoint(ck.dir.join(format!("chk-{e}"))),
-                                        StopAt::CtrlC => Outcome::Interrupted(Some(e)),
-                                    });
-                                }
+                            }
+                            if let Some(why) = stop {
+                                break Ok(match why {
+                                    StopAt::Savepoint => Outcome::Savepoint(ck.dir.join(format!("chk-{e}"))),
+                                    StopAt::CtrlC => Outcome::Interrupted(Some(e)),
+                                });
                             }
                         }
                     }
                 }
-                Some(JobEvent::Failed { component, subtask, message, domain }) => break Err(RunError::Failed { component, subtask, message, domain }),
-                None => break Err(RunError::Setup("every actor stopped without reporting".into())),
             },
             _ = next_interrupt(&mut interrupts) => {
                 if interrupted {
@@ -330,20 +339,20 @@ async fn drive(
                     // Committed output is never taken back: stop at a final checkpoint rather
                     // than flush partial results that the next run, resuming from an older
                     // checkpoint, would retract.
-                    Some(_) if finished == 0 => {
+                    Some(_) if coordinator.can_checkpoint() => {
                         eprintln!("\nstopping: taking a final checkpoint, then stopping; `rill run` resumes from it (Ctrl-C again to abort)");
                         stop.get_or_insert(StopAt::CtrlC);
                         ticker.reset_immediately();
                     }
                     Some(_) => {
-                        eprintln!("\nstopping: some sources have ended, so no further checkpoint can complete; nothing after the last one is committed, and `rill run` resumes from it");
+                        eprintln!("\nstopping: every source has ended, so no further checkpoint can start; nothing after the last one is committed, and `rill run` resumes from it");
                         break Ok(Outcome::Interrupted(None));
                     }
                     None => {
                         eprintln!("\nstopping: sources end now, everything in flight is processed and sinks are flushed (Ctrl-C again to abort)");
                         // Not awaited here: a source waiting for channel space takes the
                         // message only then, and the loop must stay free for a second Ctrl-C.
-                        for a in source_addrs.clone() {
+                        for (_, a) in source_addrs.clone() {
                             actix::spawn(async move {
                                 let _ = a.send(Stop).await;
                             });
@@ -356,7 +365,7 @@ async fn drive(
                 eprintln!("savepoint requested: taking it, then stopping");
                 stop = Some(StopAt::Savepoint);
             }
-            _ = ticker.tick(), if checkpointing.is_some() && finished == 0 => {
+            _ = ticker.tick(), if checkpointing.is_some() => {
                 let ck = checkpointing.as_ref().expect("checked");
                 let trigger = coordinator.trigger(Instant::now(), ck.timeout);
                 if let Some(expired) = coordinator.take_expired() {
@@ -367,11 +376,16 @@ async fn drive(
                 let coordinator::Trigger::Start(epoch) = trigger else { continue };
                 max_alignment = 0;
                 let barrier = crate::message::Barrier { epoch: crate::message::Epoch(epoch), savepoint: stop == Some(StopAt::Savepoint) };
-                for a in &source_addrs {
-                    if a.try_send(Inject(barrier)).is_err() {
-                        tracing::warn!("a source could not take barrier {epoch}; the checkpoint is abandoned");
-                        coordinator.abandon();
-                        break;
+                for (_, a) in source_addrs.iter().filter(|(id, _)| !gone.contains(id)) {
+                    match a.try_send(Inject(barrier)) {
+                        Ok(()) => {}
+                        // It has just finished: what it left will stand for it.
+                        Err(actix::dev::SendError::Closed(_)) => {}
+                        Err(actix::dev::SendError::Full(_)) => {
+                            tracing::warn!("a source could not take barrier {epoch}; the checkpoint is abandoned");
+                            coordinator.abandon();
+                            break;
+                        }
                     }
                 }
             }
@@ -427,8 +441,9 @@ async fn stop_arbiters(arbiters: Vec<Arbiter>, failed: bool, mut interrupts: Opt
 
 /// The actors of a running job.
 struct Started {
-    sources: Vec<Addr<SourceActor>>,
-    operators: Vec<Addr<OperatorActor>>,
+    /// By (component, subtask).
+    sources: Vec<((String, u32), Addr<SourceActor>)>,
+    operators: Vec<((String, u32), Addr<OperatorActor>)>,
     /// All of them (what a checkpoint needs an acknowledgement from).
     instances: usize,
 }
@@ -437,7 +452,7 @@ struct Started {
 /// before the sources start, each with its channels, counters and what it restores.
 fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared: &Shared, state: &crate::state::StateBackend, metrics: &JobMetrics) -> Started {
     let (cfg, threads, sources) = (&plan.config, arbiters.len(), plan.sources());
-    let restored: std::collections::BTreeMap<(String, u32), Option<SavedState>> =
+    let restored: std::collections::BTreeMap<(String, u32), &crate::checkpoint::InstanceState> =
         opts.restore.as_ref().map(|c| c.by_instance()).unwrap_or_default();
     let n = plan.nodes.len();
     let (mut inputs, mut outputs) = wire(plan, opts.channel_capacity);
@@ -492,7 +507,7 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                     let saved: Vec<(u32, serde_json::Value)> = restored
                         .iter()
                         .filter(|((c, _), _)| **c == *node.name)
-                        .filter_map(|((_, i), v)| match v {
+                        .filter_map(|((_, i), v)| match &v.state {
                             Some(SavedState::Source(p)) => Some((*i, p.clone())),
                             Some(SavedState::Operator(_)) => {
                                 tracing::warn!("the checkpoint holds an operator's state for source `{}`; it starts from the beginning", node.name);
@@ -507,7 +522,8 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                         all.sort_by_key(|(i, _)| *i);
                         Some(actors::SourceRestore::Rescaled(all.into_iter().map(|(_, p)| p).collect()))
                     } else {
-                        saved.into_iter().find(|(i, _)| *i == s).map(|(_, p)| actors::SourceRestore::Own(p))
+                        let finished = restored.get(&(node.name.to_string(), s)).is_some_and(|v| v.finished);
+                        saved.into_iter().find(|(i, _)| *i == s).map(|(_, p)| if finished { actors::SourceRestore::Finished(p) } else { actors::SourceRestore::Own(p) })
                     };
                     let addr = SourceActor::start_in_arbiter(&arbiter, move |_| SourceActor {
                         ctx: sctx,
@@ -520,12 +536,13 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                         done: false,
                         restore: position,
                         positions: Default::default(),
+                        ended_at: None,
                         time: crate::time::Timestamper::new(time),
                         siblings,
                         slot: (first_slot + s) as usize,
                         last_span: 0,
                     });
-                    source_addrs.push(addr);
+                    source_addrs.push(((node.name.to_string(), s), addr));
                 }
                 NodeSpec::Transform(_) | NodeSpec::Sink(_) => {
                     let (rxs, input_of): (Vec<_>, Vec<usize>) = std::mem::take(&mut inputs[i][s as usize]).into_iter().unzip();
@@ -541,13 +558,16 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                         restoring: opts.restore.is_some(),
                         managed: Default::default(),
                     };
-                    let before: Vec<&Option<SavedState>> = restored.iter().filter(|((c, _), _)| **c == *node.name).map(|(_, v)| v).collect();
+                    let before: Vec<&Option<SavedState>> = restored.iter().filter(|((c, _), _)| **c == *node.name).map(|(_, v)| &v.state).collect();
                     let operator_state = |v: &Option<SavedState>| match v {
                         Some(SavedState::Operator(o)) => Some(o.clone()),
                         _ => None,
                     };
-                    let restore = if before.len() as u32 == node.parallelism {
-                        restored.get(&(node.name.to_string(), s)).and_then(operator_state).map(actors::Restore::Own)
+                    let own = restored.get(&(node.name.to_string(), s));
+                    let restore = if before.len() as u32 == node.parallelism && own.is_some_and(|v| v.finished) {
+                        Some(actors::Restore::Finished)
+                    } else if before.len() as u32 == node.parallelism {
+                        own.and_then(|v| operator_state(&v.state)).map(actors::Restore::Own)
                     } else if before.is_empty() {
                         None
                     } else {
@@ -596,9 +616,10 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                             fault,
                             chain: Default::default(),
                             input_of,
+                            ended_before: false,
                         }
                     });
-                    operator_addrs.push(addr);
+                    operator_addrs.push(((node.name.to_string(), s), addr));
                 }
             }
         }
@@ -649,7 +670,7 @@ fn write_checkpoint(
 /// Tells every operator instance that checkpoint `epoch` is complete (sinks publish). With
 /// `wait` (the job stops there) each is waited for, up to 5 s; otherwise an instance whose
 /// mailbox is full commits at the next checkpoint.
-async fn commit(operators: &[Addr<OperatorActor>], epoch: u64, wait: bool) {
+async fn commit<'a>(operators: impl Iterator<Item = &'a Addr<OperatorActor>>, epoch: u64, wait: bool) {
     for a in operators {
         let c = Commit(crate::message::Epoch(epoch));
         if wait {

@@ -40,6 +40,8 @@ pub(crate) struct OperatorActor {
     pub(crate) chain: Chain,
     /// For each input channel, the component's input it belongs to (its place in `inputs:`).
     pub(crate) input_of: Vec<usize>,
+    /// Restored as finished ([`Restore::Finished`]): it only waits for its inputs to end.
+    pub(crate) ended_before: bool,
 }
 
 /// Steps that follow the operator's output of one message, in order.
@@ -57,6 +59,9 @@ pub(crate) enum Restore {
     Own(OperatorState),
     /// Every instance's state (the parallelism changed): keep this instance's key groups.
     Rescaled(Vec<OperatorState>),
+    /// It had finished before the checkpoint (so had everything before it): it is not opened,
+    /// and ends once its inputs have.
+    Finished,
 }
 
 /// One instance's entry of a checkpoint, read back: its snapshot chain (a full snapshot, then
@@ -154,6 +159,11 @@ impl Actor for OperatorActor {
         if let Some(e) = self.init_error.take() {
             return self.fail(ctx, e);
         }
+        if self.restore.take_if(|r| matches!(r, Restore::Finished)).is_some() {
+            tracing::info!("`{}` instance {} had finished before the checkpoint; it ends with its inputs", self.name, self.subtask);
+            self.ended_before = true;
+            return;
+        }
         let (op, octx) = (&mut self.op, &self.octx);
         let restore = self.restore.take();
         let restoring_since = restore.as_ref().map(|_| std::time::Instant::now());
@@ -162,7 +172,7 @@ impl Actor for OperatorActor {
         let r = guarded("open", || {
             op.open(octx)?;
             match &restore {
-                None => {}
+                None | Some(Restore::Finished) => {}
                 Some(Restore::Own(saved)) => {
                     let s = SavedInstance::read(saved)?;
                     op.restore_chain(&s.chain)?;
@@ -282,7 +292,9 @@ impl OperatorActor {
         if finish {
             *self.counters.report.lock().expect("report lock") = self.op.report();
             after_flush(self, ctx, |act, ctx| {
-                let _ = act.shared.events.send(JobEvent::Finished);
+                // It leaves no state: everything it had to say went out before its end of
+                // stream (and a run resuming from a later checkpoint starts it finished).
+                let _ = act.shared.events.send(JobEvent::Finished { component: act.name.to_string(), subtask: act.subtask, state: None, source: false });
                 ctx.stop();
             });
         } else {
@@ -291,6 +303,9 @@ impl OperatorActor {
     }
 
     fn handle_message(&mut self, input: usize, msg: Message, ctx: &mut Context<Self>) -> Result<(), OperatorError> {
+        if self.ended_before {
+            return self.ended_input(msg, ctx);
+        }
         match msg {
             Message::Data(batch) => {
                 self.watermarks.activate(input);
@@ -381,6 +396,29 @@ impl OperatorActor {
                     self.then.push(Then::Finish);
                 }
             }
+        }
+        self.dispatch(ctx);
+        Ok(())
+    }
+
+    /// An instance restored as finished: its inputs, finished too, only end (a record would
+    /// mean the checkpoint was not consistent, and is an error rather than lost).
+    fn ended_input(&mut self, msg: Message, ctx: &mut Context<Self>) -> Result<(), OperatorError> {
+        match msg {
+            Message::Data(_) => {
+                return Err(OperatorError::new(format!(
+                    "a record reached `{}` instance {}, which had finished before the checkpoint this run resumed from",
+                    self.name, self.subtask
+                )))
+            }
+            Message::End => {
+                self.open_inputs -= 1;
+                if self.open_inputs == 0 {
+                    self.then.push(Then::Broadcast(Message::End));
+                    self.then.push(Then::Finish);
+                }
+            }
+            Message::Watermark(_) | Message::Idle | Message::Barrier(_) => {}
         }
         self.dispatch(ctx);
         Ok(())

@@ -22,6 +22,8 @@ pub(crate) struct SourceActor {
     pub(crate) restore: Option<SourceRestore>,
     /// Positions recorded at barriers whose checkpoint is not complete yet, by epoch.
     pub(crate) positions: std::collections::BTreeMap<u64, serde_json::Value>,
+    /// Where it had ended, when restored as ended ([`SourceRestore::Finished`]).
+    pub(crate) ended_at: Option<serde_json::Value>,
 }
 
 /// What a source instance resumes from.
@@ -30,6 +32,8 @@ pub(crate) enum SourceRestore {
     Own(serde_json::Value),
     /// Every instance's position: the checkpoint was taken at another parallelism.
     Rescaled(Vec<serde_json::Value>),
+    /// It had finished before the checkpoint, at this position: it ends at once.
+    Finished(serde_json::Value),
 }
 
 /// Checkpoint `barrier`: the source records its position and sends the barrier downstream.
@@ -97,6 +101,11 @@ impl Actor for SourceActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(SourceRestore::Finished(position)) = self.restore.take_if(|r| matches!(r, SourceRestore::Finished(_))) {
+            tracing::info!("source `{}` instance {} had ended before the checkpoint; it ends at once", self.ctx.name, self.ctx.subtask);
+            self.ended_at = Some(position);
+            return self.finish(ctx);
+        }
         let make = self.make.clone();
         let sctx = self.ctx.clone();
         let restore = self.restore.take();
@@ -106,7 +115,7 @@ impl Actor for SourceActor {
             match &restore {
                 Some(SourceRestore::Own(pos)) => s.restore(pos)?,
                 Some(SourceRestore::Rescaled(all)) => s.restore_rescaled(all)?,
-                None => {}
+                None | Some(SourceRestore::Finished(_)) => {}
             }
             Ok(s)
         });
@@ -142,11 +151,13 @@ impl SourceActor {
         );
         self.done = true;
         self.publish_watermark(i64::MAX);
+        // Where it ended stands for it in the checkpoints taken while the rest of the job runs.
+        let state = self.source.as_ref().map(|s| s.position()).or_else(|| self.ended_at.take()).map(SavedState::Source);
         let outs = self.outputs.as_mut().expect("outputs present");
         outs.broadcast(Message::Watermark(Watermark::MAX));
         outs.broadcast(Message::End);
         after_flush(self, ctx, |act, ctx| {
-            let _ = act.shared.events.send(JobEvent::Finished);
+            let _ = act.shared.events.send(JobEvent::Finished { component: act.ctx.name.to_string(), subtask: act.ctx.subtask, state, source: true });
             ctx.stop();
         });
     }
