@@ -55,6 +55,10 @@ pub enum Command {
         /// Resume from this checkpoint or savepoint folder instead of the latest one.
         #[arg(long, value_name = "PATH")]
         from: Option<PathBuf>,
+        /// Serve the HTTP API (metrics, status, control) on this address, e.g. 127.0.0.1:8642
+        /// (the same as `--set http.listen=ADDR`).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
     },
     /// Take a savepoint of a running job and stop it: `rill run` resumes from it later, also
     /// after changes to the pipeline that keep the names of stateful components.
@@ -299,7 +303,10 @@ pub fn main(registry: Registry) -> ExitCode {
         Command::Chaos { pipeline, kills, panics, slow, seed, max_delay, sets } => {
             crate::chaos::main(&pipeline, crate::chaos::Faults { kills, panics, slow }, seed, max_delay, &sets, &registry)
         }
-        Command::Run { pipeline, sets, threads, progress, quiet, json, from_scratch, from } => {
+        Command::Run { pipeline, mut sets, threads, progress, quiet, json, from_scratch, from, http } => {
+            if let Some(addr) = http {
+                sets.push(format!("http.listen={addr}"));
+            }
             let p = match plan(&pipeline, &sets, &registry) {
                 Ok(p) => p,
                 Err(code) => return code,
@@ -337,6 +344,35 @@ pub fn main(registry: Registry) -> ExitCode {
                 return ExitCode::from(1);
             }
             let name = p.config.name.clone();
+            let audit = std::sync::Arc::new(std::sync::Mutex::new(audit));
+            let live = p.config.http.as_ref().map(|_| rill_engine::live::Live::new(&p));
+            let api = match (&p.config.http, &live) {
+                (Some(h), Some(live)) => {
+                    let a = audit.clone();
+                    let auditor: crate::api::Auditor = std::sync::Arc::new(move |action: &str, details: serde_json::Value, result: &str| {
+                        if let Err(e) = a.lock().expect("audit lock").record(action, details, result) {
+                            tracing::error!("audit trail: {e}");
+                        }
+                    });
+                    match crate::api::start(live.clone(), h, auditor) {
+                        Ok(api) => {
+                            eprintln!(
+                                "HTTP API at {}://{}/ (GET /metrics, GET /api/v1/job{})",
+                                if api.tls { "https" } else { "http" },
+                                api.addr,
+                                if h.tokens.is_some() { ", POST /api/v1/savepoint, POST /api/v1/stop; tokens required" } else { "; no tokens, so no control endpoints" }
+                            );
+                            Some(api)
+                        }
+                        Err(e) => {
+                            let _ = audit.lock().expect("audit lock").record("start", serde_json::json!({}), &format!("refused: {e}"));
+                            eprintln!("error: cannot run job `{name}`: {e}");
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
+                _ => None,
+            };
             let opts = RunOptions {
                 threads,
                 progress: match progress {
@@ -346,6 +382,7 @@ pub fn main(registry: Registry) -> ExitCode {
                 },
                 restore,
                 lock: Some(lock),
+                live,
                 ..RunOptions::default()
             };
             let (code, action, details, result) = match crate::run(p, opts) {
@@ -380,7 +417,11 @@ pub fn main(registry: Registry) -> ExitCode {
                     (ExitCode::from(1), "fail", serde_json::json!({}), format!("error: {e}"))
                 }
             };
-            match audit.record(action, details, &result) {
+            if let Some(api) = api {
+                api.stop();
+            }
+            let recorded = audit.lock().expect("audit lock").record(action, details, &result);
+            match recorded {
                 Ok(()) => code,
                 Err(e) => {
                     eprintln!("error: job `{name}`: {e}");

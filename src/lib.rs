@@ -25,6 +25,7 @@ pub use rill_engine::source::{Source, SourceContext, SourceOutput, SourceStatus}
 pub use rill_engine::value::{Sym, Value};
 pub use rill_operators as operators;
 
+pub mod api;
 pub mod chaos;
 pub mod cli;
 

@@ -10,7 +10,7 @@ pub mod postgres;
 mod options;
 mod pace;
 pub mod socket;
-mod tls;
+pub mod tls;
 
 use rill_engine::registry::Registry;
 

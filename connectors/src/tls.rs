@@ -70,6 +70,12 @@ pub(crate) fn server(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Strin
     builder.with_single_cert(chain, key).map(Arc::new).map_err(|e| format!("the certificate and key do not make a server: {e}"))
 }
 
+/// A TLS server's configuration from PEM files (the HTTP API's `http.tls`): `client_ca`
+/// requires client certificates it signed (mutual TLS).
+pub fn server_config(cert: &str, key: &str, client_ca: Option<&str>) -> Result<Arc<rustls::ServerConfig>, String> {
+    server(&TlsConfig { cert: Some(cert.into()), key: Some(key.into()), ca: None, client_ca: client_ca.map(str::to_string), server_name: None })
+}
+
 /// The configuration of a TLS client (the socket sink, the socket source in client mode).
 pub(crate) fn client(cfg: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, String> {
     let Some(ca) = &cfg.ca else { return Err("a TLS client needs `ca`: the PEM of the CA that signed the server's certificate".into()) };

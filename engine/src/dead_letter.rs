@@ -15,7 +15,12 @@ pub struct DeadLetter {
     pub description: String,
     /// Per component, fields whose values are kept out (`redact:`).
     redact: HashMap<String, Vec<String>>,
+    /// The last few entries written (redacted as written), for the HTTP API.
+    recent: Mutex<std::collections::VecDeque<serde_json::Value>>,
 }
+
+/// Dead letters kept for [`DeadLetter::recent`].
+const RECENT: usize = 20;
 
 /// What a redacted field's value becomes.
 pub const REDACTED: &str = "[redacted]";
@@ -34,7 +39,7 @@ impl DeadLetter {
             DeadLetterConfig::Stderr => (Some(Box::new(std::io::stderr())), "stderr".into()),
             DeadLetterConfig::Discard => (None, "discarded (counted only)".into()),
         };
-        Ok(DeadLetter { out: Mutex::new(out), count: AtomicU64::new(0), description, redact: HashMap::new() })
+        Ok(DeadLetter { out: Mutex::new(out), count: AtomicU64::new(0), description, redact: HashMap::new(), recent: Default::default() })
     }
 
     /// Keeps `fields` of each component's rejected records out of what is written: their values
@@ -93,6 +98,11 @@ impl DeadLetter {
             });
             serde_json::to_writer(&mut lines, &entry).expect("JSON of JSON");
             lines.push(b'\n');
+            let mut recent = self.recent.lock().expect("dead-letter lock");
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(entry);
         }
         out.write_all(&lines).and_then(|_| out.flush()).map_err(|e| {
             format!("cannot write to the dead-letter output {}: {e} ({n} rejected records of `{component}` could not be recorded)", self.description)
@@ -103,6 +113,11 @@ impl DeadLetter {
 
     pub fn count(&self) -> u64 {
         self.count.load(Relaxed)
+    }
+
+    /// The last few entries written, oldest first (with `redact:` applied).
+    pub fn recent(&self) -> Vec<serde_json::Value> {
+        self.recent.lock().expect("dead-letter lock").iter().cloned().collect()
     }
 
     pub fn flush(&self) {

@@ -23,4 +23,5 @@ pub mod checkpoint;
 pub mod lock;
 pub mod secrets;
 pub mod audit;
+pub mod live;
 pub mod testing;

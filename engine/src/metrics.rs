@@ -1,7 +1,7 @@
 //! Per-instance counters, updated once per batch (relaxed atomics) and read by the progress line
 //! and the summary printed at the end of a run.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 #[derive(Default, Debug)]
@@ -18,6 +18,32 @@ pub struct Counters {
     pub report: Mutex<Option<String>>,
     /// Sinks: source-to-sink latency of the records they received.
     pub latency: Mutex<Histogram>,
+    /// Time spent handling input (operators) or polling (sources), in microseconds.
+    pub busy_us: AtomicU64,
+    /// Time spent waiting for space in a full output channel (backpressure), in microseconds.
+    pub backpressured_us: AtomicU64,
+    /// The instance's current watermark (epoch ms; `i64::MIN` before the first).
+    pub watermark: Watermark,
+}
+
+/// A watermark readable from other threads: `i64::MIN` until one is set.
+#[derive(Debug)]
+pub struct Watermark(AtomicI64);
+
+impl Default for Watermark {
+    fn default() -> Self {
+        Watermark(AtomicI64::new(i64::MIN))
+    }
+}
+
+impl Watermark {
+    pub fn set(&self, wm: i64) {
+        self.0.store(wm, Relaxed);
+    }
+    /// `None` before the first watermark.
+    pub fn get(&self) -> Option<i64> {
+        Some(self.0.load(Relaxed)).filter(|&w| w != i64::MIN)
+    }
 }
 
 impl Counters {
@@ -180,6 +206,27 @@ impl Histogram {
         self.count
     }
 
+    /// The sum of the values (microseconds).
+    pub fn sum(&self) -> u64 {
+        self.sum
+    }
+
+    /// How many values were at most each bound (microseconds, ascending), for Prometheus'
+    /// cumulative `le` buckets: a bucket counts once all of it is at most the bound, so a count
+    /// is low by at most the one bucket (12.5 %) that straddles it.
+    pub fn at_most(&self, bounds: &[u64]) -> Vec<u64> {
+        let mut out = Vec::with_capacity(bounds.len());
+        let (mut b, mut seen) = (0, 0);
+        for &bound in bounds {
+            while b < self.buckets.len() && Self::low(b + 1) <= bound.saturating_add(1) {
+                seen += self.buckets[b];
+                b += 1;
+            }
+            out.push(seen);
+        }
+        out
+    }
+
     pub fn mean(&self) -> f64 {
         if self.count == 0 { 0.0 } else { self.sum as f64 / self.count as f64 }
     }
@@ -228,6 +275,14 @@ mod tests {
         let _ = unbounded;
         let (done, total) = m.progress();
         assert_eq!(done as f64 / total as f64, 0.375);
+    }
+
+    #[test]
+    fn cumulative_counts_take_whole_buckets_up_to_each_bound() {
+        let mut h = Histogram::default();
+        [3, 10, 15, 100, 1_000, 1_000_000].into_iter().for_each(|v| h.record(v));
+        assert_eq!(h.at_most(&[0, 10, 15, 1_000, 1_023, 5_000_000]), [0, 2, 3, 4, 5, 6], "1000 lies in [960, 1024): counted from 1023 on");
+        assert_eq!(h.sum(), 1_001_128);
     }
 
     #[test]

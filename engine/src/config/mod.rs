@@ -253,6 +253,8 @@ pub struct PipelineConfig {
     pub keys: crate::secrets::Keys,
     /// The audit trail, if configured (`audit: {path, key}`).
     pub audit: Option<crate::audit::AuditConfig>,
+    /// The HTTP API, if configured (`http:`; `rill run --http ADDR` too).
+    pub http: Option<HttpConfig>,
     /// The environment's values put in for `${VAR}`, to be shown as `${VAR}` again.
     pub interpolated: interpolate::Interpolated,
     /// The whole document, for checks that need more than the common structure.
@@ -278,6 +280,7 @@ struct TopLevel {
     #[serde(rename = "keys")]
     _keys: Option<serde::de::IgnoredAny>,
     audit: Option<AuditRaw>,
+    http: Option<HttpRaw>,
     #[serde(rename = "sources")]
     _sources: Option<serde::de::IgnoredAny>,
     #[serde(rename = "transforms")]
@@ -337,6 +340,56 @@ struct AuditRaw {
     path: String,
     /// The name of a key in `keys:`.
     key: Spanned<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpRaw {
+    listen: Spanned<String>,
+    tls: Option<HttpTls>,
+    tokens: Option<TokensRaw>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensRaw {
+    file: String,
+}
+
+/// `http:` at the top level: the HTTP API (metrics, status, control, the live page).
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub listen: std::net::SocketAddr,
+    pub tls: Option<HttpTls>,
+    /// The tokens file (`NAME ROLE TOKEN` a line): with it every endpoint needs a token, and
+    /// the control endpoints are served.
+    pub tokens: Option<PathBuf>,
+}
+
+/// `http.tls`: PEM files; with `client_ca`, clients must present a certificate it signed.
+#[derive(serde::Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTls {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: Option<String>,
+}
+
+impl HttpConfig {
+    /// `listen` as given (`--http` or `http.listen`), checked: an address that is not loopback
+    /// needs tokens, or anyone who reaches it could read (and, were control served, stop) the job.
+    pub fn check(listen: &str, tokens: bool) -> Result<std::net::SocketAddr, (String, String)> {
+        let addr: std::net::SocketAddr = listen
+            .parse()
+            .map_err(|e| (format!("`{listen}` is not an address to listen on ({e})"), "give an IP address and a port, e.g. `127.0.0.1:8642`".to_string()))?;
+        if !addr.ip().is_loopback() && !tokens {
+            return Err((
+                format!("the HTTP API would listen on {addr}, which is not a loopback address, without `http.tokens`"),
+                "add `tokens: {file: ...}` under `http:` (every endpoint then needs a token), or listen on 127.0.0.1".to_string(),
+            ));
+        }
+        Ok(addr)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -434,7 +487,7 @@ impl PipelineConfig {
             Err(e) => {
                 let mut e: ConfigError = e.into();
                 if e.message.contains("unknown field") {
-                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, keys, audit, sources, transforms, sinks".into());
+                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, keys, audit, http, sources, transforms, sinks".into());
                 }
                 errors.extend(every_unknown_field(&root, e));
                 None
@@ -534,6 +587,13 @@ impl PipelineConfig {
                 None
             }
         });
+        let http = top.as_ref().and_then(|t| t.http.as_ref()).and_then(|h| match HttpConfig::check(&h.listen.value, h.tokens.is_some()) {
+            Ok(listen) => Some(HttpConfig { listen, tls: h.tls.clone(), tokens: h.tokens.as_ref().map(|t| PathBuf::from(&t.file)) }),
+            Err((msg, hint)) => {
+                errors.push(ConfigError::new(Some(&h.listen.span), msg).hint(hint));
+                None
+            }
+        });
         if components.iter().all(|c| c.role != Role::Source) && errors.is_empty() {
             errors.push(ConfigError::new(Some(&root.span), "the pipeline has no sources").hint("add a `sources:` section"));
         }
@@ -565,6 +625,7 @@ impl PipelineConfig {
             components,
             keys,
             audit,
+            http,
             interpolated,
             problems,
             root,

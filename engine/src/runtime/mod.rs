@@ -26,6 +26,7 @@ use crate::exchange::{key_group_range, Exchange};
 use crate::metrics::{ComponentSummary, JobMetrics};
 use crate::operator::{OperatorContext, SinkOperator};
 use crate::plan::{JobPlan, NodeSpec};
+use crate::live::{Control, JobState};
 use crate::runtime::actors::{Commit, Inject, OperatorActor, Shared, SourceActor, Stop, Unmade};
 use crate::runtime::input::InputGate;
 use crate::runtime::output::{OutEdge, Outputs};
@@ -48,11 +49,13 @@ pub struct RunOptions {
     /// The job's folders, already locked by the caller (who had to look at its checkpoints
     /// before the run); [`run`] takes the lock itself if this is `None`.
     pub lock: Option<Arc<crate::lock::JobLock>>,
+    /// The status the HTTP API serves, and the requests it passes on.
+    pub live: Option<Arc<crate::live::Live>>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { threads: None, channel_capacity: 4, progress: false, handle_ctrl_c: true, restore: None, lock: None }
+        RunOptions { threads: None, channel_capacity: 4, progress: false, handle_ctrl_c: true, restore: None, lock: None, live: None }
     }
 }
 
@@ -151,9 +154,13 @@ pub fn run(plan: JobPlan, mut opts: RunOptions) -> Result<JobReport, RunError> {
     }
     let policy = plan.config.restart.clone();
     let mut attempt = 0u32;
+    let live = opts.live.clone();
     loop {
         match run_once(plan.clone(), opts.clone()) {
             Err(e @ (RunError::Failed { .. } | RunError::Checkpoints(_))) if e.retryable() && policy.as_ref().is_some_and(|p| attempt < p.max_attempts) => {
+                if let Some(l) = &live {
+                    l.failed(&e.to_string(), true);
+                }
                 let p = policy.as_ref().expect("checked");
                 let wait = p.backoff.saturating_mul(1 << attempt.min(20));
                 attempt += 1;
@@ -171,10 +178,18 @@ restarting ({attempt} of {}) in {} ms", p.max_attempts, wait.as_millis());
                     None => None,
                 };
             }
-            r => return r.map(|mut report| {
-                report.restarts = attempt;
-                report
-            }),
+            r => {
+                if let Some(l) = &live {
+                    match &r {
+                        Ok(_) => l.set_state(JobState::Finished),
+                        Err(e) => l.failed(&e.to_string(), false),
+                    }
+                }
+                return r.map(|mut report| {
+                    report.restarts = attempt;
+                    report
+                });
+            }
         }
     }
 }
@@ -193,6 +208,9 @@ fn run_once(plan: JobPlan, opts: RunOptions) -> Result<JobReport, RunError> {
     let threads = opts.threads.unwrap_or(cores.min(instances)).max(1);
     let metrics = JobMetrics::default();
     let started = Instant::now();
+    if let Some(l) = &opts.live {
+        l.running(&metrics, &dead_letter);
+    }
     let system = actix::System::new();
     let dl = dead_letter.clone();
     let m = metrics.clone();
@@ -281,6 +299,44 @@ async fn drive(
     let mut failures = coordinator::FailureCounter::new(checkpointing.as_ref().map(|c| c.tolerable_failed_checkpoints).unwrap_or(0));
     let mut max_alignment = 0u64;
     let mut stop: Option<StopAt> = None;
+    let live = opts.live.clone();
+    let set_state = |state: JobState| {
+        if let Some(l) = &live {
+            l.set_state(state);
+        }
+    };
+    let mut requests = live.as_ref().and_then(|l| l.take_requests());
+    // The first Ctrl-C, or a stop asked for through the HTTP API.
+    macro_rules! begin_stop {
+        ($again:expr) => {{
+            interrupted = true;
+            set_state(JobState::Stopping);
+            match &checkpointing {
+                // Committed output is never taken back: stop at a final checkpoint rather
+                // than flush partial results that the next run, resuming from an older
+                // checkpoint, would retract.
+                Some(_) if coordinator.can_checkpoint() => {
+                    eprintln!("\nstopping: taking a final checkpoint, then stopping; `rill run` resumes from it ({})", $again);
+                    stop.get_or_insert(StopAt::CtrlC);
+                    ticker.reset_immediately();
+                }
+                Some(_) => {
+                    eprintln!("\nstopping: every source has ended, so no further checkpoint can start; nothing after the last one is committed, and `rill run` resumes from it");
+                    break Ok(Outcome::Interrupted(None));
+                }
+                None => {
+                    eprintln!("\nstopping: sources end now, everything in flight is processed and sinks are flushed ({})", $again);
+                    // Not awaited here: a source waiting for channel space takes the
+                    // message only then, and the loop must stay free for a second Ctrl-C.
+                    for (_, a) in source_addrs.clone() {
+                        actix::spawn(async move {
+                            let _ = a.send(Stop).await;
+                        });
+                    }
+                }
+            }
+        }};
+    }
     let result = loop {
         tokio::select! {
             ev = events.recv() => {
@@ -306,7 +362,7 @@ async fn drive(
                 if let Some(done) = done {
                     let ck = checkpointing.as_ref().expect("acks only with checkpoints");
                     let e = done.epoch;
-                    match write_checkpoint(ck, &cfg.name, done, stop == Some(StopAt::Savepoint), std::mem::take(&mut max_alignment), stats, &mut failures) {
+                    match write_checkpoint(ck, &cfg.name, done, stop == Some(StopAt::Savepoint), std::mem::take(&mut max_alignment), stats, &mut failures, live.as_deref()) {
                         Err(err) => break Err(err),
                         Ok(false) => {}
                         Ok(true) => {
@@ -334,42 +390,40 @@ async fn drive(
                     eprintln!("aborted");
                     std::process::exit(130);
                 }
-                interrupted = true;
-                match &checkpointing {
-                    // Committed output is never taken back: stop at a final checkpoint rather
-                    // than flush partial results that the next run, resuming from an older
-                    // checkpoint, would retract.
-                    Some(_) if coordinator.can_checkpoint() => {
-                        eprintln!("\nstopping: taking a final checkpoint, then stopping; `rill run` resumes from it (Ctrl-C again to abort)");
-                        stop.get_or_insert(StopAt::CtrlC);
-                        ticker.reset_immediately();
-                    }
-                    Some(_) => {
-                        eprintln!("\nstopping: every source has ended, so no further checkpoint can start; nothing after the last one is committed, and `rill run` resumes from it");
-                        break Ok(Outcome::Interrupted(None));
-                    }
-                    None => {
-                        eprintln!("\nstopping: sources end now, everything in flight is processed and sinks are flushed (Ctrl-C again to abort)");
-                        // Not awaited here: a source waiting for channel space takes the
-                        // message only then, and the loop must stay free for a second Ctrl-C.
-                        for (_, a) in source_addrs.clone() {
-                            actix::spawn(async move {
-                                let _ = a.send(Stop).await;
-                            });
-                        }
-                    }
-                }
+                begin_stop!("Ctrl-C again to abort");
             }
+            Some(request) = next_request(&mut requests) => match request {
+                Control::Savepoint if checkpointing.is_some() && stop != Some(StopAt::Savepoint) && coordinator.can_checkpoint() => {
+                    eprintln!("savepoint requested (HTTP API): taking it, then stopping");
+                    stop = Some(StopAt::Savepoint);
+                    set_state(JobState::Stopping);
+                    ticker.reset_immediately();
+                }
+                Control::Savepoint => tracing::warn!("a savepoint was requested, but none can be taken now"),
+                Control::Stop { checkpoint: false } if checkpointing.is_some() => {
+                    eprintln!("stop requested (HTTP API), without a final checkpoint: stopping now; nothing after the last complete checkpoint is committed, and `rill run` resumes from it");
+                    break Ok(Outcome::Interrupted(None));
+                }
+                Control::Stop { .. } if !interrupted => {
+                    begin_stop!("a stop requested with the HTTP API");
+                }
+                Control::Stop { .. } => {}
+            },
             _ = progress.tick(), if opts.progress => print_progress(&metrics, started.elapsed()),
             _ = savepoint_signal.recv(), if checkpointing.is_some() && stop != Some(StopAt::Savepoint) => {
                 eprintln!("savepoint requested: taking it, then stopping");
                 stop = Some(StopAt::Savepoint);
+                set_state(JobState::Stopping);
             }
             _ = ticker.tick(), if checkpointing.is_some() => {
                 let ck = checkpointing.as_ref().expect("checked");
                 let trigger = coordinator.trigger(Instant::now(), ck.timeout);
                 if let Some(expired) = coordinator.take_expired() {
-                    if let Err(msg) = failures.failed(expired, &format!("not complete within checkpoint.timeout ({:?})", ck.timeout)) {
+                    let cause = format!("not complete within checkpoint.timeout ({:?})", ck.timeout);
+                    if let Some(l) = &live {
+                        l.checkpoint_failed(expired, &cause);
+                    }
+                    if let Err(msg) = failures.failed(expired, &cause) {
                         break Err(RunError::Checkpoints(msg));
                     }
                 }
@@ -398,8 +452,19 @@ async fn drive(
     if opts.progress {
         eprintln!();
     }
+    if let (Some(l), Some(r)) = (&live, requests) {
+        l.give_back(r);
+    }
     stop_arbiters(arbiters, result.is_err(), interrupts).await;
     result
+}
+
+/// The next request through the HTTP API, if it is served (else never).
+async fn next_request(requests: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Control>>) -> Option<Control> {
+    match requests {
+        Some(r) => r.recv().await,
+        None => futures::future::pending().await,
+    }
 }
 
 /// The next Ctrl-C, if the job handles them (else never).
@@ -637,6 +702,7 @@ fn write_checkpoint(
     alignment_ms: u64,
     stats: &mut CheckpointStats,
     failures: &mut coordinator::FailureCounter,
+    live: Option<&crate::live::Live>,
 ) -> Result<bool, RunError> {
     let epoch = done.epoch;
     let cp = crate::checkpoint::Checkpoint {
@@ -658,10 +724,16 @@ fn write_checkpoint(
             stats.max_duration_ms = stats.max_duration_ms.max(cp.duration_ms);
             stats.max_alignment_ms = stats.max_alignment_ms.max(cp.alignment_ms);
             stats.last_bytes = bytes;
+            if let Some(l) = live {
+                l.checkpoint_completed(crate::live::CheckpointEntry { epoch, completed_ms: crate::time::now_millis(), duration_ms: cp.duration_ms, alignment_ms: cp.alignment_ms, bytes });
+            }
             Ok(true)
         }
         Err(err) => {
             let cause = format!("cannot write it under {}: {err}", ck.dir.display());
+            if let Some(l) = live {
+                l.checkpoint_failed(epoch, &cause);
+            }
             failures.failed(epoch, &cause).map(|()| false).map_err(RunError::Checkpoints)
         }
     }

@@ -77,7 +77,9 @@ where
         *act.outputs() = Some(outs);
         return if closed { act.downstream_gone(ctx) } else { then(act, ctx) };
     }
+    let waiting = std::time::Instant::now();
     ctx.wait(outs.flush().into_actor(act).map(move |outs, act, ctx| {
+        Counters::add(&act.counters().backpressured_us, waiting.elapsed().as_micros() as u64);
         let closed = outs.closed();
         *act.outputs() = Some(outs);
         if closed {
@@ -90,6 +92,8 @@ where
 
 pub(crate) trait HasOutputs: Actor<Context = Context<Self>> {
     fn outputs(&mut self) -> &mut Option<Outputs>;
+
+    fn counters(&self) -> &Counters;
 
     /// A receiver stopped before the end of the stream: stop without finishing.
     fn downstream_gone(&mut self, ctx: &mut Context<Self>);

@@ -145,6 +145,10 @@ impl HasOutputs for OperatorActor {
         &mut self.outputs
     }
 
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     fn downstream_gone(&mut self, ctx: &mut Context<Self>) {
         tracing::debug!("`{}` instance {}: a receiver stopped; stopping", self.name, self.subtask);
         self.failed = true;
@@ -425,6 +429,7 @@ impl OperatorActor {
     }
 
     fn advance_watermark(&mut self, wm: Watermark) -> Result<(), OperatorError> {
+        self.counters.watermark.set(wm.0);
         let (op, out) = (&mut self.op, &mut self.collector);
         for t in out.timers().due(crate::state::TimeDomain::Event, wm.0) {
             guarded("on_timer", || op.on_timer(t, out))?;
@@ -558,7 +563,10 @@ impl StreamHandler<(usize, Message)> for OperatorActor {
             return;
         }
         let ended = matches!(msg, Message::End) && self.open_inputs == 1;
-        if let Err(e) = self.handle_message(input, msg, ctx) {
+        let began = std::time::Instant::now();
+        let handled = self.handle_message(input, msg, ctx);
+        Counters::add(&self.counters.busy_us, began.elapsed().as_micros() as u64);
+        if let Err(e) = handled {
             return self.fail(ctx, e);
         }
         if !ended && self.collector.timers().next_processing().is_some() {

@@ -89,6 +89,10 @@ impl HasOutputs for SourceActor {
         &mut self.outputs
     }
 
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     fn downstream_gone(&mut self, ctx: &mut Context<Self>) {
         tracing::debug!("source `{}` instance {}: a receiver stopped; stopping", self.ctx.name, self.ctx.subtask);
         self.done = true;
@@ -184,7 +188,9 @@ impl Handler<Step> for SourceActor {
         }
         let mut out = SourceOutput::new(self.ctx.batch_size);
         let source = self.source.as_mut().expect("opened");
+        let began = std::time::Instant::now();
         let status = guarded("poll", || source.poll(&mut out));
+        Counters::add(&self.counters.busy_us, began.elapsed().as_micros() as u64);
         if let Some(p) = source.progress() {
             self.counters.progress_done.store(p.done, std::sync::atomic::Ordering::Relaxed);
             self.counters.progress_total.store(p.total, std::sync::atomic::Ordering::Relaxed);
@@ -222,6 +228,7 @@ impl Handler<Step> for SourceActor {
                     self.last_span = wm.0.saturating_sub(before);
                 }
                 self.publish_watermark(wm.0);
+                self.counters.watermark.set(wm.0);
             }
             // What the poll and the stamping rejected is written before the records go on, so
             // that a source's dead letters come before those of the operators after it.

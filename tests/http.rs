@@ -1,0 +1,244 @@
+//! The HTTP API of a running job, called over real sockets (plain and TLS): Prometheus
+//! metrics, the status, tokens and roles, control, the audit trail of calls.
+
+mod common;
+
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+
+/// A response: status, headers (lowercased names), body.
+struct Response {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Response {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+fn request(mut stream: impl Read + Write, method: &str, path: &str, token: Option<&str>) -> Response {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: rill\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{head}"));
+    Response { status, headers: head.to_lowercase(), body: body.to_string() }
+}
+
+fn call(addr: &str, method: &str, path: &str, token: Option<&str>) -> Response {
+    request(TcpStream::connect(addr).unwrap(), method, path, token)
+}
+
+/// Starts `rill run` on `pipeline` and waits for the API's address in its log.
+fn start(pipeline: &std::path::Path, args: &[&str]) -> (Guard, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = Guard(rill().args([&["run", pipeline.to_str().unwrap(), "--progress", "never"], args].concat()).stderr(std::process::Stdio::piped()).spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no API address in: {seen:?}"));
+        if let Some(at) = line.strip_prefix("HTTP API at ") {
+            let addr = at.split("://").nth(1).unwrap().split('/').next().unwrap().to_string();
+            return (child, addr, rx);
+        }
+        seen.push(line);
+    }
+}
+
+/// Everything the process wrote to stderr until it exits, and its exit code.
+fn finish(mut child: Guard, rx: std::sync::mpsc::Receiver<String>) -> (i32, String) {
+    let status = child.0.wait().unwrap();
+    (status.code().unwrap_or(-1), rx.iter().collect::<Vec<_>>().join("\n"))
+}
+
+/// The value of one sample in Prometheus text (`name{labels}`, labels as written).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn pipeline(tmp: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let d = tmp.display();
+    write(
+        tmp,
+        "p.yaml",
+        &format!(
+            "name: api-test\nwork_dir: {d}/w\ncheckpoint: {{interval: 100ms, dir: {d}/ck}}\n{extra}\
+             sources:\n  g: {{type: generator, count: 10000000, rate: 4000, fields: {{n: id, ts: \"1700000000000 + id\"}}, event_time: {{field: ts}}}}\n\
+             transforms:\n  m: {{type: map, inputs: [g], fields: {{x: \"10 / (n % 100)\"}}}}\n\
+             sinks:\n  out: {{type: file, inputs: [m], path: {d}/out.jsonl}}\n"
+        ),
+    )
+}
+
+#[test]
+fn metrics_and_status_describe_the_running_job_and_control_needs_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline(tmp.path(), "");
+    let (child, addr, rx) = start(&p, &["--http", "127.0.0.1:0"]);
+    // Wait until the job has run a while: rates need two samples, and checkpoints complete.
+    let ready = |j: &serde_json::Value| j["components"][0]["records_in_per_s"].as_f64().unwrap_or(0.0) > 0.0 && j["checkpoints"]["completed"].as_u64().unwrap_or(0) > 0;
+    assert!(wait_for(Duration::from_secs(60), || ready(&call(&addr, "GET", "/api/v1/job", None).json())));
+    let job = call(&addr, "GET", "/api/v1/job", None);
+    assert_eq!(job.status, 200);
+    assert!(job.headers.contains("content-type: application/json"), "{}", job.headers);
+    let j = job.json();
+    assert_eq!((j["job"].as_str(), j["state"].as_str()), (Some("api-test"), Some("running")));
+    let names: Vec<(&str, &str, &str)> = j["components"].as_array().unwrap().iter().map(|c| (c["name"].as_str().unwrap(), c["type"].as_str().unwrap(), c["role"].as_str().unwrap())).collect();
+    assert_eq!(names, [("g", "generator", "source"), ("m", "map", "transform"), ("out", "file", "sink")]);
+    let m = &j["components"][1];
+    assert_eq!(m["inputs"], serde_json::json!([{"from": "g", "exchange": "forward"}]));
+    assert!(m["records_in"].as_u64().unwrap() > 0 && m["rejected"].as_u64().unwrap() > 0, "{m}");
+    // One in a hundred fails (division by zero): dead-lettered, and the last few shown.
+    let dead = &j["dead_letters"];
+    assert!(dead["count"].as_u64().unwrap() > 0 && dead["recent"][0]["component"] == "m", "{dead}");
+    assert!(dead["recent"][0]["error"].as_str().unwrap().contains("division by zero"), "{dead}");
+    // Event time: the watermark of each component, and how far it is behind the clock.
+    let wm = j["components"][0]["watermark_ms"].as_i64().unwrap();
+    assert!(wm >= 1_700_000_000_000 && j["components"][0]["watermark_lag_ms"].as_i64().unwrap() > 0, "{}", j["components"][0]);
+    assert!(["ok", "low", "high"].contains(&j["components"][2]["backpressure"].as_str().unwrap()));
+    let latest = &j["checkpoints"]["latest"];
+    assert!(latest["epoch"].as_u64().unwrap() >= 1 && latest["bytes"].as_u64().unwrap() > 0, "{latest}");
+    assert!(j["process"]["rss_bytes"].as_u64().unwrap() > 1_000_000);
+
+    let first = call(&addr, "GET", "/metrics", None);
+    assert_eq!(first.status, 200);
+    assert!(first.headers.contains("content-type: text/plain; version=0.0.4"), "{}", first.headers);
+    let text = first.body;
+    assert!(text.contains("# TYPE rill_records_in_total counter") && text.contains("# TYPE rill_latency_seconds histogram"), "{text}");
+    let g_in = |t: &str| sample(t, "rill_records_in_total{job=\"api-test\",component=\"g\"}").unwrap();
+    let before = g_in(&text);
+    assert!(before > 0.0);
+    assert!(sample(&text, "rill_records_rejected_total{job=\"api-test\",component=\"m\"}").unwrap() > 0.0);
+    assert_eq!(sample(&text, "rill_dead_letters_total{job=\"api-test\"}"), Some(sample(&text, "rill_records_rejected_total{job=\"api-test\",component=\"m\"}").unwrap()));
+    assert!(sample(&text, "rill_checkpoints_completed_total{job=\"api-test\"}").unwrap() >= 1.0);
+    let count = sample(&text, "rill_latency_seconds_count{job=\"api-test\",component=\"out\"}").unwrap();
+    assert_eq!(sample(&text, "rill_latency_seconds_bucket{job=\"api-test\",component=\"out\",le=\"+Inf\"}"), Some(count));
+    assert!(sample(&text, "rill_watermark_seconds{job=\"api-test\",component=\"m\"}").unwrap() >= 1_700_000_000.0);
+    assert!(sample(&text, "process_resident_memory_bytes").unwrap() > 1e6);
+    assert!(wait_for(Duration::from_secs(30), || g_in(&call(&addr, "GET", "/metrics", None).body) > before), "the counters move");
+
+    // No tokens: no control endpoints, and nothing else is there either.
+    let stop = call(&addr, "POST", "/api/v1/stop", None);
+    assert_eq!(stop.status, 404);
+    assert!(stop.json()["error"].as_str().unwrap().contains("only with `http.tokens`"));
+    assert_eq!(call(&addr, "GET", "/nope", None).status, 404);
+    assert_eq!(call(&addr, "DELETE", "/metrics", None).status, 405);
+    interrupt(&child.0);
+    let (code, log) = finish(child, rx);
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn tokens_guard_every_endpoint_an_operate_token_stops_the_job_and_calls_are_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reader, operator) = ("r3ad-0123456789abcdef", "0p3r-fedcba9876543210");
+    write(tmp.path(), "tokens.txt", &format!("# name role token\nscraper read {reader}\nops operate {operator}\n"));
+    let extra = format!(
+        "http: {{listen: 127.0.0.1:0, tokens: {{file: {d}/tokens.txt}}}}\naudit: {{path: {d}/audit.jsonl, key: audit_key}}\nkeys: {{audit_key: {{env: RILL_TEST_AUDIT_KEY}}}}\n",
+        d = tmp.path().display()
+    );
+    let p = pipeline(tmp.path(), &extra);
+    std::env::set_var("RILL_TEST_AUDIT_KEY", "a-key-for-the-audit-trail");
+    let (child, addr, rx) = start(&p, &[]);
+    for path in ["/metrics", "/api/v1/job"] {
+        let r = call(&addr, "GET", path, None);
+        assert_eq!(r.status, 401, "{path}: {}", r.body);
+        assert!(r.headers.contains("www-authenticate: bearer"), "{}", r.headers);
+        assert_eq!(call(&addr, "GET", path, Some("not-a-token-at-all-really")).status, 401);
+        assert_eq!(call(&addr, "GET", path, Some(reader)).status, 200);
+    }
+    let r = call(&addr, "POST", "/api/v1/stop", Some(reader));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("`scraper` has role `read`"));
+    assert_eq!(call(&addr, "POST", "/api/v1/savepoint", None).status, 401);
+    // Once a checkpoint exists, the operator takes a savepoint: the job stops at it.
+    assert!(wait_for(Duration::from_secs(60), || call(&addr, "GET", "/api/v1/job", Some(reader)).json()["checkpoints"]["completed"].as_u64().unwrap_or(0) > 0));
+    let r = call(&addr, "POST", "/api/v1/savepoint", Some(operator));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json(), serde_json::json!({"requested": "savepoint", "by": "ops"}));
+    let (code, log) = finish(child, rx);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("savepoint requested (HTTP API)") && log.contains("stopped at savepoint"), "{log}");
+    // Who did what, refusals included; the tokens themselves nowhere.
+    let audit = lines(&tmp.path().join("audit.jsonl"));
+    let entries: Vec<(String, String, String)> = audit
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap().to_string(), e["details"]["who"].as_str().unwrap_or("").to_string(), e["result"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(entries.iter().any(|(a, _, r)| a == "http" && r == "refused (401): no token"), "{entries:?}");
+    assert!(entries.iter().any(|(a, _, r)| a == "http" && r == "refused (401): a token that is not in the tokens file"), "{entries:?}");
+    assert!(entries.iter().any(|(a, w, r)| a == "http" && w == "scraper" && r == "refused (403): a read token"), "{entries:?}");
+    assert!(entries.iter().any(|(a, w, r)| a == "savepoint" && w == "ops" && r == "ok"), "{entries:?}");
+    assert_eq!(entries.last().unwrap().0, "savepoint", "the job's own end, last: {entries:?}");
+    let raw = std::fs::read_to_string(tmp.path().join("audit.jsonl")).unwrap();
+    for secret in [reader, operator] {
+        assert!(!raw.contains(secret) && !log.contains(secret), "a token was written out");
+    }
+    let v = run(&["audit", "verify", p.to_str().unwrap()]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+}
+
+#[test]
+fn the_api_refuses_to_listen_beyond_loopback_without_tokens_and_names_bad_token_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pipeline(tmp.path(), "http: {listen: '0.0.0.0:8642'}\n");
+    let r = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("p.yaml:4:17: error: the HTTP API would listen on 0.0.0.0:8642, which is not a loopback address, without `http.tokens`"), "{}", r.stderr);
+    assert!(r.stderr.contains("help: add `tokens: {file: ...}`"), "{}", r.stderr);
+    let p = pipeline(tmp.path(), "");
+    let r = run(&["validate", p.to_str().unwrap(), "--set", "http.listen=localhost"]);
+    assert!(r.code == 2 && r.stderr.contains("`localhost` is not an address to listen on"), "{}", r.stderr);
+    write(tmp.path(), "tokens.txt", "ops operate 0p3r-fedcba9876543210\nsomeone admin 0123456789abcdef0123\n");
+    let p = pipeline(tmp.path(), &format!("http: {{listen: 127.0.0.1:0, tokens: {{file: {}/tokens.txt}}}}\n", tmp.path().display()));
+    let r = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("tokens.txt:2: role `admin` is not `read` or `operate`"), "{}", r.stderr);
+    assert!(!r.stderr.contains("fedcba"), "{}", r.stderr);
+}
+
+#[test]
+fn the_api_serves_https_with_the_pipelines_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut ca = ca;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["rill.test".to_string()]).unwrap();
+    leaf.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
+    write(tmp.path(), "server.pem", &leaf_cert.pem());
+    write(tmp.path(), "server.key", &leaf_key.serialize_pem());
+    let d = tmp.path().display();
+    let p = pipeline(tmp.path(), &format!("http: {{listen: 127.0.0.1:0, tls: {{cert: {d}/server.pem, key: {d}/server.key}}}}\n"));
+    let (child, addr, rx) = start(&p, &[]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth();
+    let tls = rustls::ClientConnection::new(std::sync::Arc::new(config), rustls::pki_types::ServerName::IpAddress("127.0.0.1".parse::<std::net::IpAddr>().unwrap().into())).unwrap();
+    let r = request(rustls::StreamOwned::new(tls, TcpStream::connect(&addr).unwrap()), "GET", "/api/v1/job", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["job"], "api-test");
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = std::panic::catch_unwind(|| call(&addr, "GET", "/api/v1/job", None).status);
+    assert!(plain.map_or(true, |s| s != 200));
+    interrupt(&child.0);
+    let (code, log) = finish(child, rx);
+    assert_eq!(code, 0, "{log}");
+}
