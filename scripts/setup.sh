@@ -65,6 +65,22 @@ if [ "$(id -u)" = 0 ] && ! id rill-pg >/dev/null 2>&1; then
   useradd --system --no-create-home --shell /usr/sbin/nologin rill-pg
 fi
 
+# A real browser for the test of the live page (tests/page.rs): Debian's chromium, driven by
+# playwright-core 1.57.0 from npm (installed into .venv/node; it downloads no browser).
+if ! need chromium; then
+  echo "setup: installing chromium (the live page's test opens it headless)" >&2
+  apt_install chromium
+fi
+if ! need node || ! need npm; then
+  echo "setup: installing node and npm (they drive chromium in the live page's test)" >&2
+  apt_install nodejs npm
+fi
+if [ ! -d .venv/node/node_modules/playwright-core ]; then
+  echo "setup: installing playwright-core into .venv/node" >&2
+  mkdir -p .venv/node
+  (cd .venv/node && npm install --silent --no-audit --no-fund --no-save playwright-core@1.57.0 >/dev/null)
+fi
+
 # The MNIST stream and model (deterministic; only made when missing).
 if [ ! -s data/mnist_stream.csv ] || [ ! -s data/mnist_train.csv ]; then
   .venv/bin/python scripts/mnist_data.py

@@ -1,6 +1,7 @@
 //! The HTTP API of a running job (`http:` in the pipeline, or `rill run --http ADDR`), served by
 //! the job process on a thread of its own (actix-web, one worker):
 //!
+//! - `GET /`: the live page (static, built into the binary; it polls `/api/v1/job`);
 //! - `GET /metrics`: Prometheus text format ([`rill_engine::live::Live::prometheus`]);
 //! - `GET /api/v1/job`: the whole status as JSON ([`rill_engine::live::Live::status`]);
 //! - `POST /api/v1/savepoint`, `POST /api/v1/stop[?checkpoint=false]`: control, served only
@@ -166,13 +167,17 @@ pub fn start(live: Arc<Live>, cfg: &HttpConfig, audit: Auditor) -> Result<Api, S
 
 #[derive(Clone, Copy, PartialEq)]
 enum Route {
+    Page,
     Metrics,
     Job,
     Savepoint,
     Stop,
 }
 
-const ENDPOINTS: [&str; 4] = ["GET /metrics", "GET /api/v1/job", "POST /api/v1/savepoint", "POST /api/v1/stop"];
+/// The live page: one file, no CDN, nothing fetched but `/api/v1/job`.
+const PAGE: &str = include_str!("page.html");
+
+const ENDPOINTS: [&str; 5] = ["GET /", "GET /metrics", "GET /api/v1/job", "POST /api/v1/savepoint", "POST /api/v1/stop"];
 
 fn error(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({"error": message}))
@@ -194,11 +199,12 @@ async fn handle(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
     let (method, path) = (req.method().as_str().to_string(), req.path().to_string());
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_else(|| "?".into());
     let route = match (method.as_str(), path.as_str()) {
+        ("GET", "/") => Route::Page,
         ("GET", "/metrics") => Route::Metrics,
         ("GET", "/api/v1/job") => Route::Job,
         ("POST", "/api/v1/savepoint") => Route::Savepoint,
         ("POST", "/api/v1/stop") => Route::Stop,
-        (_, "/metrics" | "/api/v1/job" | "/api/v1/savepoint" | "/api/v1/stop") => {
+        (_, "/" | "/metrics" | "/api/v1/job" | "/api/v1/savepoint" | "/api/v1/stop") => {
             return HttpResponse::MethodNotAllowed().json(serde_json::json!({"error": format!("{method} {path} is not served"), "endpoints": ENDPOINTS}))
         }
         _ => return HttpResponse::NotFound().json(serde_json::json!({"error": format!("no endpoint {path}"), "endpoints": ENDPOINTS})),
@@ -215,8 +221,11 @@ async fn handle(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
                 let why = if req.headers().contains_key("authorization") { "a token that is not in the tokens file" } else { "no token" };
                 tracing::warn!("HTTP API: {method} {path} from {peer} refused (401): {why}");
                 (st.audit)("http", with(&call, "who", &peer), &format!("refused (401): {why}"));
+                // The page asks a browser for basic authentication (the token as the password),
+                // which it then sends with the page's own calls too.
+                let challenge = if route == Route::Page { "Basic realm=\"rill\", charset=\"UTF-8\"" } else { "Bearer realm=\"rill\"" };
                 return HttpResponse::Unauthorized()
-                    .insert_header(("WWW-Authenticate", "Bearer realm=\"rill\""))
+                    .insert_header(("WWW-Authenticate", challenge))
                     .json(serde_json::json!({"error": format!("{why}: send `Authorization: Bearer TOKEN`")}));
             }
             Some((name, Role::Read)) if control => {
@@ -228,6 +237,12 @@ async fn handle(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
         },
     };
     match route {
+        Route::Page => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("Content-Security-Policy", "default-src 'none'; connect-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:"))
+            .insert_header(("X-Content-Type-Options", "nosniff"))
+            .insert_header(("Cache-Control", "no-store"))
+            .body(PAGE),
         Route::Metrics => HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(st.live.prometheus()),
         Route::Job => HttpResponse::Ok().json(st.live.status()),
         Route::Savepoint | Route::Stop => {

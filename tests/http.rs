@@ -242,3 +242,52 @@ fn the_api_serves_https_with_the_pipelines_certificate() {
     let (code, log) = finish(child, rx);
     assert_eq!(code, 0, "{log}");
 }
+
+/// Runs tests/page/check.js: the live page in a real headless Chromium.
+fn browse(url: &str, shot: &std::path::Path, credentials: Option<(&str, &str)>) -> serde_json::Value {
+    let mut node = std::process::Command::new("node");
+    node.arg(root().join("tests/page/check.js")).arg(url).arg(shot).env("PLAYWRIGHT_CORE", root().join(".venv/node/node_modules/playwright-core"));
+    if let Some((user, password)) = credentials {
+        node.args([user, password]);
+    }
+    let out = node.output().expect("node runs (scripts/setup.sh installs it, chromium and playwright-core)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn the_live_page_shows_the_running_job_in_a_real_browser_and_updates_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = "0p3r-fedcba9876543210";
+    write(tmp.path(), "tokens.txt", &format!("ops operate {token}\n"));
+    let p = pipeline(tmp.path(), &format!("http: {{listen: 127.0.0.1:0, tokens: {{file: {}/tokens.txt}}}}\n", tmp.path().display()));
+    let (child, addr, rx) = start(&p, &[]);
+    let url = format!("http://{addr}/");
+    let shot = tmp.path().join("page.png");
+    // Without the token the browser is asked for it (basic authentication), and sees nothing.
+    assert_eq!(browse(&url, &shot, None), serde_json::json!({"status": 401}));
+    let r = call(&addr, "GET", "/", None);
+    assert!(r.status == 401 && r.headers.contains("www-authenticate: basic realm=\"rill\""), "{}", r.headers);
+    let seen = browse(&url, &shot, Some(("ops", token)));
+    assert_eq!(seen["status"], 200);
+    assert_eq!(seen["title"], "Rill · api-test");
+    assert_eq!(seen["state"], "running");
+    let boxes: Vec<&str> = seen["components"].as_array().unwrap().iter().map(|c| c[0].as_str().unwrap()).collect();
+    assert_eq!(boxes, ["g", "m", "out"]);
+    assert!(seen["components"].as_array().unwrap().iter().all(|c| ["component ok", "component low", "component high"].contains(&c[1].as_str().unwrap())), "{seen}");
+    assert_eq!(seen["edges"], 2);
+    let count = |v: &serde_json::Value| v.as_str().unwrap().replace(',', "").parse::<u64>().unwrap();
+    assert!(count(&seen["later"]) > count(&seen["first"]), "the page updates by itself: {seen}");
+    assert!(seen["checkpoints"].as_u64().unwrap() > 0, "{seen}");
+    assert!(seen["dead_letters"].as_array().unwrap().iter().any(|e| e.as_str().unwrap().contains("division by zero")), "{seen}");
+    assert_eq!(seen["errors"], serde_json::json!([]), "no script errors");
+    // Everything it loaded came from the job: no CDN.
+    let mut paths: Vec<&str> = seen["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/", "/api/v1/job"], "{seen}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a screenshot");
+    interrupt(&child.0);
+    let (code, log) = finish(child, rx);
+    assert_eq!(code, 0, "{log}");
+}
