@@ -4,6 +4,8 @@
 //! - `GET /`: the live page (static, built into the binary; it polls `/api/v1/job`);
 //! - `GET /metrics`: Prometheus text format ([`rill_engine::live::Live::prometheus`]);
 //! - `GET /api/v1/job`: the whole status as JSON ([`rill_engine::live::Live::status`]);
+//! - `GET /api/v1/tap/COMPONENT?limit=N`: records sampled as they leave a component, as JSON
+//!   lines while they come (`rill tap`);
 //! - `POST /api/v1/savepoint`, `POST /api/v1/stop[?checkpoint=false]`: control, served only
 //!   with `http.tokens`, to `operate` tokens.
 //!
@@ -170,6 +172,7 @@ enum Route {
     Page,
     Metrics,
     Job,
+    Tap,
     Savepoint,
     Stop,
 }
@@ -177,7 +180,7 @@ enum Route {
 /// The live page: one file, no CDN, nothing fetched but `/api/v1/job`.
 const PAGE: &str = include_str!("page.html");
 
-const ENDPOINTS: [&str; 5] = ["GET /", "GET /metrics", "GET /api/v1/job", "POST /api/v1/savepoint", "POST /api/v1/stop"];
+const ENDPOINTS: [&str; 6] = ["GET /", "GET /metrics", "GET /api/v1/job", "GET /api/v1/tap/COMPONENT?limit=N", "POST /api/v1/savepoint", "POST /api/v1/stop"];
 
 fn error(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({"error": message}))
@@ -202,6 +205,7 @@ async fn handle(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
         ("GET", "/") => Route::Page,
         ("GET", "/metrics") => Route::Metrics,
         ("GET", "/api/v1/job") => Route::Job,
+        ("GET", p) if p.starts_with("/api/v1/tap/") => Route::Tap,
         ("POST", "/api/v1/savepoint") => Route::Savepoint,
         ("POST", "/api/v1/stop") => Route::Stop,
         (_, "/" | "/metrics" | "/api/v1/job" | "/api/v1/savepoint" | "/api/v1/stop") => {
@@ -245,6 +249,7 @@ async fn handle(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
             .body(PAGE),
         Route::Metrics => HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(st.live.prometheus()),
         Route::Job => HttpResponse::Ok().json(st.live.status()),
+        Route::Tap => tap(&st.live, &path["/api/v1/tap/".len()..], req.query_string()),
         Route::Savepoint | Route::Stop => {
             let c = if route == Route::Savepoint {
                 Control::Savepoint
@@ -264,6 +269,51 @@ async fn handle(req: HttpRequest, st: web::Data<State>) -> HttpResponse {
             }
         }
     }
+}
+
+/// Query parameter `name` as a number.
+fn query_number(query: &str, name: &str) -> Result<Option<u64>, String> {
+    match query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| format!("`{name}={v}` is not a whole number")),
+    }
+}
+
+/// Streams up to `limit` records (default 10) sampled from `component`, one JSON object a line,
+/// for up to `seconds` (default 600); a blank line every 5 s of silence keeps a dead client from
+/// holding the tap open.
+fn tap(live: &Arc<Live>, component: &str, query: &str) -> HttpResponse {
+    let (limit, seconds) = match (query_number(query, "limit"), query_number(query, "seconds")) {
+        (Ok(l), Ok(s)) => (l.unwrap_or(10).max(1), s.unwrap_or(600)),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let session = match live.tap(component, limit) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::NOT_FOUND, &e),
+    };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let stream = futures::stream::unfold((session, std::time::Instant::now()), move |(mut session, mut last)| async move {
+        loop {
+            if session.done() || std::time::Instant::now() >= end {
+                return None;
+            }
+            let got = session.poll();
+            if !got.is_empty() {
+                let mut bytes = Vec::new();
+                for v in got {
+                    serde_json::to_writer(&mut bytes, &v).expect("JSON of JSON");
+                    bytes.push(b'\n');
+                }
+                return Some((Ok::<_, actix_web::Error>(web::Bytes::from(bytes)), (session, std::time::Instant::now())));
+            }
+            if last.elapsed() >= std::time::Duration::from_secs(5) {
+                last = std::time::Instant::now();
+                return Some((Ok(web::Bytes::from_static(b"\n")), (session, last)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    HttpResponse::Ok().content_type("application/x-ndjson").streaming(stream)
 }
 
 fn with(call: &serde_json::Value, key: &str, value: &str) -> serde_json::Value {

@@ -75,6 +75,33 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// A live table of a running job's components (rates, backpressure, watermark lag),
+    /// refreshed in place, from its HTTP API (`rill run --http ADDR`).
+    Top {
+        /// The API's address: HOST:PORT, http://HOST:PORT or https://HOST:PORT.
+        #[arg(default_value = "127.0.0.1:8642")]
+        addr: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print the table once and exit.
+        #[arg(long)]
+        once: bool,
+        /// How often to refresh.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+    },
+    /// Print records as they leave a component of a running job (at most one of each batch, so
+    /// the job slows only by the copies), one JSON object a line: `rill tap [ADDR] COMPONENT`.
+    Tap {
+        /// `[ADDR] COMPONENT`: the API's address (default 127.0.0.1:8642) and the component.
+        #[arg(num_args = 1..=2, required = true, value_name = "ADDR] [COMPONENT")]
+        args: Vec<String>,
+        /// How many records to print.
+        #[arg(long, default_value_t = 10)]
+        limit: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a shell completion script: `rill completions bash > /etc/bash_completion.d/rill`,
     /// `rill completions zsh > ~/.zfunc/_rill`, `rill completions fish > ~/.config/fish/completions/rill.fish`.
     Completions {
@@ -134,6 +161,17 @@ pub enum Command {
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
     },
+}
+
+/// How `rill top` and `rill tap` reach the API.
+#[derive(clap::Args, Debug)]
+pub struct ClientArgs {
+    /// A token of the API's tokens file (else RILL_TOKEN; a flag shows in `ps`, the variable does not).
+    #[arg(long)]
+    token: Option<String>,
+    /// For https://: the PEM of the CA that signed the API's certificate.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -272,6 +310,15 @@ pub fn main(registry: Registry) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Savepoint { pipeline, sets } => savepoint(&pipeline, &sets),
+        Command::Top { addr, client, once, interval } => client_main(crate::client::Target::new(&addr, client.ca, client.token).and_then(|t| crate::client::top(&t, interval, once))),
+        Command::Tap { args, limit, client } => {
+            let (addr, component) = match &args[..] {
+                [c] => ("127.0.0.1:8642", c.as_str()),
+                [a, c] => (a.as_str(), c.as_str()),
+                _ => unreachable!("clap takes one or two"),
+            };
+            client_main(crate::client::Target::new(addr, client.ca, client.token).and_then(|t| crate::client::tap(&t, component, limit)))
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "rill", &mut std::io::stdout());
             ExitCode::SUCCESS
@@ -428,6 +475,16 @@ pub fn main(registry: Registry) -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn client_main(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }

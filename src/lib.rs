@@ -26,6 +26,7 @@ pub use rill_engine::value::{Sym, Value};
 pub use rill_operators as operators;
 
 pub mod api;
+pub mod client;
 pub mod chaos;
 pub mod cli;
 

@@ -130,6 +130,23 @@ fn metrics_and_status_describe_the_running_job_and_control_needs_tokens() {
     assert!(sample(&text, "process_resident_memory_bytes").unwrap() > 1e6);
     assert!(wait_for(Duration::from_secs(30), || g_in(&call(&addr, "GET", "/metrics", None).body) > before), "the counters move");
 
+    // The terminal tools: `rill top` draws the same numbers, `rill tap` prints records.
+    let top = run(&["top", &addr, "--once"]);
+    assert_eq!(top.code, 0, "{}", top.stderr);
+    assert!(top.stdout.starts_with("api-test  running  up "), "{}", top.stdout);
+    let row = top.stdout.lines().find(|l| l.starts_with("m ")).unwrap_or_else(|| panic!("{}", top.stdout));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!((cols[1], cols[2]), ("map", "1"), "{row}");
+    assert!(cols[3].parse::<u64>().unwrap() > 0 && cols[6].parse::<u64>().unwrap() > 0, "records in and rejected: {row}");
+    let tap = run(&["tap", &addr, "m", "--limit", "3"]);
+    assert_eq!(tap.code, 0, "{}", tap.stderr);
+    let taken: Vec<serde_json::Value> = tap.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(taken.len(), 3, "{}", tap.stdout);
+    assert!(taken.iter().all(|r| r["n"].is_i64() && r["x"] == 10 / (r["n"].as_i64().unwrap() % 100) && r["ts"].is_i64()), "{taken:?}");
+    let nope = run(&["tap", &addr, "nope"]);
+    assert_eq!(nope.code, 1);
+    assert!(nope.stderr.contains("404: the job has no component `nope` (it has g, m, out)"), "{}", nope.stderr);
+
     // No tokens: no control endpoints, and nothing else is there either.
     let stop = call(&addr, "POST", "/api/v1/stop", None);
     assert_eq!(stop.status, 404);
@@ -152,7 +169,15 @@ fn tokens_guard_every_endpoint_an_operate_token_stops_the_job_and_calls_are_audi
     );
     let p = pipeline(tmp.path(), &extra);
     std::env::set_var("RILL_TEST_AUDIT_KEY", "a-key-for-the-audit-trail");
-    let (child, addr, rx) = start(&p, &[]);
+    let (child, addr, rx) = start(&p, &["--set", "sources.g.redact=[n]"]);
+    // A tap needs a token too, and keeps `redact:` fields out.
+    let tap = run(&["tap", &addr, "m", "--limit", "2"]);
+    assert!(tap.code == 1 && tap.stderr.contains("401") && tap.stderr.contains("RILL_TOKEN"), "{}", tap.stderr);
+    let tap = rill().args(["tap", &addr, "m", "--limit", "2"]).env("RILL_TOKEN", reader).output().unwrap();
+    assert!(tap.status.success(), "{}", String::from_utf8_lossy(&tap.stderr));
+    let taken: Vec<serde_json::Value> = String::from_utf8_lossy(&tap.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(taken.len(), 2);
+    assert!(taken.iter().all(|r| r["n"] == "[redacted]" && r["x"].is_i64()), "{taken:?}");
     for path in ["/metrics", "/api/v1/job"] {
         let r = call(&addr, "GET", path, None);
         assert_eq!(r.status, 401, "{path}: {}", r.body);

@@ -141,6 +141,8 @@ pub struct Live {
     started_ms: i64,
     components: Vec<Component>,
     checkpointing: bool,
+    /// Per component, the fields `redact:` keeps out (of taps too).
+    redact: std::collections::HashMap<String, Vec<String>>,
     inner: Mutex<Inner>,
     requests_tx: tokio::sync::mpsc::UnboundedSender<Control>,
     requests: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Control>>>,
@@ -204,6 +206,7 @@ impl Live {
             started_ms: now_ms(),
             components,
             checkpointing: plan.config.checkpoint.is_some(),
+            redact: plan.config.redacted_fields(),
             inner: Mutex::new(Inner { state: Some(JobState::Starting), ..Default::default() }),
             requests_tx,
             requests: Mutex::new(Some(rx)),
@@ -311,6 +314,20 @@ impl Live {
             i.rates = rates;
         }
         i.sample = Some((now, totals));
+    }
+
+    /// Starts sampling up to `limit` records as they leave `component` (`rill tap`).
+    pub fn tap(self: &Arc<Self>, component: &str, limit: u64) -> Result<TapSession, String> {
+        if !self.components.iter().any(|c| c.name == component) {
+            let names: Vec<&str> = self.components.iter().map(|c| c.name.as_str()).collect();
+            return Err(format!("the job has no component `{component}` (it has {})", names.join(", ")));
+        }
+        let metrics = self.inner().metrics.clone().ok_or("the job is not running")?;
+        let instances: Vec<Arc<Counters>> = metrics.instances.lock().expect("metrics lock").iter().filter(|m| *m.component == *component).map(|m| m.counters.clone()).collect();
+        for c in &instances {
+            c.tap.want(limit);
+        }
+        Ok(TapSession { redact: self.redact.get(component).cloned().unwrap_or_default(), left: limit, instances })
     }
 
     /// `GET /api/v1/job`: the whole status.
@@ -482,6 +499,51 @@ impl Live {
         let _ = writeln!(out, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter");
         let _ = writeln!(out, "process_cpu_seconds_total {}", number(p["cpu_seconds"].as_f64().unwrap_or(0.0)));
         out
+    }
+}
+
+/// A tap in progress: records sampled from a component's instances, until `limit` came or it is
+/// dropped (which stops the sampling).
+pub struct TapSession {
+    redact: Vec<String>,
+    left: u64,
+    instances: Vec<Arc<Counters>>,
+}
+
+impl TapSession {
+    /// The records taken since the last call, as JSON (with `redact:` applied).
+    pub fn poll(&mut self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for c in &self.instances {
+            for r in c.tap.take() {
+                if self.left == 0 {
+                    break;
+                }
+                self.left -= 1;
+                let mut v = serde_json::to_value(&r).unwrap_or_default();
+                for field in &self.redact {
+                    if let Some(x) = v.get_mut(field.as_str()).filter(|x| !x.is_null()) {
+                        *x = crate::dead_letter::REDACTED.into();
+                    }
+                }
+                out.push(v);
+            }
+        }
+        if self.left == 0 {
+            self.instances.iter().for_each(|c| c.tap.want(0));
+        }
+        out
+    }
+
+    /// Whether every record asked for came.
+    pub fn done(&self) -> bool {
+        self.left == 0
+    }
+}
+
+impl Drop for TapSession {
+    fn drop(&mut self) {
+        self.instances.iter().for_each(|c| c.tap.want(0));
     }
 }
 

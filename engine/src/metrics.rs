@@ -24,6 +24,47 @@ pub struct Counters {
     pub backpressured_us: AtomicU64,
     /// The instance's current watermark (epoch ms; `i64::MIN` before the first).
     pub watermark: Watermark,
+    /// Records sampled as they leave the instance, while `rill tap` asks for them.
+    pub tap: Tap,
+}
+
+/// Records sampled as they leave an instance (what a sink receives, for sinks): while some
+/// are wanted, at most one of each batch is copied, so a tap costs the job its copies only.
+#[derive(Default, Debug)]
+pub struct Tap {
+    wanted: AtomicU64,
+    taken: Mutex<Vec<crate::record::Record>>,
+}
+
+impl Tap {
+    /// Whether records are wanted (one relaxed load: what every batch pays).
+    #[inline]
+    pub fn wanted(&self) -> bool {
+        self.wanted.load(Relaxed) > 0
+    }
+
+    /// Takes a record of `pieces` (the first), if one is still wanted.
+    pub fn offer(&self, pieces: &[crate::record::Data]) {
+        let Some(piece) = pieces.iter().find(|p| !p.is_empty()) else { return };
+        if self.wanted.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_err() {
+            return;
+        }
+        let record = match piece {
+            crate::record::Data::Rows(r) => r[0].clone(),
+            crate::record::Data::Columns(c) => c.row(0),
+        };
+        self.taken.lock().expect("tap lock").push(record);
+    }
+
+    /// Wants `n` records from now on (0: none).
+    pub fn want(&self, n: u64) {
+        self.wanted.store(n, Relaxed);
+    }
+
+    /// The records taken since the last call.
+    pub fn take(&self) -> Vec<crate::record::Record> {
+        std::mem::take(&mut *self.taken.lock().expect("tap lock"))
+    }
 }
 
 /// A watermark readable from other threads: `i64::MIN` until one is set.

@@ -258,6 +258,9 @@ impl OperatorActor {
 
     fn route(&mut self, collected: crate::operator::Collected) -> Result<(), OperatorError> {
         let crate::operator::Collected { main, side, mut rejected, marks, .. } = collected;
+        if self.counters.tap.wanted() {
+            self.counters.tap.offer(&main);
+        }
         let outs = self.outputs.as_mut().expect("outputs present");
         let mut sent = outs.route(0, main, &marks, &mut rejected);
         if !side.is_empty() {
@@ -324,6 +327,9 @@ impl OperatorActor {
                 }
                 Counters::add(&self.counters.records_in, batch.len() as u64);
                 Counters::add(&self.counters.batches, 1);
+                if self.is_sink && self.counters.tap.wanted() {
+                    self.counters.tap.offer(std::slice::from_ref(&batch.data));
+                }
                 if let Some(f) = &mut self.fault {
                     guarded("process", || {
                         f.before_batch(batch.len());

@@ -235,6 +235,9 @@ impl Handler<Step> for SourceActor {
             if let Err(e) = self.shared.reject(&self.ctx.name, std::mem::take(&mut rejected), &self.counters) {
                 return self.fail(ctx, e);
             }
+            if self.counters.tap.wanted() {
+                self.counters.tap.offer(&pieces);
+            }
             let sent = self.outputs.as_mut().expect("outputs present").route(0, pieces, &marks, &mut rejected);
             Counters::add(&self.counters.records_out, sent);
         }
