@@ -28,7 +28,8 @@ pub enum Command {
     ///
     /// Prints a summary per component at the end (records in/out, rejected, batches). Rejected
     /// records go to the dead-letter output (`dead_letter:` in the pipeline; default
-    /// `.rill/<name>/dead_letter.jsonl`).
+    /// `.rill/<name>/dead_letter.jsonl` next to the pipeline file; relative paths in a pipeline
+    /// are its folder's).
     Run {
         /// The pipeline file (YAML).
         pipeline: PathBuf,

@@ -4,10 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
-
-use rustls::pki_types::pem::PemObject;
 
 /// Where the API is and how to reach it.
 pub struct Target {
@@ -39,16 +36,10 @@ impl Target {
         let tcp = TcpStream::connect(&self.addr).map_err(|e| format!("cannot reach the job's HTTP API at {}: {e}", self.addr))?;
         tcp.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
         let Some(ca) = &self.tls else { return Ok(Box::new(tcp)) };
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-        for c in certs {
-            roots.add(c.map_err(|e| format!("{}: {e}", ca.display()))?).map_err(|e| format!("{}: {e}", ca.display()))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().map_err(|e| e.to_string())?.with_root_certificates(roots).with_no_client_auth();
+        let config = rill_connectors::tls::client_config(&ca.display().to_string())?;
         let host = self.addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(&self.addr).trim_matches(['[', ']']);
         let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("`{host}`: {e}"))?;
-        let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
         Ok(Box::new(rustls::StreamOwned::new(conn, tcp)))
     }
 

@@ -52,7 +52,7 @@ sinks:
     assert_eq!(r.code, 2, "{}", r.stderr);
     let f = p.display().to_string();
     for expected in [
-        format!("{f}:5:11: error: input path `no/such/file.jsonl` cannot be read"),
+        format!("{f}:5:11: error: input path `{}` cannot be read", tmp.path().join("no/such/file.jsonl").display()),
         format!("{f}:7:11: error: unknown source type `kafkaa`"),
         format!("{f}:11:17: error: input `nowhere` of `f` is not a component"),
         format!("{f}:12:26: error: in expression `amount > > 1`: syntax error"),
@@ -242,4 +242,29 @@ fn run_json_prints_the_summary_as_one_json_object() {
     let v: serde_json::Value = serde_json::from_str(failed.stderr.lines().last().unwrap()).unwrap();
     assert_eq!(v["outcome"], "failed");
     assert!(v["error"].as_str().unwrap().contains("/dev/full"), "{v}");
+}
+
+/// Relative paths are the pipeline file's folder's: the same files from any directory.
+#[test]
+fn relative_paths_are_taken_from_the_pipeline_files_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("jobs/data")).unwrap();
+    write(&tmp.path().join("jobs/data"), "in.jsonl", "{\"n\":1,\"card\":\"4111\"}\n{\"n\":2,\"card\":\"5500\"}\n");
+    write(&tmp.path().join("jobs"), "card.key", "k3y");
+    let p = write(
+        &tmp.path().join("jobs"),
+        "p.yaml",
+        "name: rel\ncheckpoint: {interval: 50ms}\nkeys: {card_key: {file: card.key}}\nsources:\n  i: {type: file, path: data/in.jsonl}\ntransforms:\n  m: {type: map, inputs: [i], fields: {h: \"hmac_sha256(card, 'card_key')\"}}\nsinks:\n  o: {type: file, inputs: [m], path: out/o.jsonl}\n",
+    );
+    // Run from elsewhere (the filesystem root), the pipeline named by its absolute path.
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_rill")).current_dir("/").args(["run", p.to_str().unwrap()]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let out = lines(&tmp.path().join("jobs/out/o.jsonl"));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0]["h"].as_str().unwrap().len(), 64);
+    assert!(tmp.path().join("jobs/.rill/rel/checkpoints").is_dir(), "the work dir, next to the pipeline");
+    // A missing file says where it looked.
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_rill")).current_dir("/").args(["validate", p.to_str().unwrap(), "--set", "sources.i.path=nope.jsonl"]).output().unwrap();
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains(&tmp.path().join("jobs/nope.jsonl").display().to_string()) && err.contains("taken from the pipeline file's folder"), "{err}");
 }

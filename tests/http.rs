@@ -260,6 +260,12 @@ fn the_api_serves_https_with_the_pipelines_certificate() {
     let r = request(rustls::StreamOwned::new(tls, TcpStream::connect(&addr).unwrap()), "GET", "/api/v1/job", None);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["job"], "api-test");
+    // `rill top` over HTTPS, trusting the CA it is given.
+    let ca_pem = write(tmp.path(), "ca.pem", &ca_cert.pem());
+    let top = run(&["top", &format!("https://{addr}"), "--ca", ca_pem.to_str().unwrap(), "--once"]);
+    assert!(top.code == 0 && top.stdout.starts_with("api-test  running"), "{}{}", top.stdout, top.stderr);
+    let untrusted = run(&["top", &format!("https://{addr}"), "--ca", tmp.path().join("server.pem").to_str().unwrap(), "--once"]);
+    assert_eq!(untrusted.code, 1, "a certificate the given CA did not sign: {}", untrusted.stdout);
     // Plain HTTP on the TLS port gets no answer.
     let plain = std::panic::catch_unwind(|| call(&addr, "GET", "/api/v1/job", None).status);
     assert!(plain.map_or(true, |s| s != 200));

@@ -100,7 +100,8 @@ fn variant(tmp: &Path, name: &str, optimizer: &str, extra: &str) -> std::path::P
     let text = std::fs::read_to_string(root().join("examples/phishing.yaml")).unwrap();
     let text = text
         .replace("    optimizer: {type: sgd, learning_rate: 0.1}\n", &format!("    optimizer: {optimizer}\n{extra}"))
-        .replace("out/scores.jsonl", &tmp.join(format!("{name}.jsonl")).display().to_string())
+        .replace("../out/scores.jsonl", &tmp.join(format!("{name}.jsonl")).display().to_string())
+        .replace("../data/phishing.jsonl", &root().join("data/phishing.jsonl").display().to_string())
         .replace("name: phishing-online", &format!("name: phishing-{name}\nwork_dir: {}", tmp.join(name).display()));
     write(tmp, &format!("{name}.yaml"), &text)
 }

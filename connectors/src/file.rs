@@ -52,9 +52,9 @@ struct FileSourceConfig {
 pub(crate) fn build_source(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
     let cfg: FileSourceConfig = ctx.options()?;
     let format = cfg.format.build()?;
-    let path = PathBuf::from(&cfg.path.value);
+    let path = ctx.pipeline.resolve(&cfg.path.value);
     let files = list_files(&path).map_err(|m| {
-        ConfigError::new(Some(&cfg.path.span), m).hint("paths are relative to the directory `rill` runs in; check the name or create the file")
+        ConfigError::new(Some(&cfg.path.span), m).hint("a relative path is taken from the pipeline file's folder; check the name or create the file")
     })?;
     let n = files.len() as u32;
     let follow = cfg.follow;
@@ -67,7 +67,7 @@ pub(crate) fn build_source(ctx: &BuildContext) -> Result<SourceSpec, ConfigError
     let rate = cfg.rate.as_ref().map(|r| r.value);
     let description = format!(
         "reads {} ({} file{}, {}){}",
-        cfg.path.value,
+        path.display(),
         n,
         if n == 1 { "" } else { "s" },
         match format {
@@ -300,9 +300,9 @@ struct FileSinkConfig {
 pub(crate) fn build_sink(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
     let cfg: FileSinkConfig = ctx.options()?;
     let format = cfg.format.build()?;
-    let path = PathBuf::from(&cfg.path);
+    let path = ctx.pipeline.resolve(&cfg.path);
     let append = cfg.append;
-    let mut spec = SinkSpec::new(format!("writes {} (exactly-once with checkpoints)", cfg.path), move |_: &OperatorContext| {
+    let mut spec = SinkSpec::new(format!("writes {} (exactly-once with checkpoints)", path.display()), move |_: &OperatorContext| {
         Ok(FileSink {
             path: path.clone(),
             append,

@@ -88,7 +88,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
     let t = &cfg.table;
     let from = match t.kind.value.as_str() {
         "file" => match &t.path {
-            Some(p) => keep(t.format.build(), &mut errors).map(|format| From::File { path: p.value.clone().into(), format }),
+            Some(p) => keep(t.format.build(), &mut errors).map(|format| From::File { path: ctx.pipeline.resolve(&p.value), format }),
             None => {
                 errors.push(ConfigError::new(Some(&t.kind.span), "a `file` table needs `path`"));
                 None

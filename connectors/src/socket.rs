@@ -78,7 +78,8 @@ pub(crate) fn build_source(ctx: &BuildContext) -> Result<SourceSpec, ConfigError
     let format = cfg.format.build()?;
     let mode = cfg.mode;
     let connect_timeout = cfg.connect_timeout.unwrap_or(Duration::from_secs(10));
-    let secure = match (&cfg.tls, mode) {
+    let tls = cfg.tls.as_ref().map(|t| t.resolved(ctx.pipeline));
+    let secure = match (&tls, mode) {
         (None, _) => Secure::Plain,
         (Some(t), Mode::Server) => Secure::Server(crate::tls::server(t).map_err(|e| tls_error(ctx, e))?.into()),
         (Some(t), Mode::Client) => {
@@ -353,8 +354,8 @@ pub(crate) fn build_sink(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
     let addr = parse_addr(&cfg.address)?;
     let format = cfg.format.build()?;
     let timeout = cfg.connect_timeout.unwrap_or(Duration::from_secs(10));
-    let tls = match &cfg.tls {
-        Some(t) => Some((crate::tls::client(t).map_err(|e| tls_error(ctx, e))?, crate::tls::server_name(t, addr).map_err(|e| tls_error(ctx, e))?)),
+    let tls = match cfg.tls.as_ref().map(|t| t.resolved(ctx.pipeline)) {
+        Some(t) => Some((crate::tls::client(&t).map_err(|e| tls_error(ctx, e))?, crate::tls::server_name(&t, addr).map_err(|e| tls_error(ctx, e))?)),
         None => None,
     };
     let over = if tls.is_some() { " over TLS" } else { "" };

@@ -26,6 +26,14 @@ pub(crate) struct TlsConfig {
     server_name: Option<String>,
 }
 
+impl TlsConfig {
+    /// The same, with relative file names taken from the pipeline file's folder.
+    pub(crate) fn resolved(&self, pipeline: &rill_engine::config::PipelineConfig) -> TlsConfig {
+        let r = |p: &Option<String>| p.as_deref().map(|p| pipeline.resolve(p).display().to_string());
+        TlsConfig { cert: r(&self.cert), key: r(&self.key), ca: r(&self.ca), client_ca: r(&self.client_ca), server_name: self.server_name.clone() }
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -74,6 +82,12 @@ pub(crate) fn server(cfg: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Strin
 /// requires client certificates it signed (mutual TLS).
 pub fn server_config(cert: &str, key: &str, client_ca: Option<&str>) -> Result<Arc<rustls::ServerConfig>, String> {
     server(&TlsConfig { cert: Some(cert.into()), key: Some(key.into()), ca: None, client_ca: client_ca.map(str::to_string), server_name: None })
+}
+
+/// A TLS client's configuration that trusts the CAs in the PEM file `ca` (`rill top` and
+/// `rill tap` calling an HTTPS API).
+pub fn client_config(ca: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    client(&TlsConfig { cert: None, key: None, ca: Some(ca.into()), client_ca: None, server_name: None })
 }
 
 /// The configuration of a TLS client (the socket sink, the socket source in client mode).

@@ -135,7 +135,8 @@ impl Keys {
 
     /// Reads `keys:` (a map of `NAME: {env: VAR}` or `NAME: {file: PATH}`); every problem is
     /// reported, at its place.
-    pub(crate) fn load(node: &Node, errors: &mut Vec<ConfigError>) -> Keys {
+    /// Reads the keys of `keys:`; a relative `file` is taken from `folder` (the pipeline's).
+    pub(crate) fn load(node: &Node, folder: &Path, errors: &mut Vec<ConfigError>) -> Keys {
         let mut keys = Keys::default();
         let hint = "write `NAME: {env: VARIABLE}` or `NAME: {file: PATH}`";
         let NodeKind::Map(entries) = &node.kind else {
@@ -160,7 +161,7 @@ impl Keys {
                     None => Err(ConfigError::new(Some(&e.span), format!("key `{name}`: `env` names a variable")).hint(hint)),
                 },
                 (None, Some(f), None) => match f.as_str() {
-                    Some(path) => match std::fs::read(Path::new(path)) {
+                    Some(path) => match std::fs::read(folder.join(path)) {
                         Ok(b) if !b.is_empty() => Ok(b),
                         Ok(_) => Err(ConfigError::new(Some(&f.span), format!("key `{name}`: the file {path} is empty"))),
                         Err(e) => Err(ConfigError::new(Some(&f.span), format!("key `{name}`: cannot read {path}: {e}")).hint("the file's bytes, exactly as read, are the key")),

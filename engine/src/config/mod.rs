@@ -235,6 +235,8 @@ impl DeadLetterConfig {
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
     pub file: PathBuf,
+    /// The pipeline file's folder: relative paths in it are taken from here ([`Self::resolve`]).
+    pub folder: PathBuf,
     pub name: String,
     pub parallelism: u32,
     pub max_parallelism: u32,
@@ -433,7 +435,24 @@ struct DeadLetterSpec {
     path: Option<String>,
 }
 
+/// `path` as the pipeline in `folder` means it: absolute as it is, relative from `folder`.
+fn resolve_in(folder: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() || folder.as_os_str().is_empty() {
+        p.to_path_buf()
+    } else {
+        folder.join(p)
+    }
+}
+
 impl PipelineConfig {
+    /// A path option of the pipeline (a file to read or write, a model, a certificate): a
+    /// relative one is taken from the pipeline file's folder, so that a pipeline runs the same
+    /// from any current directory.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        resolve_in(&self.folder, path)
+    }
+
     /// The fields each component keeps out of its dead letters: its own `redact` and that of
     /// every component upstream of it (a field is as sensitive after a map as before).
     pub fn redacted_fields(&self) -> std::collections::HashMap<String, Vec<String>> {
@@ -516,16 +535,15 @@ impl PipelineConfig {
             &mut problems,
         ) as u32;
         let batch_size = within(top.as_ref().and_then(|t| t.batch_size.clone()), "batch_size", MAX_BATCH_SIZE, DEFAULT_BATCH_SIZE, &mut problems);
-        let work_dir = top
-            .as_ref()
-            .and_then(|t| t.work_dir.clone())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(".rill").join(&name));
+        // Relative paths are the pipeline file's folder's, wherever `rill` runs.
+        let folder = Path::new(file).parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &str| resolve_in(&folder, p);
+        let work_dir = top.as_ref().and_then(|t| t.work_dir.as_deref()).map(resolve).unwrap_or_else(|| resolve(".rill").join(&name));
         let dead_letter = match top.as_ref().and_then(|t| t.dead_letter.as_ref()) {
             None => DeadLetterConfig::File(work_dir.join("dead_letter.jsonl")),
-            Some(DeadLetterRaw::Path(p)) => DeadLetterConfig::File(p.into()),
+            Some(DeadLetterRaw::Path(p)) => DeadLetterConfig::File(resolve(p)),
             Some(DeadLetterRaw::Spec(s)) => match (s.kind.as_str(), &s.path) {
-                ("file", Some(p)) => DeadLetterConfig::File(p.into()),
+                ("file", Some(p)) => DeadLetterConfig::File(resolve(p)),
                 ("stdout", None) => DeadLetterConfig::Stdout,
                 ("stderr", None) => DeadLetterConfig::Stderr,
                 ("blackhole", None) => DeadLetterConfig::Discard,
@@ -574,11 +592,11 @@ impl PipelineConfig {
             }
         }
         let keys = match root.get("keys") {
-            Some(k) => crate::secrets::Keys::load(k, &mut errors),
+            Some(k) => crate::secrets::Keys::load(k, &folder, &mut errors),
             None => crate::secrets::Keys::default(),
         };
         let audit = top.as_ref().and_then(|t| t.audit.as_ref()).and_then(|a| match keys.get(&a.key.value) {
-            Some(key) => Some(crate::audit::AuditConfig { path: PathBuf::from(&a.path), key: key.clone() }),
+            Some(key) => Some(crate::audit::AuditConfig { path: resolve(&a.path), key: key.clone() }),
             None => {
                 errors.push(
                     ConfigError::new(Some(&a.key.span), format!("`audit.key` names key `{}`, which `keys:` does not define", a.key.value))
@@ -588,7 +606,15 @@ impl PipelineConfig {
             }
         });
         let http = top.as_ref().and_then(|t| t.http.as_ref()).and_then(|h| match HttpConfig::check(&h.listen.value, h.tokens.is_some()) {
-            Ok(listen) => Some(HttpConfig { listen, tls: h.tls.clone(), tokens: h.tokens.as_ref().map(|t| PathBuf::from(&t.file)) }),
+            Ok(listen) => Some(HttpConfig {
+                listen,
+                tls: h.tls.as_ref().map(|t| HttpTls {
+                    cert: resolve(&t.cert).display().to_string(),
+                    key: resolve(&t.key).display().to_string(),
+                    client_ca: t.client_ca.as_deref().map(|c| resolve(c).display().to_string()),
+                }),
+                tokens: h.tokens.as_ref().map(|t| resolve(&t.file)),
+            }),
             Err((msg, hint)) => {
                 errors.push(ConfigError::new(Some(&h.listen.span), msg).hint(hint));
                 None
@@ -602,7 +628,7 @@ impl PipelineConfig {
         }
         let checkpoint = top.as_ref().and_then(|t| t.checkpoint.as_ref()).map(|c| CheckpointConfig {
             interval: c.interval.max(std::time::Duration::from_millis(1)),
-            dir: c.dir.as_ref().map(PathBuf::from).unwrap_or_else(|| work_dir.join("checkpoints")),
+            dir: c.dir.as_deref().map(resolve).unwrap_or_else(|| work_dir.join("checkpoints")),
             retain: c.retain.unwrap_or(3).max(1),
             timeout: c.timeout.unwrap_or(std::time::Duration::from_secs(60)),
             tolerable_failed_checkpoints: c.tolerable_failed_checkpoints.unwrap_or(DEFAULT_TOLERABLE_FAILED_CHECKPOINTS),
@@ -610,6 +636,7 @@ impl PipelineConfig {
         problems.extend(components.iter().flat_map(|c| c.problems.iter().cloned()));
         Ok(PipelineConfig {
             file: PathBuf::from(file),
+            folder,
             name,
             parallelism,
             max_parallelism,

@@ -140,11 +140,11 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
     let cfg: InferConfig = ctx.options()?;
     let mut errors = Vec::new();
     let span = &ctx.options.span;
-    let model = PathBuf::from(&cfg.model.value);
+    let model = ctx.pipeline.resolve(&cfg.model.value);
     if !model.is_file() {
         errors.push(
             ConfigError::new(Some(&cfg.model.span), format!("model file `{}` not found", cfg.model.value))
-                .hint("paths are relative to the directory `rill` runs in; `bash scripts/setup.sh` trains models/mnist_cnn.pt"),
+                .hint("a relative path is taken from the pipeline file's folder; `bash scripts/setup.sh` trains models/mnist_cnn.pt"),
         );
     }
     let device = cfg.device.as_ref().map(|d| d.value.trim().to_string()).unwrap_or_else(|| "auto".into());
