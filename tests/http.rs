@@ -322,3 +322,30 @@ fn the_live_page_shows_the_running_job_in_a_real_browser_and_updates_by_itself()
     let (code, log) = finish(child, rx);
     assert_eq!(code, 0, "{log}");
 }
+
+/// The inference operator's own histograms reach `/metrics` and the status (the live MNIST
+/// demo, paced so that it runs long enough to be read).
+#[test]
+fn inference_batch_sizes_and_latencies_are_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, work) = (format!("sinks.predictions.path={}", tmp.path().join("p.jsonl").display()), format!("work_dir={}", tmp.path().join("w").display()));
+    let (child, addr, rx) = start(&root().join("examples/mnist.yaml"), &["--http", "127.0.0.1:0", "--set", "sources.digits.rate=200", "--set", &out, "--set", &work]);
+    let count = |t: &str, name: &str| sample(t, &format!("{name}_count{{job=\"mnist-live\",component=\"predicted\"}}")).unwrap_or(0.0);
+    assert!(wait_for(Duration::from_secs(60), || count(&call(&addr, "GET", "/metrics", None).body, "rill_infer_seconds") >= 3.0));
+    let text = call(&addr, "GET", "/metrics", None).body;
+    assert!(text.contains("# TYPE rill_infer_batch_size histogram") && text.contains("# TYPE rill_infer_queue_seconds histogram"), "{text}");
+    let batches = count(&text, "rill_infer_batch_size");
+    let size = |le: &str| sample(&text, &format!("rill_infer_batch_size_bucket{{job=\"mnist-live\",component=\"predicted\",le=\"{le}\"}}")).unwrap();
+    assert_eq!(size("+Inf"), batches);
+    assert!(size("1") <= size("64") && size("64") <= size("+Inf") && size("64") == batches, "max_size is 64: {text}");
+    let records = sample(&text, "rill_infer_batch_size_sum{job=\"mnist-live\",component=\"predicted\"}").unwrap();
+    assert!(records >= batches, "{records} records in {batches} batches");
+    assert!(sample(&text, "rill_infer_seconds_sum{job=\"mnist-live\",component=\"predicted\"}").unwrap() > 0.0);
+    let j = call(&addr, "GET", "/api/v1/job", None).json();
+    let infer = j["components"].as_array().unwrap().iter().find(|c| c["name"] == "predicted").unwrap();
+    let h = &infer["histograms"]["rill_infer_seconds"];
+    assert!(h["count"].as_u64().unwrap() >= 3 && h["p50"].as_f64().unwrap() > 0.0 && h["p99"].as_f64().unwrap() >= h["p50"].as_f64().unwrap(), "{h}");
+    interrupt(&child.0);
+    let (code, log) = finish(child, rx);
+    assert_eq!(code, 0, "{log}");
+}

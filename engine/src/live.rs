@@ -367,6 +367,17 @@ impl Live {
                 if let Some(h) = latency {
                     o.insert("latency_ms".into(), json!({"p50": h.quantile(0.5) as f64 / 1000.0, "p99": h.quantile(0.99) as f64 / 1000.0, "count": h.count()}));
                 }
+                let own = named(mine.iter().map(|m| &m.counters));
+                if !own.is_empty() {
+                    let by_name: serde_json::Map<String, serde_json::Value> = own
+                        .iter()
+                        .map(|(n, (h, _))| {
+                            let scaled = |v: f64| v * n.scale;
+                            (n.name.to_string(), json!({"count": h.count(), "mean": scaled(h.mean()), "p50": scaled(h.quantile(0.5) as f64), "p99": scaled(h.quantile(0.99) as f64)}))
+                        })
+                        .collect();
+                    o.insert("histograms".into(), by_name.into());
+                }
                 o.insert(
                     "instances".into(),
                     mine.iter()
@@ -493,6 +504,29 @@ impl Live {
             let _ = writeln!(out, "rill_latency_seconds_sum{{{labels}}} {}", number(h.sum() as f64 / 1e6));
             let _ = writeln!(out, "rill_latency_seconds_count{{{labels}}} {}", h.count());
         }
+        // Histograms operators keep of themselves (an `infer`'s batch sizes and latencies).
+        let mut families: Vec<(Arc<crate::metrics::NamedHistogram>, Vec<(String, (crate::metrics::Histogram, Vec<u64>))>)> = Vec::new();
+        for c in &self.components {
+            for (n, h) in named(instances.iter().filter(|m| *m.component == *c.name).map(|m| &m.counters)) {
+                let series = (c.name.clone(), h);
+                match families.iter_mut().find(|(f, _)| f.name == n.name) {
+                    Some((_, all)) => all.push(series),
+                    None => families.push((n, vec![series])),
+                }
+            }
+        }
+        for (n, all) in &families {
+            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} histogram", n.name, n.help, n.name);
+            for (component, (h, at_most)) in all {
+                let labels = format!("job=\"{job}\",component=\"{}\"", escape(component));
+                for (b, count) in n.bounds.iter().zip(at_most) {
+                    let _ = writeln!(out, "{}_bucket{{{labels},le=\"{}\"}} {count}", n.name, number(*b as f64 * n.scale));
+                }
+                let _ = writeln!(out, "{}_bucket{{{labels},le=\"+Inf\"}} {}", n.name, h.count());
+                let _ = writeln!(out, "{}_sum{{{labels}}} {}", n.name, number(h.sum() as f64 * n.scale));
+                let _ = writeln!(out, "{}_count{{{labels}}} {}", n.name, h.count());
+            }
+        }
         let p = process();
         let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge");
         let _ = writeln!(out, "process_resident_memory_bytes {}", p["rss_bytes"].as_u64().unwrap_or(0));
@@ -545,6 +579,25 @@ impl Drop for TapSession {
     fn drop(&mut self) {
         self.instances.iter().for_each(|c| c.tap.want(0));
     }
+}
+
+/// The histograms some instances keep of themselves, merged by name (each with its first
+/// instance's description): the quantile histogram and the exact counts at each bound.
+fn named<'a>(counters: impl Iterator<Item = &'a Arc<Counters>>) -> Vec<(Arc<crate::metrics::NamedHistogram>, (crate::metrics::Histogram, Vec<u64>))> {
+    let mut out: Vec<(Arc<crate::metrics::NamedHistogram>, (crate::metrics::Histogram, Vec<u64>))> = Vec::new();
+    for c in counters {
+        for h in c.histograms.lock().expect("metrics lock").iter() {
+            let values = h.values.lock().expect("histogram lock");
+            match out.iter_mut().find(|(n, _)| n.name == h.name) {
+                Some((_, (all, at_most))) => {
+                    all.merge(&values.0);
+                    at_most.iter_mut().zip(&values.1).for_each(|(a, b)| *a += b);
+                }
+                None => out.push((h.clone(), values.clone())),
+            }
+        }
+    }
+    out
 }
 
 /// The lowest watermark of some instances (`None` if one has none yet; finished instances,

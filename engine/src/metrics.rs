@@ -26,6 +26,37 @@ pub struct Counters {
     pub watermark: Watermark,
     /// Records sampled as they leave the instance, while `rill tap` asks for them.
     pub tap: Tap,
+    /// Histograms the operator keeps of itself ([`crate::operator::OperatorContext::histogram`]).
+    pub histograms: Mutex<Vec<Arc<NamedHistogram>>>,
+}
+
+/// A histogram an operator keeps of itself (an `infer`'s batch sizes and latencies), shown by
+/// the HTTP API as a Prometheus histogram per component.
+#[derive(Debug)]
+pub struct NamedHistogram {
+    /// The Prometheus name (`rill_…`, in base units).
+    pub name: &'static str,
+    pub help: &'static str,
+    /// What a recorded value is in the metric's unit (1e-6 for microseconds as seconds).
+    pub scale: f64,
+    /// The buckets' upper bounds, in recorded values, ascending.
+    pub bounds: Vec<u64>,
+    /// For quantiles; and, exactly, how many values were at most each bound.
+    pub values: Mutex<(Histogram, Vec<u64>)>,
+}
+
+impl NamedHistogram {
+    pub fn new(name: &'static str, help: &'static str, scale: f64, bounds: Vec<u64>) -> NamedHistogram {
+        let n = bounds.len();
+        NamedHistogram { name, help, scale, bounds, values: Mutex::new((Histogram::default(), vec![0; n])) }
+    }
+
+    pub fn record(&self, v: u64) {
+        let mut values = self.values.lock().expect("histogram lock");
+        values.0.record(v);
+        let first = self.bounds.partition_point(|&b| b < v);
+        values.1[first..].iter_mut().for_each(|c| *c += 1);
+    }
 }
 
 /// Records sampled as they leave an instance (what a sink receives, for sinks): while some
@@ -324,6 +355,15 @@ mod tests {
         [3, 10, 15, 100, 1_000, 1_000_000].into_iter().for_each(|v| h.record(v));
         assert_eq!(h.at_most(&[0, 10, 15, 1_000, 1_023, 5_000_000]), [0, 2, 3, 4, 5, 6], "1000 lies in [960, 1024): counted from 1023 on");
         assert_eq!(h.sum(), 1_001_128);
+    }
+
+    #[test]
+    fn a_named_histogram_counts_each_bound_exactly() {
+        let h = super::NamedHistogram::new("rill_x", "x", 1.0, vec![1, 16, 64, 128]);
+        [1, 2, 64, 64, 65, 500].into_iter().for_each(|v| h.record(v));
+        let values = h.values.lock().unwrap();
+        assert_eq!(values.1, [1, 2, 4, 5], "64 is at most 64, whatever bucket of the quantile histogram it is in");
+        assert_eq!(values.0.count(), 6);
     }
 
     #[test]

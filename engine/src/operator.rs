@@ -129,9 +129,22 @@ pub struct OperatorContext {
     /// The states made by [`value_state`](Self::value_state), [`list_state`](Self::list_state)
     /// and [`map_state`](Self::map_state): the runtime snapshots and restores them.
     pub(crate) managed: crate::state::ManagedStates,
+    /// The instance's counters, where [`histogram`](Self::histogram) registers (none outside a job).
+    pub(crate) counters: Option<Arc<crate::metrics::Counters>>,
 }
 
 impl OperatorContext {
+    /// A histogram of this instance, exported by the HTTP API as Prometheus histogram `name`
+    /// (values times `scale` are its unit; `bounds` are the buckets' upper bounds in recorded
+    /// values). Outside a job it is kept but shown nowhere.
+    pub fn histogram(&self, name: &'static str, help: &'static str, scale: f64, bounds: Vec<u64>) -> Arc<crate::metrics::NamedHistogram> {
+        let h = Arc::new(crate::metrics::NamedHistogram::new(name, help, scale, bounds));
+        if let Some(c) = &self.counters {
+            c.histograms.lock().expect("metrics lock").push(h.clone());
+        }
+        h
+    }
+
     /// A context for one instance run outside a job (unit tests, tools): instance 0 of 1 owning
     /// every key group, keyed state in `state` (in memory without one), no checkpoints.
     pub fn standalone(name: &str, state: Option<crate::state::StateBackend>) -> OperatorContext {
@@ -147,6 +160,7 @@ impl OperatorContext {
             checkpointing: true,
             restoring: false,
             managed: Default::default(),
+            counters: None,
         }
     }
 

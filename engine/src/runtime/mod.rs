@@ -622,6 +622,7 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                         checkpointing: cfg.checkpoint.is_some(),
                         restoring: opts.restore.is_some(),
                         managed: Default::default(),
+                        counters: Some(counters.clone()),
                     };
                     let before: Vec<&Option<SavedState>> = restored.iter().filter(|((c, _), _)| **c == *node.name).map(|(_, v)| &v.state).collect();
                     let operator_state = |v: &Option<SavedState>| match v {

@@ -243,6 +243,15 @@ struct Stats {
     queue: Histogram,
     /// The model's time per batch (tensor in, forward, tensor out).
     inference: Histogram,
+    /// The same three, for the HTTP API's `/metrics` (registered at `open`).
+    exported: Option<Exported>,
+}
+
+/// `rill_infer_batch_size`, `rill_infer_queue_seconds`, `rill_infer_seconds`.
+struct Exported {
+    sizes: Arc<rill_engine::metrics::NamedHistogram>,
+    queue: Arc<rill_engine::metrics::NamedHistogram>,
+    inference: Arc<rill_engine::metrics::NamedHistogram>,
 }
 
 pub struct Infer {
@@ -320,8 +329,14 @@ impl Infer {
                         s.batches += 1;
                         s.records += n as u64;
                         s.sizes[(usize::BITS - 1 - n.leading_zeros()).min(15) as usize] += 1;
-                        s.queue.record(o.started.saturating_duration_since(since).as_micros() as u64);
+                        let queued = o.started.saturating_duration_since(since).as_micros() as u64;
+                        s.queue.record(queued);
                         s.inference.record(o.micros);
+                        if let Some(e) = &s.exported {
+                            e.sizes.record(n as u64);
+                            e.queue.record(queued);
+                            e.inference.record(o.micros);
+                        }
                     }
                     for (i, mut r) in records.into_iter().enumerate() {
                         let row = &o.values[i * o.width..(i + 1) * o.width];
@@ -385,7 +400,13 @@ fn output(kind: OutputKind, row: &[f32]) -> Value {
 }
 
 impl Operator for Infer {
-    fn open(&mut self, _ctx: &OperatorContext) -> Result<(), OperatorError> {
+    fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
+        let micros = || vec![100, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000];
+        self.stats.borrow_mut().exported = Some(Exported {
+            sizes: ctx.histogram("rill_infer_batch_size", "Records per inference batch.", 1.0, (0..=12).map(|i| 1u64 << i).collect()),
+            queue: ctx.histogram("rill_infer_queue_seconds", "From a batch's first record to a worker starting on it.", 1e-6, micros()),
+            inference: ctx.histogram("rill_infer_seconds", "The model's time per batch (tensor in, forward, tensor out).", 1e-6, micros()),
+        });
         let s = &self.settings;
         torch::torch().map_err(|e| OperatorError::user(format!("infer: {e}")))?;
         let device = worker::resolve_device(&s.device).map_err(OperatorError::user)?;
