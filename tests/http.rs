@@ -64,6 +64,13 @@ fn finish(mut child: Guard, rx: std::sync::mpsc::Receiver<String>) -> (i32, Stri
     (status.code().unwrap_or(-1), rx.iter().collect::<Vec<_>>().join("\n"))
 }
 
+/// Ctrl-C to the job; it must stop cleanly.
+fn stop_ok(child: Guard, rx: std::sync::mpsc::Receiver<String>) {
+    interrupt(&child.0);
+    let (code, log) = finish(child, rx);
+    assert_eq!(code, 0, "{log}");
+}
+
 /// The value of one sample in Prometheus text (`name{labels}`, labels as written).
 fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -153,9 +160,7 @@ fn metrics_and_status_describe_the_running_job_and_control_needs_tokens() {
     assert!(stop.json()["error"].as_str().unwrap().contains("only with `http.tokens`"));
     assert_eq!(call(&addr, "GET", "/nope", None).status, 404);
     assert_eq!(call(&addr, "DELETE", "/metrics", None).status, 405);
-    interrupt(&child.0);
-    let (code, log) = finish(child, rx);
-    assert_eq!(code, 0, "{log}");
+    stop_ok(child, rx);
 }
 
 #[test]
@@ -269,9 +274,7 @@ fn the_api_serves_https_with_the_pipelines_certificate() {
     // Plain HTTP on the TLS port gets no answer.
     let plain = std::panic::catch_unwind(|| call(&addr, "GET", "/api/v1/job", None).status);
     assert!(plain.map_or(true, |s| s != 200));
-    interrupt(&child.0);
-    let (code, log) = finish(child, rx);
-    assert_eq!(code, 0, "{log}");
+    stop_ok(child, rx);
 }
 
 /// Runs tests/page/check.js: the live page in a real headless Chromium.
@@ -318,9 +321,7 @@ fn the_live_page_shows_the_running_job_in_a_real_browser_and_updates_by_itself()
     paths.sort();
     assert_eq!(paths, ["/", "/api/v1/job"], "{seen}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a screenshot");
-    interrupt(&child.0);
-    let (code, log) = finish(child, rx);
-    assert_eq!(code, 0, "{log}");
+    stop_ok(child, rx);
 }
 
 /// The inference operator's own histograms reach `/metrics` and the status (the live MNIST
@@ -345,7 +346,5 @@ fn inference_batch_sizes_and_latencies_are_exported() {
     let infer = j["components"].as_array().unwrap().iter().find(|c| c["name"] == "predicted").unwrap();
     let h = &infer["histograms"]["rill_infer_seconds"];
     assert!(h["count"].as_u64().unwrap() >= 3 && h["p50"].as_f64().unwrap() > 0.0 && h["p99"].as_f64().unwrap() >= h["p50"].as_f64().unwrap(), "{h}");
-    interrupt(&child.0);
-    let (code, log) = finish(child, rx);
-    assert_eq!(code, 0, "{log}");
+    stop_ok(child, rx);
 }

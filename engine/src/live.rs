@@ -355,16 +355,9 @@ impl Live {
                 o.insert("backpressure".into(), level(worst).into());
                 o.insert("watermark_ms".into(), watermark.into());
                 o.insert("watermark_lag_ms".into(), watermark.map(|w| now.saturating_sub(w)).into());
-                let latency = mine.iter().fold(None::<crate::metrics::Histogram>, |acc, m| {
-                    let h = m.counters.latency.lock().expect("latency lock");
-                    if h.count() == 0 {
-                        return acc;
-                    }
-                    let mut acc = acc.unwrap_or_default();
-                    acc.merge(&h);
-                    Some(acc)
-                });
-                if let Some(h) = latency {
+                let latency = latency_of(mine.iter().map(|m| &m.counters));
+                if latency.count() > 0 {
+                    let h = latency;
                     o.insert("latency_ms".into(), json!({"p50": h.quantile(0.5) as f64 / 1000.0, "p99": h.quantile(0.99) as f64 / 1000.0, "count": h.count()}));
                 }
                 let own = named(mine.iter().map(|m| &m.counters));
@@ -492,10 +485,7 @@ impl Live {
         const BOUNDS_US: [u64; 12] = [100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000, 10_000_000, 60_000_000];
         let _ = writeln!(out, "# HELP rill_latency_seconds Source-to-sink latency of the records a sink received.\n# TYPE rill_latency_seconds histogram");
         for c in self.components.iter().filter(|c| c.role == "sink") {
-            let mut h = crate::metrics::Histogram::default();
-            for m in instances.iter().filter(|m| *m.component == *c.name) {
-                h.merge(&m.counters.latency.lock().expect("latency lock"));
-            }
+            let h = latency_of(instances.iter().filter(|m| *m.component == *c.name).map(|m| &m.counters));
             let labels = format!("job=\"{job}\",component=\"{}\"", escape(&c.name));
             for (b, n) in BOUNDS_US.iter().zip(h.at_most(&BOUNDS_US)) {
                 let _ = writeln!(out, "rill_latency_seconds_bucket{{{labels},le=\"{}\"}} {n}", number(*b as f64 / 1e6));
@@ -579,6 +569,15 @@ impl Drop for TapSession {
     fn drop(&mut self) {
         self.instances.iter().for_each(|c| c.tap.want(0));
     }
+}
+
+/// The source-to-sink latency of some (sink) instances, merged.
+fn latency_of<'a>(counters: impl Iterator<Item = &'a Arc<Counters>>) -> crate::metrics::Histogram {
+    let mut h = crate::metrics::Histogram::default();
+    for c in counters {
+        h.merge(&c.latency.lock().expect("latency lock"));
+    }
+    h
 }
 
 /// The histograms some instances keep of themselves, merged by name (each with its first
