@@ -3,66 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::http::*;
 use common::*;
-
-/// A response: status, headers (lowercased names), body.
-struct Response {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-impl Response {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-fn request(mut stream: impl Read + Write, method: &str, path: &str, token: Option<&str>) -> Response {
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: rill\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{head}"));
-    Response { status, headers: head.to_lowercase(), body: body.to_string() }
-}
-
-fn call(addr: &str, method: &str, path: &str, token: Option<&str>) -> Response {
-    request(TcpStream::connect(addr).unwrap(), method, path, token)
-}
-
-/// Starts `rill run` on `pipeline` and waits for the API's address in its log.
-fn start(pipeline: &std::path::Path, args: &[&str]) -> (Guard, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Guard(rill().args([&["run", pipeline.to_str().unwrap(), "--progress", "never"], args].concat()).stderr(std::process::Stdio::piped()).spawn().unwrap());
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no API address in: {seen:?}"));
-        if let Some(at) = line.strip_prefix("HTTP API at ") {
-            let addr = at.split("://").nth(1).unwrap().split('/').next().unwrap().to_string();
-            return (child, addr, rx);
-        }
-        seen.push(line);
-    }
-}
-
-/// Everything the process wrote to stderr until it exits, and its exit code.
-fn finish(mut child: Guard, rx: std::sync::mpsc::Receiver<String>) -> (i32, String) {
-    let status = child.0.wait().unwrap();
-    (status.code().unwrap_or(-1), rx.iter().collect::<Vec<_>>().join("\n"))
-}
 
 /// Ctrl-C to the job; it must stop cleanly.
 fn stop_ok(child: Guard, rx: std::sync::mpsc::Receiver<String>) {
@@ -173,8 +118,8 @@ fn tokens_guard_every_endpoint_an_operate_token_stops_the_job_and_calls_are_audi
         d = tmp.path().display()
     );
     let p = pipeline(tmp.path(), &extra);
-    std::env::set_var("RILL_TEST_AUDIT_KEY", "a-key-for-the-audit-trail");
-    let (child, addr, rx) = start(&p, &["--set", "sources.g.redact=[n]"]);
+    let key = [("RILL_TEST_AUDIT_KEY", "a-key-for-the-audit-trail")];
+    let (child, addr, rx) = start_with(&p, &["--set", "sources.g.redact=[n]"], &key);
     // A tap needs a token too, and keeps `redact:` fields out.
     let tap = run(&["tap", &addr, "m", "--limit", "2"]);
     assert!(tap.code == 1 && tap.stderr.contains("401") && tap.stderr.contains("RILL_TOKEN"), "{}", tap.stderr);
@@ -217,8 +162,8 @@ fn tokens_guard_every_endpoint_an_operate_token_stops_the_job_and_calls_are_audi
     for secret in [reader, operator] {
         assert!(!raw.contains(secret) && !log.contains(secret), "a token was written out");
     }
-    let v = run(&["audit", "verify", p.to_str().unwrap()]);
-    assert_eq!(v.code, 0, "{}", v.stderr);
+    let v = rill().args(["audit", "verify", p.to_str().unwrap()]).envs(key).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 }
 
 #[test]

@@ -176,3 +176,39 @@ fn exactly_once_kafka_output_survives_kills_and_crashes_at_the_commit_points() {
     let dead = lines(&chaos.path().join("dead.jsonl"));
     assert!(!dead.is_empty() && dead.iter().all(|d| d["position"]["partition"] == 2), "the malformed message, dead-lettered (once per run that reached it)");
 }
+
+/// A bounded Kafka source reports its progress (offsets read of those to read), which the HTTP
+/// API shows while the job runs: it moves from 0 to 1, never back (one source instance: a
+/// second one's partitions, assigned a moment later, would join the sum with nothing read).
+#[test]
+fn a_bounded_kafka_source_reports_its_progress() {
+    let broker = Broker::start();
+    broker.create_topic("tx", 4);
+    broker.produce("tx", &transactions(20_000));
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().display();
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: kafka-progress\nparallelism: 2\nbatch_size: 128\nwork_dir: {d}/w\ndead_letter: {{type: file, path: {d}/dead.jsonl}}\n\
+             sources:\n  tx: {{type: kafka, parallelism: 1, bootstrap_servers: '{}', topic: tx, stop: latest}}\n\
+             transforms:\n  m: {{type: map, inputs: [tx], fields: {{k: card}}}}\n\
+             sinks:\n  out: {{type: file, inputs: [m], path: {d}/out.jsonl}}\n",
+            broker.bootstrap()
+        ),
+    );
+    let (child, addr, rx) = common::http::start_with(&p, &["--http", "127.0.0.1:0"], &[("RILL_FAULTS", "slow=m:15ms")]);
+    let mut seen: Vec<f64> = Vec::new();
+    let progress = || common::http::call(&addr, "GET", "/api/v1/job", None).json()["components"][0]["progress"].as_f64();
+    assert!(wait_for(std::time::Duration::from_secs(120), || {
+        if let Some(v) = progress() {
+            seen.push(v);
+        }
+        seen.iter().any(|&v| v > 0.0 && v < 1.0) && seen.last().is_some_and(|&v| v > 0.5)
+    }), "progress seen: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress never goes back: {seen:?}");
+    let (code, log) = common::http::finish(child, rx);
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(lines(&tmp.path().join("out.jsonl")).len(), 20_000);
+}

@@ -354,6 +354,10 @@ impl Live {
                 o.insert("records_out_per_s".into(), round(rates.iter().map(|r| r.out_per_s).sum()).into());
                 o.insert("backpressure".into(), level(worst).into());
                 o.insert("watermark_ms".into(), watermark.into());
+                // Bounded sources: what their instances read of what they are to read (one
+                // source's instances count in the same unit).
+                let (done, total) = mine.iter().fold((0u64, 0u64), |(d, t), m| (d + Counters::get(&m.counters.progress_done), t + Counters::get(&m.counters.progress_total)));
+                o.insert("progress".into(), (total > 0).then(|| round3((done as f64 / total as f64).min(1.0))).into());
                 o.insert("watermark_lag_ms".into(), watermark.map(|w| now.saturating_sub(w)).into());
                 let latency = latency_of(mine.iter().map(|m| &m.counters));
                 if latency.count() > 0 {

@@ -229,6 +229,10 @@ struct Part {
     id: u64,
     /// Its end was reported (`SourceOutput::split_finished`).
     ended: bool,
+    /// Bounded mode, for progress: where it started, and where it ends (the stop, or while
+    /// `stop: latest` is unresolved the end the broker reported when it was assigned).
+    first: i64,
+    end_hint: Option<i64>,
 }
 
 impl Part {
@@ -367,9 +371,14 @@ impl KafkaSource {
             };
             let until_end = stop.is_none() && matches!(self.s.stop, Some(Stop::Latest));
             tracing::debug!("kafka source {}: partition {t}/{p} from offset {next}{}", self.subtask, stop.map(|s| format!(" to {s}")).unwrap_or_default());
+            let end_hint = match (&self.s.stop, stop) {
+                (None, _) => None,
+                (Some(_), Some(s)) => Some(s),
+                (Some(_), None) => Some(self.watermarks(&t, p)?.1),
+            };
             let id = self.parts.len() as u64;
             self.declared.push(id);
-            self.parts.insert(key, Part { next, stop, until_end, id, ended: false });
+            self.parts.insert(key, Part { next, stop, until_end, id, ended: false, first: next, end_hint });
         }
         self.assign()
     }
@@ -612,6 +621,20 @@ impl Source for KafkaSource {
             out.idle();
         }
         Ok(SourceStatus::Idle(Duration::from_millis(5)))
+    }
+
+    /// Bounded mode: offsets read of those to read, over the partitions assigned so far (an
+    /// end the broker under-reported grows as the reads pass it).
+    fn progress(&self) -> Option<rill_engine::source::Progress> {
+        self.s.stop.as_ref()?;
+        let (mut done, mut total) = (0u64, 0u64);
+        for part in self.parts.values() {
+            let end = part.stop.or(part.end_hint).unwrap_or(part.next).max(part.next);
+            let all = (end - part.first).max(0) as u64;
+            total += all;
+            done += if part.done() { all } else { ((part.next - part.first).max(0) as u64).min(all) };
+        }
+        (total > 0).then_some(rill_engine::source::Progress { done, total })
     }
 
     fn position(&self) -> serde_json::Value {
