@@ -21,23 +21,36 @@ fn transactions(n: u64) -> Vec<(i32, String, String)> {
     out
 }
 
-#[test]
-fn kafka_source_reads_every_partition_with_metadata_and_dead_letters_a_bad_message() {
-    let broker = Broker::start();
+/// `n` transactions in topic `tx` (4 partitions), and a pipeline under `dir` (`head`: its first
+/// lines) that reads them to the end (`source`: more source options) → map `m` (`fields`) →
+/// `out.jsonl`, dead letters to `dead.jsonl`.
+fn reading(broker: &Broker, dir: &std::path::Path, n: u64, head: &str, source: &str, fields: &str) -> std::path::PathBuf {
     broker.create_topic("tx", 4);
-    broker.produce("tx", &transactions(2000));
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path().display();
-    let p = write(
-        tmp.path(),
+    broker.produce("tx", &transactions(n));
+    let d = dir.display();
+    write(
+        dir,
         "p.yaml",
         &format!(
-            "name: kafka-read\nparallelism: 3\nwork_dir: {d}/w\ndead_letter: {{type: file, path: {d}/dead.jsonl}}\n\
-             sources:\n  tx: {{type: kafka, bootstrap_servers: '{}', topic: tx, stop: latest, metadata: kafka}}\n\
-             transforms:\n  m: {{type: map, inputs: [tx], fields: {{key: kafka.key, partition: kafka.partition, offset: kafka.offset}}, drop: [kafka]}}\n\
+            "{head}\nwork_dir: {d}/w\ndead_letter: {{type: file, path: {d}/dead.jsonl}}\n\
+             sources:\n  tx: {{type: kafka, bootstrap_servers: '{}', topic: tx, stop: latest, {source}}}\n\
+             transforms:\n  m: {{type: map, inputs: [tx], fields: {fields}}}\n\
              sinks:\n  out: {{type: file, inputs: [m], path: {d}/out.jsonl}}\n",
             broker.bootstrap()
         ),
+    )
+}
+
+#[test]
+fn kafka_source_reads_every_partition_with_metadata_and_dead_letters_a_bad_message() {
+    let (broker, tmp) = (Broker::start(), tempfile::tempdir().unwrap());
+    let p = reading(
+        &broker,
+        tmp.path(),
+        2000,
+        "name: kafka-read\nparallelism: 3",
+        "metadata: kafka",
+        "{key: kafka.key, partition: kafka.partition, offset: kafka.offset}, drop: [kafka]",
     );
     let r = run(&["run", p.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -182,22 +195,8 @@ fn exactly_once_kafka_output_survives_kills_and_crashes_at_the_commit_points() {
 /// second one's partitions, assigned a moment later, would join the sum with nothing read).
 #[test]
 fn a_bounded_kafka_source_reports_its_progress() {
-    let broker = Broker::start();
-    broker.create_topic("tx", 4);
-    broker.produce("tx", &transactions(20_000));
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path().display();
-    let p = write(
-        tmp.path(),
-        "p.yaml",
-        &format!(
-            "name: kafka-progress\nparallelism: 2\nbatch_size: 128\nwork_dir: {d}/w\ndead_letter: {{type: file, path: {d}/dead.jsonl}}\n\
-             sources:\n  tx: {{type: kafka, parallelism: 1, bootstrap_servers: '{}', topic: tx, stop: latest}}\n\
-             transforms:\n  m: {{type: map, inputs: [tx], fields: {{k: card}}}}\n\
-             sinks:\n  out: {{type: file, inputs: [m], path: {d}/out.jsonl}}\n",
-            broker.bootstrap()
-        ),
-    );
+    let (broker, tmp) = (Broker::start(), tempfile::tempdir().unwrap());
+    let p = reading(&broker, tmp.path(), 20_000, "name: kafka-progress\nparallelism: 2\nbatch_size: 128", "parallelism: 1", "{k: card}");
     let (child, addr, rx) = common::http::start_with(&p, &["--http", "127.0.0.1:0"], &[("RILL_FAULTS", "slow=m:15ms")]);
     let mut seen: Vec<f64> = Vec::new();
     let progress = || common::http::call(&addr, "GET", "/api/v1/job", None).json()["components"][0]["progress"].as_f64();
