@@ -217,15 +217,6 @@ impl Live {
         self.inner.lock().expect("live status lock")
     }
 
-    pub fn job(&self) -> &str {
-        &self.job
-    }
-
-    /// Whether the job takes checkpoints (savepoints need them).
-    pub fn checkpointing(&self) -> bool {
-        self.checkpointing
-    }
-
     pub fn state(&self) -> JobState {
         self.inner().state.unwrap_or(JobState::Starting)
     }
