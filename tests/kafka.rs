@@ -211,3 +211,87 @@ fn a_bounded_kafka_source_reports_its_progress() {
     assert_eq!(code, 0, "{log}");
     assert_eq!(lines(&tmp.path().join("out.jsonl")).len(), 20_000);
 }
+
+/// TLS for real, through a stunnel proxy in front of tansu: a job reads and writes every
+/// message trusting the CA that signed the proxy's certificate, and fails at once when it
+/// trusts another. SASL SCRAM-SHA-256 against a broker that requires it: refused credentials
+/// fail the job at once with what the broker said (tansu 0.6 cannot be given a SCRAM user: only
+/// an authenticated client may make one, and it offers no other mechanism). The password is
+/// never printed, and one written in the pipeline is refused before the run.
+#[test]
+fn kafka_over_tls_and_sasl_refusals_are_loud() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pki, rogue) = (common::tls::Pki::new(), common::tls::Pki::new());
+    pki.issue(tmp.path(), "server");
+    rogue.issue(tmp.path(), "rogue");
+    let (cert, key, ca) = (tmp.path().join("server.pem"), tmp.path().join("server.key"), tmp.path().join("server-ca.pem"));
+    let client = [("security.protocol", "SSL"), ("ssl.ca.location", ca.to_str().unwrap())];
+    let broker = Broker::start_secured(common::kafka::Secured { tls: Some((&cert, &key)), authentication: false, client: &client });
+    broker.create_topic("tx", 4);
+    broker.create_topic("out", 2);
+    let txs = transactions(300);
+    broker.produce("tx", &txs);
+    let d = tmp.path().display();
+    let pipeline = |name: &str, bootstrap: &str, props: &str| {
+        write(
+            tmp.path(),
+            &format!("{name}.yaml"),
+            &format!(
+                "name: kafka-{name}\nwork_dir: {d}/{name}-w\ndead_letter: {{type: file, path: {d}/{name}-dead.jsonl}}\n\
+                 sources:\n  tx: {{type: kafka, bootstrap_servers: '{bootstrap}', topic: tx, stop: latest, properties: {props}}}\n\
+                 sinks:\n  out: {{type: kafka, inputs: [tx], bootstrap_servers: '{bootstrap}', topic: out, key: card, properties: {props}}}\n"
+            ),
+        )
+    };
+    const PASSWORD: &str = "scram-Pa55-word";
+    let run_with_password = |p: &std::path::Path| {
+        let out = rill().args(["run", p.to_str().unwrap(), "--progress", "never"]).env("KAFKA_PASSWORD", PASSWORD).output().unwrap();
+        let r = Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() };
+        assert!(!r.stdout.contains(PASSWORD) && !r.stderr.contains(PASSWORD), "the password is never printed: {}", r.stderr);
+        r
+    };
+    // Over TLS, the CA's file relative: taken from the pipeline file's folder.
+    let tls = "{security.protocol: SSL, ssl.ca.location: server-ca.pem}";
+    let r = run_with_password(&pipeline("tls", &broker.bootstrap(), tls));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sorted = |v: Vec<String>| {
+        let mut v: Vec<serde_json::Value> = v.iter().map(|s| serde_json::from_str(s).unwrap()).collect();
+        v.sort_by_key(|v| v.to_string());
+        v
+    };
+    let want = sorted(txs.into_iter().filter(|(_, k, _)| k != "bad").map(|(_, _, v)| v).collect());
+    assert_eq!(sorted(broker.read_all("out")), want, "every message read over TLS and written back over TLS");
+    // Trusting another CA: the handshake fails, and so does the job, at once.
+    let started = std::time::Instant::now();
+    let r = run_with_password(&pipeline("rogue", &broker.bootstrap(), &tls.replace("server-ca.pem", "rogue-ca.pem")));
+    assert!(r.code == 1 && r.stderr.contains("refused the connection") && r.stderr.contains("certificate verify failed"), "{}", r.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "refused at once, not retried: {:?}", started.elapsed());
+    // The sink alone trusting another CA fails the job too (at its flush, not after librdkafka's
+    // five-minute message timeout).
+    let sink_only = write(
+        tmp.path(),
+        "sink-rogue.yaml",
+        &format!(
+            "name: kafka-sink-rogue\nwork_dir: {d}/sink-rogue-w\nsources:\n  g: {{type: generator, count: 100, fields: {{n: id}}}}\n\
+             sinks:\n  out: {{type: kafka, inputs: [g], bootstrap_servers: '{}', topic: out, properties: {}}}\n",
+            broker.bootstrap(),
+            tls.replace("server-ca.pem", "rogue-ca.pem")
+        ),
+    );
+    let started = std::time::Instant::now();
+    let r = run_with_password(&sink_only);
+    assert!(r.code == 1 && r.stderr.contains("component `out`") && r.stderr.contains("refused the connection") && r.stderr.contains("certificate verify failed"), "{}", r.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "refused at once, not retried: {:?}", started.elapsed());
+    // SASL SCRAM with credentials the broker does not take.
+    let sasl = Broker::start_secured(common::kafka::Secured { tls: None, authentication: true, client: &[] });
+    let scram = "{security.protocol: SASL_PLAINTEXT, sasl.mechanism: SCRAM-SHA-256, sasl.username: rill, sasl.password: '${KAFKA_PASSWORD}'}";
+    let started = std::time::Instant::now();
+    let r = run_with_password(&pipeline("scram", &sasl.bootstrap(), scram));
+    assert!(r.code == 1 && r.stderr.contains("refused the connection") && r.stderr.contains("SASL authentication error"), "{}", r.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "refused at once, not retried: {:?}", started.elapsed());
+    // A password in the pipeline itself.
+    let literal = pipeline("literal", &sasl.bootstrap(), &scram.replace("'${KAFKA_PASSWORD}'", PASSWORD));
+    let r = run(&["validate", literal.to_str().unwrap()]);
+    assert!(r.code == 2 && r.stderr.contains("`properties.sasl.password` is written in the pipeline") && r.stderr.contains("${KAFKA_PASSWORD}"), "{}", r.stderr);
+    assert!(!r.stderr.contains(PASSWORD), "{}", r.stderr);
+}

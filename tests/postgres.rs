@@ -398,3 +398,75 @@ fn an_exactly_once_sink_resumes_at_another_parallelism() {
         assert_eq!(pg.rows(&query), want, "{kind}: every row once");
     }
 }
+
+#[test]
+fn sslmode_is_honoured_with_real_handshakes_and_wrong_certificates_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, rogue) = (common::tls::Pki::new(), common::tls::Pki::new());
+    pki.issue(dir.path(), "server"); // for 127.0.0.1, not for "localhost"
+    pki.issue(dir.path(), "client");
+    rogue.issue(dir.path(), "rogue");
+    let path = |f: &str| dir.path().join(f);
+    let (cert, key, client_ca) = (path("server.pem"), path("server.key"), path("client-ca.pem"));
+    // The server speaks TLS, wants a client certificate its CA signed, and refuses TCP without TLS.
+    let pg = Server::start_tls(common::postgres::Tls { cert: &cert, key: &key, client_ca: Some(&client_ca) });
+    let d = dir.path().display();
+    let client = format!("sslcert={d}/client.pem&sslkey={d}/client.key");
+    let mut n = 0;
+    let mut run = |host: &str, query: &str| {
+        n += 1;
+        let p = write(
+            dir.path(),
+            &format!("p{n}.yaml"),
+            &format!(
+                "name: pg-tls-{n}\nwork_dir: {d}/w{n}\nsources:\n  g: {{type: generator, count: 50, fields: {{n: id}}}}\n\
+                 sinks:\n  out: {{type: postgres, inputs: [g], url: 'postgres://rill@{host}:{}/postgres?{query}', table: t{n}, create_table: true, retry_for: 30s}}\n",
+                pg.port
+            ),
+        );
+        (n, run_env(&["run", p.to_str().unwrap(), "--progress", "never"]))
+    };
+    let written = |n: u32| pg.rows(&format!("SELECT count(*) FROM t{n}"))[0][0].clone();
+    // verify-full: the CA signed the certificate, and it is for 127.0.0.1.
+    let (n, r) = run("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={d}/server-ca.pem&{client}"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(written(n), "50");
+    // The default (prefer, as libpq) encrypts without checking the server; so does require.
+    for mode in ["", "sslmode=require&"] {
+        let (n, r) = run("127.0.0.1", &format!("{mode}{client}"));
+        assert_eq!(r.code, 0, "{mode}: {}", r.stderr);
+        assert_eq!(written(n), "50");
+    }
+    // By the name `localhost` the certificate does not fit: verify-full refuses it, verify-ca
+    // (the CA signed it, whatever it is for) takes it.
+    let (_, r) = run("localhost", &format!("sslmode=verify-full&sslrootcert={d}/server-ca.pem&{client}"));
+    assert!(r.code == 1 && r.stderr.contains("error performing TLS handshake") && r.stderr.contains("not valid for name"), "{}", r.stderr);
+    let (n, r) = run("localhost", &format!("sslmode=verify-ca&sslrootcert={d}/server-ca.pem&{client}"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(written(n), "50");
+    // Trusting another CA: the handshake fails at once (not retried for `retry_for`).
+    let started = std::time::Instant::now();
+    let (_, r) = run("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={d}/rogue-ca.pem&{client}"));
+    assert!(r.code == 1 && r.stderr.contains("error performing TLS handshake") && r.stderr.contains("UnknownIssuer"), "{}", r.stderr);
+    assert!(started.elapsed() < Duration::from_secs(25), "a refused certificate is not retried");
+    // No client certificate, or one another CA signed: the server refuses.
+    let (_, r) = run("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={d}/server-ca.pem"));
+    assert!(r.code == 1 && r.stderr.contains("PostgreSQL at postgres://rill@127.0.0.1") && r.stderr.contains("requires a valid client certificate"), "{}", r.stderr);
+    let (_, r) = run("127.0.0.1", &format!("sslmode=verify-full&sslrootcert={d}/server-ca.pem&sslcert={d}/rogue.pem&sslkey={d}/rogue.key"));
+    assert!(r.code == 1 && r.stderr.contains("UnknownCA"), "{}", r.stderr);
+    // Without TLS the server's pg_hba.conf refuses the connection.
+    let (_, r) = run("127.0.0.1", "sslmode=disable");
+    assert!(r.code == 1 && r.stderr.contains("refused the connection") && r.stderr.contains("no encryption"), "{}", r.stderr);
+    assert!(!r.stderr.contains(PASSWORD));
+    // Settings that cannot work are errors before the run, at the URL's place.
+    for (query, says) in [
+        ("sslmode=verify-full", "give the CA that signed it as `sslrootcert=PATH`"),
+        ("sslmode=verify-ca&sslrootcert=nowhere.pem", "nowhere.pem"),
+        ("sslmode=sometimes", "not one of disable, prefer, require, verify-ca, verify-full"),
+        ("sslmode=require&sslcert=client.pem", "`sslcert` and `sslkey` go together"),
+    ] {
+        let p = write(dir.path(), "bad.yaml", &format!("name: pg-tls-bad\nsources:\n  g: {{type: generator, count: 1}}\nsinks:\n  out: {{type: postgres, inputs: [g], url: 'postgres://rill@127.0.0.1:5432/postgres?{query}', table: t}}\n"));
+        let r = run_env(&["validate", p.to_str().unwrap()]);
+        assert!(r.code == 2 && r.stderr.contains("bad.yaml:5:") && r.stderr.contains(says), "{query}: {}", r.stderr);
+    }
+}

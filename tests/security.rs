@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use common::tls::Pki;
 use common::{lines, rill, write};
 
 const FILE_SECRET: &str = "planted-file-secret-91bd";
@@ -281,33 +282,6 @@ fn environment_values_are_interpolated_and_shown_as_the_variable() {
     let err = String::from_utf8_lossy(&unset.stderr);
     assert_eq!(unset.status.code(), Some(2), "{err}");
     assert!(err.contains("env.yaml:5:27: error: the environment variable `RILL_TEST_DIR` (`${RILL_TEST_DIR}`) is not set"), "{err}");
-}
-
-/// A CA, and PEM files of certificates it signs.
-struct Pki {
-    ca: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        Pki { ca: params.self_signed(&key).unwrap(), key }
-    }
-
-    /// Writes `NAME.pem` and `NAME.key` for a certificate of 127.0.0.1 signed by this CA, and
-    /// `NAME-ca.pem`.
-    fn issue(&self, dir: &Path, name: &str) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
-        let cert = params.signed_by(&key, &self.ca, &self.key).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}-ca.pem")), self.ca.pem()).unwrap();
-    }
 }
 
 #[test]

@@ -104,7 +104,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<TransformSpec, ConfigErrors> {
                 }
             };
             match &t.url {
-                Some(url) => keep(crate::postgres::parse_url(url, t.password_env.as_deref()), &mut errors).zip(sql).map(|(target, sql)| From::Postgres { target, sql }),
+                Some(url) => keep(crate::postgres::parse_url(url, t.password_env.as_deref(), ctx.pipeline), &mut errors).zip(sql).map(|(target, sql)| From::Postgres { target, sql }),
                 None => {
                     errors.push(ConfigError::new(Some(&t.kind.span), "a `postgres` table needs `url`"));
                     None

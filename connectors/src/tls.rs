@@ -1,4 +1,4 @@
-//! TLS for socket connections (rustls with the `ring` provider): PEM files for the
+//! TLS for socket and PostgreSQL connections (rustls with the `ring` provider): PEM files for the
 //! certificate chain, its key and the CAs trusted for the other side.
 //!
 //! ```yaml
@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 #[derive(serde::Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields)]
@@ -108,5 +110,81 @@ pub(crate) fn server_name(cfg: &TlsConfig, addr: std::net::SocketAddr) -> Result
     match &cfg.server_name {
         Some(n) => ServerName::try_from(n.clone()).map_err(|e| format!("`server_name: {n}`: {e}")),
         None => Ok(ServerName::IpAddress(addr.ip().into())),
+    }
+}
+
+/// How a TLS client checks the server's certificate (PostgreSQL's `sslmode`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Verify {
+    /// Not at all: the connection is encrypted, the server unproven (libpq's `require`).
+    Nothing,
+    /// Signed by a trusted CA, for whatever name (libpq's `verify-ca`).
+    Chain,
+    /// Signed by a trusted CA and for the host connected to (libpq's `verify-full`).
+    Full,
+}
+
+/// A TLS client's configuration that checks the server as `verify` says, trusting the CAs in
+/// the PEM file `ca` (needed unless `Verify::Nothing`), with an optional client certificate.
+pub(crate) fn client_verifying(verify: Verify, ca: Option<&str>, cert: Option<&str>, key: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::client::WebPkiServerVerifier;
+    let builder = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+    let trusted = || -> Result<rustls::RootCertStore, String> { roots(ca.ok_or("checking the server's certificate needs the CA that signed it")?) };
+    let builder = match verify {
+        Verify::Full => builder.with_root_certificates(trusted()?),
+        Verify::Chain => {
+            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(trusted()?), provider()).build().map_err(|e| e.to_string())?;
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyName(inner)))
+        }
+        Verify::Nothing => builder.dangerous().with_custom_certificate_verifier(Arc::new(Unchecked(provider()))),
+    };
+    let chain = chain(&TlsConfig { cert: cert.map(str::to_string), key: key.map(str::to_string), ca: None, client_ca: None, server_name: None })?;
+    match chain {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).map(Arc::new).map_err(|e| format!("the client certificate and key do not match: {e}")),
+        None => Ok(Arc::new(builder.with_no_client_auth())),
+    }
+}
+
+/// Accepts a certificate a trusted CA signed whatever name it is for.
+#[derive(Debug)]
+struct AnyName(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(&self, end: &CertificateDer<'_>, inter: &[CertificateDer<'_>], name: &ServerName<'_>, ocsp: &[u8], now: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        // The chain is checked before the name: a name error means the chain was good.
+        match self.0.verify_server_cert(end, inter, name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Accepts any certificate (the handshake's signatures are still checked against it, so the
+/// connection is encrypted to whoever holds its key; who that is stays unproven).
+#[derive(Debug)]
+struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

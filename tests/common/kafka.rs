@@ -12,7 +12,22 @@ use super::{root, wait_for, Guard};
 
 pub struct Broker {
     _process: Guard,
+    /// The port clients connect to (the TLS proxy's, for a broker behind one).
     pub port: u16,
+    /// The broker's own, plain port.
+    inner: u16,
+    _proxy: Option<Guard>,
+    /// librdkafka settings the tests' own clients use (TLS, SASL).
+    client: Vec<(String, String)>,
+}
+
+/// How a broker is secured: TLS through a proxy (stunnel, with this certificate and key: tansu
+/// 0.6 has no TLS listener), and SASL SCRAM required (`--authentication`).
+pub struct Secured<'a> {
+    pub tls: Option<(&'a std::path::Path, &'a std::path::Path)>,
+    pub authentication: bool,
+    /// librdkafka settings for the tests' own clients.
+    pub client: &'a [(&'a str, &'a str)],
 }
 
 fn tansu() -> std::path::PathBuf {
@@ -23,26 +38,82 @@ fn tansu() -> std::path::PathBuf {
 
 impl Broker {
     pub fn start() -> Broker {
-        let port = super::free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
-        let process = Guard(child);
-        assert!(wait_for(Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", port)).is_ok()), "tansu did not listen on {port}");
-        Broker { _process: process, port }
+        Broker::start_secured(Secured { tls: None, authentication: false, client: &[] })
+    }
+
+    pub fn start_secured(how: Secured) -> Broker {
+        let inner = super::free_port();
+        let port = if how.tls.is_some() { super::free_port() } else { inner };
+        let (listen, advertised) = (format!("tcp://127.0.0.1:{inner}"), format!("tcp://127.0.0.1:{port}"));
+        let mut broker = Command::new(tansu());
+        broker.args(["broker", "--listener-url", &listen, "--advertised-listener-url", &advertised, "--storage-engine", "memory://tansu/"]);
+        if how.authentication {
+            broker.arg("--authentication");
+        }
+        let process = Guard(broker.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("tansu starts"));
+        assert!(wait_for(Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", inner)).is_ok()), "tansu did not listen on {inner}");
+        let proxy = how.tls.map(|(cert, key)| {
+            let conf = format!(
+                "foreground = yes\npid =\ndebug = 3\n[kafka]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{inner}\ncert = {}\nkey = {}\n",
+                cert.display(),
+                key.display()
+            );
+            let file = cert.with_file_name(format!("stunnel-{port}.conf"));
+            std::fs::write(&file, conf).unwrap();
+            let stunnel = Command::new("stunnel").arg(&file).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+            let proxy = Guard(stunnel.expect("stunnel starts: run `bash scripts/setup.sh` (it installs stunnel4)"));
+            assert!(wait_for(Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", port)).is_ok()), "stunnel did not listen on {port}");
+            proxy
+        });
+        let client = how.client.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Broker { _process: process, port, inner, _proxy: proxy, client }
     }
 
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// A librdkafka configuration for the tests' own clients.
+    fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap());
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Every message of `topic` as its value's text, read to the end of each partition.
+    pub fn read_all(&self, topic: &str) -> Vec<String> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+        let c: BaseConsumer = self.config().set("group.id", "rill-tests-read").set("enable.partition.eof", "true").set("auto.offset.reset", "earliest").create().unwrap();
+        let md = c.fetch_metadata(Some(topic), Duration::from_secs(30)).unwrap();
+        let parts = md.topics()[0].partitions().len();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..parts {
+            tpl.add_partition_offset(topic, p as i32, rdkafka::Offset::Beginning).unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        let (mut out, mut ended) = (Vec::new(), std::collections::HashSet::new());
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while ended.len() < parts {
+            assert!(std::time::Instant::now() < until, "reading {topic} took more than a minute");
+            match c.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    ended.insert(p);
+                }
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+        out
+    }
+
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let out = Command::new(tansu())
-            .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port), "--partitions", &partitions.to_string(), name])
+            .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.inner), "--partitions", &partitions.to_string(), name])
             .output()
             .expect("tansu runs");
         assert!(out.status.success(), "creating topic {name}: {}", String::from_utf8_lossy(&out.stderr));
@@ -50,7 +121,7 @@ impl Broker {
 
     /// Produces `(partition, key, value)` messages (not transactional) and waits for them.
     pub fn produce(&self, topic: &str, messages: &[(i32, String, String)]) {
-        let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", self.bootstrap()).set("linger.ms", "5").create().unwrap();
+        let p: BaseProducer = self.config().set("linger.ms", "5").create().unwrap();
         for (part, k, v) in messages {
             loop {
                 match p.send(BaseRecord::to(topic).partition(*part).key(k).payload(v)) {

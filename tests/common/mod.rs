@@ -5,6 +5,7 @@
 pub mod http;
 pub mod kafka;
 pub mod postgres;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -19,6 +19,16 @@ pub struct Server {
     child: std::process::Child,
     pub port: u16,
     _dir: tempfile::TempDir,
+    /// Refuses TCP connections without TLS (the tests' own client goes by the Unix socket).
+    tls_only: bool,
+}
+
+/// A server's TLS: its certificate and key (PEM files), and the CA client certificates must
+/// be signed by, if it asks for them.
+pub struct Tls<'a> {
+    pub cert: &'a std::path::Path,
+    pub key: &'a std::path::Path,
+    pub client_ca: Option<&'a std::path::Path>,
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -71,6 +81,15 @@ fn as_account(c: &mut Command, who: Option<(u32, u32)>) -> &mut Command {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(None)
+    }
+
+    /// A server that speaks TLS and refuses TCP connections without it (`hostnossl ... reject`).
+    pub fn start_tls(tls: Tls) -> Server {
+        Server::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<Tls>) -> Server {
         let who = account();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -90,9 +109,32 @@ impl Server {
         .output()
         .expect("initdb runs");
         assert!(out.status.success(), "initdb failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if let Some(tls) = &tls {
+            let copy = |from: &std::path::Path, name: &str| {
+                let to = data.join(name);
+                std::fs::copy(from, &to).unwrap();
+                std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+                if let Some((uid, gid)) = who {
+                    std::os::unix::fs::chown(&to, Some(uid), Some(gid)).unwrap();
+                }
+            };
+            copy(tls.cert, "server.crt");
+            copy(tls.key, "server.key");
+            let mut conf = "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n".to_string();
+            let mut client_cert = "";
+            if let Some(ca) = tls.client_ca {
+                copy(ca, "client-ca.crt");
+                conf += "ssl_ca_file = 'client-ca.crt'\n";
+                client_cert = " clientcert=verify-ca";
+            }
+            let mut f = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
+            std::io::Write::write_all(&mut f, conf.as_bytes()).unwrap();
+            let hba = format!("local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256{client_cert}\nhostnossl all all 127.0.0.1/32 reject\n");
+            std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        }
         let port = super::free_port();
         let child = spawn(dir.path(), port);
-        let server = Server { child, port, _dir: dir };
+        let server = Server { child, port, _dir: dir, tls_only: tls.is_some() };
         server.wait_up();
         server
     }
@@ -124,7 +166,8 @@ impl Server {
     }
 
     fn try_client(&self) -> Option<postgres::Client> {
-        postgres::Config::new().host("127.0.0.1").port(self.port).user(USER).password(PASSWORD).dbname("postgres").connect(postgres::NoTls).ok()
+        let host = if self.tls_only { self._dir.path().to_str().unwrap() } else { "127.0.0.1" };
+        postgres::Config::new().host(host).port(self.port).user(USER).password(PASSWORD).dbname("postgres").connect(postgres::NoTls).ok()
     }
 
     pub fn client(&self) -> postgres::Client {

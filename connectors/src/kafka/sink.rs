@@ -127,6 +127,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
         errors.push(ConfigError::new(Some(&ctx.options.span), "`transactional_id_prefix` and `transaction_timeout` are for `delivery: exactly_once`"));
     }
     let format = super::keep(cfg.format.build(), &mut errors);
+    let properties = super::properties(ctx, &cfg.properties, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -138,7 +139,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
         exactly_once,
         transactional_prefix: cfg.transactional_id_prefix.clone().unwrap_or_else(|| format!("rill-{}-{}", ctx.pipeline.name, ctx.name)),
         transaction_timeout: timeout,
-        properties: cfg.properties.clone(),
+        properties,
     });
     let description = format!(
         "writes Kafka {} on {} ({})",
@@ -168,17 +169,25 @@ struct Msg {
 #[derive(Clone)]
 struct Reports {
     failed: Arc<Mutex<Option<String>>>,
+    watch: super::Watch,
     want_location: Arc<std::sync::atomic::AtomicBool>,
     location: Arc<Mutex<Option<(String, i32, i64)>>>,
 }
 
 impl Default for Reports {
     fn default() -> Reports {
-        Reports { failed: Arc::default(), want_location: Arc::new(true.into()), location: Arc::default() }
+        Reports { failed: Arc::default(), watch: super::Watch::default(), want_location: Arc::new(true.into()), location: Arc::default() }
     }
 }
 
-impl ClientContext for Reports {}
+impl ClientContext for Reports {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.watch.error(error, reason);
+    }
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.watch.log(level, fac, message);
+    }
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = ();
@@ -215,7 +224,7 @@ pub struct KafkaSink {
     reports: Reports,
     encoder: Encoder,
     /// Exactly-once: the group whose offset marks committed epochs.
-    marker: Option<BaseConsumer>,
+    marker: Option<BaseConsumer<super::Watch>>,
     /// Exactly-once: records produced into the open transaction since the last barrier.
     open: Vec<Msg>,
     in_transaction: bool,
@@ -262,8 +271,9 @@ impl KafkaSink {
         format!("{}-{}", self.s.transactional_prefix, self.subtask)
     }
 
+    /// The error for a failed call: the broker's refusal, if that is why.
     fn external(&self, what: &str, e: impl std::fmt::Display) -> OperatorError {
-        OperatorError::external(format!("Kafka at {}: {what}: {e}", self.s.bootstrap))
+        self.reports.watch.refused.error(&self.s.bootstrap).unwrap_or_else(|| OperatorError::external(format!("Kafka at {}: {what}: {e}", self.s.bootstrap)))
     }
 
     fn producer(&self) -> &ThreadedProducer<Reports> {
@@ -323,15 +333,24 @@ impl KafkaSink {
     }
 
     fn check(&self) -> Result<(), OperatorError> {
+        self.reports.watch.refused.check(&self.s.bootstrap)?;
         match self.reports.failed.lock().expect("not poisoned").take() {
             Some(e) => Err(OperatorError::external(format!("Kafka at {}: {e}", self.s.bootstrap))),
             None => Ok(()),
         }
     }
 
+    /// Waits (up to `TIMEOUT`) until the broker has every message, in short steps so that a
+    /// refusal fails at once.
     fn flush(&self) -> Result<(), OperatorError> {
-        self.producer().flush(TIMEOUT).map_err(|e| self.external("flush timed out", e))?;
-        self.check()
+        let until = std::time::Instant::now() + TIMEOUT;
+        loop {
+            match self.producer().flush(Duration::from_millis(100)) {
+                Ok(()) => return self.check(),
+                Err(e) if std::time::Instant::now() >= until => return Err(self.external("flush timed out", e)),
+                Err(_) => self.reports.watch.refused.check(&self.s.bootstrap)?,
+            }
+        }
     }
 
     /// Where the records flushed since the last call went (one location suffices).
@@ -394,7 +413,13 @@ impl KafkaSink {
     }
 
     /// The address of the leader of `topic`/`partition`.
+    /// The address of the partition's leader, for reading its log with one raw request (see
+    /// [`super::control`]), which speaks neither TLS nor SASL.
     fn leader(&self, topic: &str, partition: i32) -> Result<String, String> {
+        match self.s.properties.get("security.protocol").map(|p| p.to_ascii_lowercase()) {
+            Some(p) if p != "plaintext" => return Err(format!("the log is read only over plain connections, and `security.protocol` is {p}")),
+            _ => {}
+        }
         let md = self.marker.as_ref().expect("exactly-once").fetch_metadata(Some(topic), TIMEOUT).map_err(|e| e.to_string())?;
         let leader = md.topics().iter().find(|t| t.name() == topic).and_then(|t| t.partitions().iter().find(|p| p.id() == partition)).map(|p| p.leader()).ok_or("no such partition")?;
         md.brokers().iter().find(|b| b.id() == leader).map(|b| format!("{}:{}", b.host(), b.port())).ok_or_else(|| "no leader".to_string())
@@ -426,7 +451,7 @@ impl Sink for KafkaSink {
             c.set("transactional.id", self.transactional_id()).set("transaction.timeout.ms", self.s.transaction_timeout.as_millis().to_string());
             let mut m = super::client_config(&self.s.bootstrap, &self.s.properties).map_err(OperatorError::user)?;
             m.set("group.id", self.transactional_id()).set("enable.auto.commit", "false");
-            self.marker = Some(m.create().map_err(|e| self.external("cannot create the marker consumer", e))?);
+            self.marker = Some(m.create_with_context(self.reports.watch.clone()).map_err(|e| self.external("cannot create the marker consumer", e))?);
         } else {
             c.set("enable.idempotence", "true");
         }

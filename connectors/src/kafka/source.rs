@@ -176,6 +176,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
         }),
         &mut errors,
     );
+    let properties = super::properties(ctx, &cfg.properties, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -187,7 +188,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
         stop,
         format: format.expect("checked"),
         metadata: cfg.metadata.as_deref().map(Sym::new),
-        properties: cfg.properties.clone(),
+        properties,
         discovery: cfg.discovery_interval.unwrap_or(Duration::from_secs(10)),
     });
     let what = match &settings.topics {
@@ -241,29 +242,14 @@ impl Part {
     }
 }
 
-/// The consumer's context: librdkafka reports reaching a partition's end as a global error
-/// too, which is news only to the poll loop; other errors are logged as warnings (librdkafka
-/// retries them; a fatal one fails the poll).
-pub(crate) struct Quiet;
-
-impl rdkafka::ClientContext for Quiet {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(error, KafkaError::PartitionEOF(_)) || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
-        if !eof {
-            tracing::warn!("librdkafka: {error}: {reason}");
-        }
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for Quiet {}
-
-type Kc = BaseConsumer<Quiet>;
+type Kc = BaseConsumer<super::Watch>;
 
 pub struct KafkaSource {
     s: Arc<Settings>,
     subtask: u32,
     parallelism: u32,
     consumer: Option<Kc>,
+    watch: super::Watch,
     parts: BTreeMap<(String, i32), Part>,
     /// Offsets from the checkpoint being restored, for partitions not assigned yet.
     restored: HashMap<(String, i32), i64>,
@@ -289,6 +275,7 @@ impl KafkaSource {
             subtask: c.subtask,
             parallelism: c.parallelism,
             consumer: None,
+            watch: super::Watch::default(),
             parts: BTreeMap::new(),
             restored: HashMap::new(),
             restored_stops: HashMap::new(),
@@ -306,18 +293,42 @@ impl KafkaSource {
         self.consumer.as_ref().expect("opened")
     }
 
+    /// The error for a failed call: the broker's refusal, if that is why.
     fn external(&self, what: &str, e: impl std::fmt::Display) -> OperatorError {
-        OperatorError::external(format!("Kafka at {}: {what}: {e}", self.s.bootstrap))
+        self.watch.refused.error(&self.s.bootstrap).unwrap_or_else(|| OperatorError::external(format!("Kafka at {}: {what}: {e}", self.s.bootstrap)))
+    }
+
+    /// The broker's metadata (of one topic, or all), tried again for up to `TIMEOUT` while the
+    /// brokers cannot be reached, and not at all once one refused this client.
+    fn metadata(&self, topic: Option<&str>) -> Result<rdkafka::metadata::Metadata, KafkaError> {
+        use rdkafka::types::RDKafkaErrorCode::{BrokerTransportFailure, OperationTimedOut};
+        let until = Instant::now() + TIMEOUT;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.consumer().fetch_metadata(topic, left.min(Duration::from_millis(500))) {
+                Err(e) if matches!(e.rdkafka_error_code(), Some(BrokerTransportFailure | OperationTimedOut)) && !left.is_zero() => {
+                    // librdkafka's reports of why (a refused handshake) come by polling, which
+                    // cannot take a message from us while no partition is assigned.
+                    if self.parts.is_empty() {
+                        let _ = self.consumer().poll(Duration::ZERO);
+                    }
+                    if self.watch.refused.error("").is_some() {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(20).min(left));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The partitions of the configured topics now on the broker.
     fn partitions(&self) -> Result<Vec<(String, i32)>, OperatorError> {
-        let c = self.consumer();
         let mut out = Vec::new();
         match &self.s.topics {
             Topics::Names(names) => {
                 for t in names {
-                    let md = c.fetch_metadata(Some(t), TIMEOUT).map_err(|e| self.external(&format!("cannot read the metadata of topic `{t}`"), e))?;
+                    let md = self.metadata(Some(t)).map_err(|e| self.external(&format!("cannot read the metadata of topic `{t}`"), e))?;
                     let topic = md.topics().iter().find(|m| m.name() == t);
                     match topic {
                         Some(m) if m.error().is_none() && !m.partitions().is_empty() => out.extend(m.partitions().iter().map(|p| (t.clone(), p.id()))),
@@ -332,7 +343,7 @@ impl KafkaSource {
                 }
             }
             Topics::Pattern(p) => {
-                let md = c.fetch_metadata(None, TIMEOUT).map_err(|e| self.external("cannot list topics", e))?;
+                let md = self.metadata(None).map_err(|e| self.external("cannot list topics", e))?;
                 for m in md.topics().iter().filter(|m| p.is_match(m.name()) && m.error().is_none()) {
                     out.extend(m.partitions().iter().map(|p| (m.name().to_string(), p.id())));
                 }
@@ -559,7 +570,7 @@ impl Source for KafkaSource {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", if self.s.stop.is_some() { "true" } else { "false" })
             .set("auto.offset.reset", "error");
-        self.consumer = Some(c.create_with_context(Quiet).map_err(|e| self.external("cannot create a consumer", e))?);
+        self.consumer = Some(c.create_with_context(self.watch.clone()).map_err(|e| self.external("cannot create a consumer", e))?);
         Ok(())
     }
 
@@ -590,6 +601,7 @@ impl Source for KafkaSource {
             }
         }
         self.consumer = Some(consumer);
+        self.watch.refused.check(&self.s.bootstrap)?;
         if let Some(e) = failed {
             return Err(self.external("consumer failed", e));
         }

@@ -15,7 +15,7 @@ pub mod source;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rill_engine::config::{ConfigError, Spanned};
+use rill_engine::config::{ConfigError, PipelineConfig, Spanned};
 use rill_engine::operator::OperatorError;
 
 /// Where to connect, parsed from `url` (password from the environment).
@@ -24,23 +24,20 @@ pub(crate) struct Target {
     pub config: postgres::Config,
     /// The URL as shown in errors and descriptions: without a password.
     pub shown: String,
+    /// TLS (`sslmode`), unless `disable`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
-pub(crate) fn parse_url(url: &Spanned<String>, password_env: Option<&str>) -> Result<Target, ConfigError> {
-    let mut config: postgres::Config = url.value.parse().map_err(|e| {
+pub(crate) fn parse_url(url: &Spanned<String>, password_env: Option<&str>, pipeline: &PipelineConfig) -> Result<Target, ConfigError> {
+    let (rest, ssl) = take_ssl(&url.value);
+    let mut config: postgres::Config = rest.parse().map_err(|e| {
         ConfigError::new(Some(&url.span), format!("`url` is not a PostgreSQL connection string: {e}")).hint("write postgres://USER@HOST:PORT/DATABASE")
     })?;
     if config.get_password().is_some() {
         return Err(ConfigError::new(Some(&url.span), "`url` holds a password, which would then sit in the pipeline file and in logs")
             .hint("leave it out of the URL and set it in the environment: PGPASSWORD (or the variable `password_env` names)"));
     }
-    match config.get_ssl_mode() {
-        postgres::config::SslMode::Require => {
-            return Err(ConfigError::new(Some(&url.span), "`sslmode=require`: TLS to PostgreSQL is not built into Rill yet")
-                .hint("use a loopback or otherwise trusted network without `sslmode=require`, or put a TLS tunnel in front"))
-        }
-        _ => {}
-    }
+    let tls = ssl.client(pipeline, &mut config).map_err(|e| ConfigError::new(Some(&url.span), e))?;
     let var = password_env.unwrap_or("PGPASSWORD");
     if let Ok(p) = std::env::var(var) {
         config.password(p);
@@ -58,7 +55,96 @@ pub(crate) fn parse_url(url: &Spanned<String>, password_env: Option<&str>) -> Re
     let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
     let db = config.get_dbname().unwrap_or("");
     let shown = format!("postgres://{user}{host}:{port}/{db}");
-    Ok(Target { config, shown })
+    Ok(Target { config, shown, tls })
+}
+
+/// libpq's TLS settings in the URL (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`), taken
+/// out of it: tokio-postgres knows only some of them.
+#[derive(Default, Debug, PartialEq)]
+struct Ssl {
+    mode: Option<String>,
+    root: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+/// Splits the TLS settings off a connection string (a URL's query, or `key=value` words).
+fn take_ssl(url: &str) -> (String, Ssl) {
+    let mut ssl = Ssl::default();
+    let mut take = |k: &str, v: String| -> bool {
+        let slot = match k {
+            "sslmode" => &mut ssl.mode,
+            "sslrootcert" => &mut ssl.root,
+            "sslcert" => &mut ssl.cert,
+            "sslkey" => &mut ssl.key,
+            _ => return false,
+        };
+        *slot = Some(v);
+        true
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else { return (url.to_string(), ssl) };
+        let kept: Vec<&str> = query.split('&').filter(|kv| !kv.split_once('=').is_some_and(|(k, v)| take(k, percent_decode(v)))).collect();
+        let rest = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+        (rest, ssl)
+    } else {
+        let kept: Vec<&str> = url.split_whitespace().filter(|kv| !kv.split_once('=').is_some_and(|(k, v)| !v.starts_with('\'') && take(k, v.to_string()))).collect();
+        (kept.join(" "), ssl)
+    }
+}
+
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Ssl {
+    /// Sets the connection's TLS mode and gives the TLS configuration (none for
+    /// `sslmode=disable`), its files read now. As libpq: `prefer` (the default) and `require`
+    /// encrypt without checking the server unless `sslrootcert` is given, `verify-ca` checks
+    /// that the CA signed its certificate, `verify-full` also that it is for the host.
+    fn client(&self, pipeline: &PipelineConfig, config: &mut postgres::Config) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, String> {
+        use crate::tls::Verify;
+        use postgres::config::SslMode;
+        let file = |p: &Option<String>| p.as_deref().map(|p| pipeline.resolve(p).display().to_string());
+        let (root, cert, key) = (file(&self.root), file(&self.cert), file(&self.key));
+        if cert.is_some() != key.is_some() {
+            return Err("`sslcert` and `sslkey` go together: give both (a client certificate and its key) or neither".into());
+        }
+        if self.root.as_deref() == Some("system") {
+            return Err("`sslrootcert=system` (the system's CAs) is not supported".into());
+        }
+        let (mode, verify) = match self.mode.as_deref().unwrap_or("prefer") {
+            "disable" => {
+                config.ssl_mode(SslMode::Disable);
+                return Ok(None);
+            }
+            m @ ("prefer" | "require") => (if m == "prefer" { SslMode::Prefer } else { SslMode::Require }, if root.is_some() { Verify::Chain } else { Verify::Nothing }),
+            "verify-ca" => (SslMode::Require, Verify::Chain),
+            "verify-full" => (SslMode::Require, Verify::Full),
+            other => return Err(format!("`sslmode={other}` is not one of disable, prefer, require, verify-ca, verify-full")),
+        };
+        if verify != Verify::Nothing && root.is_none() {
+            return Err(format!("`sslmode={}` checks the server's certificate: give the CA that signed it as `sslrootcert=PATH` (a PEM file)", self.mode.as_deref().unwrap_or_default()));
+        }
+        config.ssl_mode(mode);
+        crate::tls::client_verifying(verify, root.as_deref(), cert.as_deref(), key.as_deref()).map(Some).map_err(|e| format!("`url`'s TLS settings: {e}"))
+    }
 }
 
 /// How a statement failed.
@@ -142,7 +228,11 @@ pub(crate) fn connect(target: &Target, patience: Duration) -> Result<postgres::C
     let start = Instant::now();
     let mut wait = Duration::from_millis(50);
     loop {
-        match target.config.connect(postgres::NoTls) {
+        let made = match &target.tls {
+            Some(tls) => target.config.connect(tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone())),
+            None => target.config.connect(postgres::NoTls),
+        };
+        match made {
             Ok(mut c) => {
                 // A lock held by a stuck transaction fails the statement (and the job, which
                 // restarts) rather than hanging it for good.
@@ -154,6 +244,10 @@ pub(crate) fn connect(target: &Target, patience: Duration) -> Result<postgres::C
                 if let Some(db) = e.as_db_error() {
                     return Err(format!("PostgreSQL at {} refused the connection: {} ({})", target.shown, db.message(), db.code().code()));
                 }
+                // Nor does a failed TLS handshake (a certificate refused, no TLS on the server).
+                if let Some(why) = tls_refusal(&e) {
+                    return Err(format!("PostgreSQL at {}: {why}", target.shown));
+                }
                 if start.elapsed() >= patience {
                     return Err(format!("cannot connect to PostgreSQL at {} (tried for {}): {e}", target.shown, humantime::format_duration(Duration::from_secs(patience.as_secs()))));
                 }
@@ -163,6 +257,21 @@ pub(crate) fn connect(target: &Target, patience: Duration) -> Result<postgres::C
             }
         }
     }
+}
+
+/// The whole story of a failed TLS handshake, or of a connection the server's TLS cut (an alert:
+/// our client certificate refused), if that is what `e` is.
+fn tls_refusal(e: &postgres::Error) -> Option<String> {
+    let mut why = e.to_string();
+    let mut tls = why.starts_with("error performing TLS handshake");
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        why += &format!(": {c}");
+        let inner = c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map_or(c, |i| i as &(dyn std::error::Error + 'static));
+        tls |= inner.is::<rustls::Error>();
+        cause = c.source();
+    }
+    tls.then_some(why)
 }
 
 type Job = Box<dyn FnOnce(&mut Conn) + Send>;
@@ -303,5 +412,18 @@ mod tests {
     fn identifiers_are_quoted_part_by_part() {
         assert_eq!(ident("public.card \"scores\""), "\"public\".\"card \"\"scores\"\"\"");
         assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn tls_settings_come_out_of_the_url_and_the_rest_stays() {
+        let (rest, ssl) = take_ssl("postgres://rill@db:5432/app?application_name=x&sslmode=verify-full&sslrootcert=certs%2Fca.pem");
+        assert_eq!(rest, "postgres://rill@db:5432/app?application_name=x");
+        assert_eq!(ssl, Ssl { mode: Some("verify-full".into()), root: Some("certs/ca.pem".into()), cert: None, key: None });
+        let (rest, ssl) = take_ssl("postgresql://db/app?sslmode=require");
+        assert_eq!((rest.as_str(), ssl.mode.as_deref()), ("postgresql://db/app", Some("require")));
+        let (rest, ssl) = take_ssl("host=db user=rill sslmode=verify-ca sslrootcert=ca.pem sslcert=c.pem sslkey=c.key");
+        assert_eq!(rest, "host=db user=rill");
+        assert_eq!((ssl.cert.as_deref(), ssl.key.as_deref()), (Some("c.pem"), Some("c.key")));
+        assert_eq!(take_ssl("postgres://db/app"), ("postgres://db/app".to_string(), Ssl::default()));
     }
 }

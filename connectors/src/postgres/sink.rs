@@ -117,7 +117,7 @@ struct Settings {
 pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
     let cfg: PostgresSinkConfig = ctx.options()?;
     let mut errors = Vec::new();
-    let target = crate::options::keep(super::parse_url(&cfg.url, cfg.password_env.as_deref()), &mut errors);
+    let target = crate::options::keep(super::parse_url(&cfg.url, cfg.password_env.as_deref(), ctx.pipeline), &mut errors);
     let upsert = crate::options::choice(&cfg.mode, "mode", &["append", "upsert"], &mut errors) == 1;
     let exactly_once = crate::options::choice(&cfg.delivery, "delivery", &["at_least_once", "exactly_once"], &mut errors) == 1;
     if exactly_once && ctx.pipeline.checkpoint.is_none() {

@@ -37,7 +37,7 @@ struct PostgresSourceConfig {
 pub(crate) fn build(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
     let cfg: PostgresSourceConfig = ctx.options()?;
     let mut errors = Vec::new();
-    let target = crate::options::keep(super::parse_url(&cfg.url, cfg.password_env.as_deref()), &mut errors);
+    let target = crate::options::keep(super::parse_url(&cfg.url, cfg.password_env.as_deref(), ctx.pipeline), &mut errors);
     let what = match (&cfg.query, &cfg.table) {
         (Some(q), None) => Some(What::Query(q.value.clone())),
         (None, Some(t)) => Some(What::Table(t.value.clone())),

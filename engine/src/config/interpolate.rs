@@ -27,6 +27,12 @@ impl Interpolated {
         out
     }
 
+    /// Whether `value` holds something read from the environment (of 3 characters or more),
+    /// as opposed to being written in the file.
+    pub fn from_environment(&self, value: &str) -> bool {
+        self.0.iter().any(|(v, _)| v.chars().count() >= 3 && value.contains(v.as_str()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
