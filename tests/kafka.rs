@@ -215,8 +215,8 @@ fn a_bounded_kafka_source_reports_its_progress() {
 /// TLS for real, through a stunnel proxy in front of tansu: a job reads and writes every
 /// message trusting the CA that signed the proxy's certificate, and fails at once when it
 /// trusts another. SASL SCRAM-SHA-256 against a broker that requires it: refused credentials
-/// fail the job at once with what the broker said (tansu 0.6 cannot be given a SCRAM user: only
-/// an authenticated client may make one, and it offers no other mechanism). The password is
+/// fail the job at once with what the broker said (no SCRAM user can be made on tansu 0.6: see
+/// the README's facts about it). The password is
 /// never printed, and one written in the pipeline is refused before the run.
 #[test]
 fn kafka_over_tls_and_sasl_refusals_are_loud() {
