@@ -151,6 +151,16 @@ pub enum Command {
         #[arg(long = "set", value_name = "PATH=VALUE")]
         sets: Vec<String>,
     },
+    /// Run the unit tests declared in a pipeline (`tests:`): each feeds records to sources and
+    /// checks what components emit, running the pipeline itself with its sinks discarding.
+    /// Exit 0 if all pass, 1 if one fails, 2 if the pipeline or a test is not valid.
+    Test {
+        /// The pipeline file (YAML) with its `tests:`.
+        pipeline: PathBuf,
+        /// Run only the tests whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Print the dataflow: components, parallelism, and the exchange on every edge.
     Graph {
         /// The pipeline file (YAML).
@@ -249,6 +259,7 @@ pub fn main(registry: Registry) -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     match cli.command {
+        Command::Test { pipeline, only } => crate::unit::main(&pipeline, only.as_deref(), &registry),
         Command::Validate { pipeline, sets } => match plan(&pipeline, &sets, &registry) {
             Ok(p) => {
                 println!(

@@ -268,3 +268,55 @@ fn relative_paths_are_taken_from_the_pipeline_files_folder() {
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains(&tmp.path().join("jobs/nope.jsonl").display().to_string()) && err.contains("taken from the pipeline file's folder"), "{err}");
 }
+
+#[test]
+fn rill_test_runs_the_unit_tests_declared_in_a_pipeline() {
+    // The examples' tests pass; the Kafka one runs with no broker (its source and sink are
+    // replaced while testing).
+    for example in ["examples/orders.yaml", "examples/kafka_fraud.yaml"] {
+        let r = run(&["test", example]);
+        assert_eq!(r.code, 0, "{example}: {}", r.stderr);
+        assert!(r.stderr.contains(" passed, 0 failed") && !r.stderr.contains("FAILED"), "{}", r.stderr);
+    }
+    // A failing test says what is missing and what is unexpected, and nothing reaches the
+    // pipeline's own sink.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let pipeline = |tests: &str| {
+        write(
+            dir.path(),
+            "p.yaml",
+            &format!(
+                "name: unit\nsources:\n  tx: {{type: file, path: nowhere.jsonl, event_time: {{field: ts, max_out_of_orderness: 0s}}}}\n\
+                 transforms:\n  w: {{type: window, inputs: [tx], key_by: card, window: {{type: tumbling, size: 10}}, aggregates: {{n: count()}}}}\n\
+                 \x20 m: {{type: map, inputs: [tx], fields: {{double: 'amount * 2'}}}}\n\
+                 sinks:\n  out: {{type: file, inputs: [w], path: {d}/real-output.jsonl}}\ntests:\n{tests}"
+            ),
+        )
+    };
+    let p = pipeline(
+        "  - name: windows\n    inputs:\n      tx: [{card: a, ts: 1, amount: 1}, {card: a, ts: 5, amount: 2}, {card: b, ts: 12, amount: 3}, {card: a, ts: 3, amount: 4}]\n\
+         \x20   outputs:\n      w: [{card: a, n: 2, window_start: 0, window_end: 10}, {card: b, n: 1, window_start: 10, window_end: 20}]\n      w.late: [{card: a, ts: 3, amount: 4}]\n\
+         \x20 - name: wrong\n    inputs:\n      tx: [{card: a, ts: 1, amount: 1}, {card: a, ts: 2, amount: oops}]\n    outputs:\n      m: [{card: a, ts: 1, amount: 1, double: 3}]\n",
+    );
+    let r = run(&["test", p.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("test `windows` ... ok"), "{}", r.stderr);
+    assert!(r.stderr.contains("test `wrong` (") && r.stderr.contains("p.yaml:16:5) ... FAILED"), "{}", r.stderr);
+    assert!(r.stderr.contains(r#"missing:    {"amount":1,"card":"a","double":3,"ts":1}"#), "{}", r.stderr);
+    assert!(r.stderr.contains(r#"unexpected: {"amount":1,"card":"a","double":2,"ts":1}"#), "{}", r.stderr);
+    assert!(r.stderr.contains("1 records dead-lettered, 0 expected"), "{}", r.stderr);
+    assert!(r.stderr.contains("2 tests: 1 passed, 1 failed"), "{}", r.stderr);
+    assert!(!dir.path().join("real-output.jsonl").exists(), "the pipeline's sinks discard while testing");
+    // `run` and `validate` take a pipeline with tests as they are (`rill test` did not need the
+    // file its source reads).
+    write(dir.path(), "nowhere.jsonl", "");
+    let r = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Naming a source or component the pipeline lacks is an error at its place.
+    let p = pipeline("  - name: typo\n    inputs:\n      txs: [{card: a}]\n    outputs:\n      ww: []\n");
+    let r = run(&["test", p.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("p.yaml:12:7: error: test `typo`: `txs` is not a source of the pipeline"), "{}", r.stderr);
+    assert!(r.stderr.contains("p.yaml:14:7: error: test `typo`: the pipeline has no component `ww`"), "{}", r.stderr);
+}

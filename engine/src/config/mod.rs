@@ -289,6 +289,9 @@ struct TopLevel {
     _transforms: Option<serde::de::IgnoredAny>,
     #[serde(rename = "sinks")]
     _sinks: Option<serde::de::IgnoredAny>,
+    /// Unit tests, for `rill test` (which checks them).
+    #[serde(rename = "tests")]
+    _tests: Option<serde::de::IgnoredAny>,
 }
 
 /// `checkpoint:` at the top level.
@@ -485,10 +488,20 @@ impl PipelineConfig {
 
     /// Like [`load`](Self::load), from text.
     pub fn parse(text: &str, file: &str, sets: &[String]) -> Result<PipelineConfig, ConfigErrors> {
-        let mut root = Node::parse(text, file).map_err(|e| {
+        Self::from_root(Self::document(text, file)?, file, sets)
+    }
+
+    /// The YAML document of a pipeline file, not checked yet.
+    pub fn document(text: &str, file: &str) -> Result<Node, ConfigErrors> {
+        Node::parse(text, file).map_err(|e| {
             ConfigError::new(Some(&e.span), format!("invalid YAML: {}", e.message))
                 .hint("check indentation and quoting around this place")
-        })?;
+                .into()
+        })
+    }
+
+    /// Like [`parse`](Self::parse), from the document (`file` names where it came from).
+    pub fn from_root(mut root: Node, file: &str, sets: &[String]) -> Result<PipelineConfig, ConfigErrors> {
         let mut errors = Vec::new();
         let mut problems = Vec::new();
         for (i, set) in sets.iter().enumerate() {
@@ -506,7 +519,7 @@ impl PipelineConfig {
             Err(e) => {
                 let mut e: ConfigError = e.into();
                 if e.message.contains("unknown field") {
-                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, keys, audit, http, sources, transforms, sinks".into());
+                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, keys, audit, http, sources, transforms, sinks, tests".into());
                 }
                 errors.extend(every_unknown_field(&root, e));
                 None
