@@ -284,3 +284,33 @@ fn inference_batch_sizes_and_latencies_are_exported() {
     assert!(h["count"].as_u64().unwrap() >= 3 && h["p50"].as_f64().unwrap() > 0.0 && h["p99"].as_f64().unwrap() >= h["p50"].as_f64().unwrap(), "{h}");
     stop_ok(child, rx);
 }
+
+#[test]
+fn late_records_and_channel_fill_are_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().display();
+    // Every 10th event is 5 s behind the others: late for its 1 s window.
+    let p = write(
+        tmp.path(),
+        "p.yaml",
+        &format!(
+            "name: late-test\nwork_dir: {d}/w\n\
+             sources:\n  g: {{type: generator, count: 10000000, rate: 4000, fields: {{n: id, ts: \"1700000000000 + id - (id % 10 == 0 ? 5000 : 0)\"}}, event_time: {{field: ts}}}}\n\
+             transforms:\n  w: {{type: window, inputs: [g], key_by: \"n % 3\", window: {{type: tumbling, size: 1s}}, aggregates: {{c: count()}}}}\n\
+             sinks:\n  out: {{type: blackhole, inputs: [w]}}\n  late: {{type: blackhole, inputs: [w.late]}}\n"
+        ),
+    );
+    let (child, addr, rx) = start(&p, &["--http", "127.0.0.1:0"]);
+    let late = |t: &str| sample(t, "rill_late_records_total{job=\"late-test\",component=\"w\"}");
+    assert!(wait_for(Duration::from_secs(60), || late(&call(&addr, "GET", "/metrics", None).body).unwrap_or(0.0) > 0.0), "late records are counted");
+    let text = call(&addr, "GET", "/metrics", None).body;
+    assert!(text.contains("# TYPE rill_late_records_total counter") && text.contains("# TYPE rill_channel_fill_ratio gauge"), "{text}");
+    let fill = sample(&text, "rill_channel_fill_ratio{job=\"late-test\",component=\"g\",instance=\"0\"}").expect("the source's channel fill");
+    assert!((0.0..=1.0).contains(&fill), "{fill}");
+    assert_eq!(sample(&text, "rill_late_records_total{job=\"late-test\",component=\"g\"}"), Some(0.0));
+    assert!(sample(&text, "rill_channel_fill_ratio{job=\"late-test\",component=\"out\",instance=\"0\"}").is_none(), "a sink has no output channel");
+    let j = call(&addr, "GET", "/api/v1/job", None).json();
+    let w = j["components"].as_array().unwrap().iter().find(|c| c["name"] == "w").unwrap().clone();
+    assert!(w["late"].as_u64().unwrap() > 0 && w["instances"][0]["channel_fill"].as_f64().is_some(), "{w}");
+    stop_ok(child, rx);
+}

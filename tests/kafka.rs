@@ -197,16 +197,27 @@ fn exactly_once_kafka_output_survives_kills_and_crashes_at_the_commit_points() {
 fn a_bounded_kafka_source_reports_its_progress() {
     let (broker, tmp) = (Broker::start(), tempfile::tempdir().unwrap());
     let p = reading(&broker, tmp.path(), 20_000, "name: kafka-progress\nparallelism: 2\nbatch_size: 128", "parallelism: 1", "{k: card}");
-    let (child, addr, rx) = common::http::start_with(&p, &["--http", "127.0.0.1:0"], &[("RILL_FAULTS", "slow=m:15ms")]);
-    let mut seen: Vec<f64> = Vec::new();
+    // About 8 s: 157 batches, each held 50 ms by the map.
+    let (child, addr, rx) = common::http::start_with(&p, &["--http", "127.0.0.1:0"], &[("RILL_FAULTS", "slow=m:50ms")]);
+    let (mut seen, mut lags, mut fills): (Vec<f64>, Vec<f64>, Vec<f64>) = Default::default();
     let progress = || common::http::call(&addr, "GET", "/api/v1/job", None).json()["components"][0]["progress"].as_f64();
+    // A metric's value for the source's instance 0, from /metrics.
+    let metric = |name: &str| {
+        let text = common::http::call(&addr, "GET", "/metrics", None).body;
+        let series = format!("{name}{{job=\"kafka-progress\",component=\"tx\",instance=\"0\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(series.as_str())?.parse::<f64>().ok())
+    };
     assert!(wait_for(std::time::Duration::from_secs(120), || {
-        if let Some(v) = progress() {
-            seen.push(v);
-        }
-        seen.iter().any(|&v| v > 0.0 && v < 1.0) && seen.last().is_some_and(|&v| v > 0.5)
-    }), "progress seen: {seen:?}");
+        seen.extend(progress());
+        lags.extend(metric("rill_kafka_consumer_lag_messages"));
+        fills.extend(metric("rill_channel_fill_ratio"));
+        seen.iter().any(|&v| v > 0.0 && v < 1.0) && seen.last().is_some_and(|&v| v > 0.5) && lags.len() >= 2
+    }), "progress seen: {seen:?}, lag seen: {lags:?}");
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress never goes back: {seen:?}");
+    // The slow map holds the source back: messages wait on the broker (its consumer lag) and in
+    // the source's output channels.
+    assert!(lags.iter().all(|&l| l <= 20_001.0) && lags.iter().any(|&l| l > 0.0) && lags.windows(2).all(|w| w[1] <= w[0]), "lag: {lags:?}");
+    assert!(fills.iter().all(|&f| (0.0..=1.0).contains(&f)) && fills.iter().any(|&f| f > 0.0), "channel fill: {fills:?}");
     let (code, log) = common::http::finish(child, rx);
     assert_eq!(code, 0, "{log}");
     assert_eq!(lines(&tmp.path().join("out.jsonl")).len(), 20_000);

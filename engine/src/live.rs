@@ -341,6 +341,7 @@ impl Live {
                 o.insert("records_out".into(), sum(|c| Counters::get(&c.records_out)).into());
                 o.insert("rejected".into(), sum(|c| Counters::get(&c.rejected)).into());
                 o.insert("batches".into(), sum(|c| Counters::get(&c.batches)).into());
+                o.insert("late".into(), sum(|c| Counters::get(&c.late)).into());
                 o.insert("records_in_per_s".into(), round(rates.iter().map(|r| r.in_per_s).sum()).into());
                 o.insert("records_out_per_s".into(), round(rates.iter().map(|r| r.out_per_s).sum()).into());
                 o.insert("backpressure".into(), level(worst).into());
@@ -381,6 +382,8 @@ impl Live {
                                 "backpressured": round3(r.backpressured),
                                 "backpressure": level(r.backpressured),
                                 "watermark_ms": m.counters.watermark.get().filter(|&w| w != i64::MAX),
+                                "channel_fill": fill(&m.counters).map(round3),
+                                "gauges": m.counters.gauges.lock().expect("metrics lock").iter().filter_map(|g| Some((g.name.to_string(), json!(g.get()?)))).collect::<serde_json::Map<_, _>>(),
                             })
                         })
                         .collect::<Vec<_>>()
@@ -447,6 +450,18 @@ impl Live {
             "Time an instance waited for space in a full output channel.",
             per_instance(&|c| Counters::get(&c.backpressured_us) as f64 / 1e6),
         );
+        family(
+            "rill_late_records_total",
+            "counter",
+            "Records that came after the watermark had closed their window or interval (sent to the `late` output).",
+            per_component(&|c| Counters::get(&c.late) as f64),
+        );
+        family(
+            "rill_channel_fill_ratio",
+            "gauge",
+            "How full an instance's output channels were after its last send: messages queued over their room.",
+            instances.iter().filter_map(|m| Some((format!(",component=\"{}\",instance=\"{}\"", escape(&m.component), m.subtask), fill(&m.counters)?))).collect(),
+        );
         let now = now_ms();
         let marks: Vec<(String, Option<i64>)> = self
             .components
@@ -510,6 +525,24 @@ impl Live {
                 let _ = writeln!(out, "{}_bucket{{{labels},le=\"+Inf\"}} {}", n.name, h.count());
                 let _ = writeln!(out, "{}_sum{{{labels}}} {}", n.name, number(h.sum() as f64 * n.scale));
                 let _ = writeln!(out, "{}_count{{{labels}}} {}", n.name, h.count());
+            }
+        }
+        // Gauges sources keep of themselves (a Kafka source's lag), per instance.
+        let mut gauges: Vec<(Arc<crate::metrics::NamedGauge>, Vec<(String, f64)>)> = Vec::new();
+        for m in &instances {
+            for g in m.counters.gauges.lock().expect("metrics lock").iter() {
+                let Some(v) = g.get() else { continue };
+                let row = (format!("job=\"{job}\",component=\"{}\",instance=\"{}\"", escape(&m.component), m.subtask), v);
+                match gauges.iter_mut().find(|(f, _)| f.name == g.name) {
+                    Some((_, rows)) => rows.push(row),
+                    None => gauges.push((g.clone(), vec![row])),
+                }
+            }
+        }
+        for (g, rows) in &gauges {
+            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{}{{{labels}}} {}", g.name, number(*v));
             }
         }
         let p = process();
@@ -639,6 +672,12 @@ fn escape(s: &str) -> String {
 }
 
 /// This process's resident memory and CPU time (from `/proc/self`).
+/// How full an instance's output channels were after its last send (none without outputs).
+fn fill(c: &Counters) -> Option<f64> {
+    let (queued, room) = (Counters::get(&c.out_queued), Counters::get(&c.out_capacity));
+    (room > 0).then(|| (queued as f64 / room as f64).min(1.0))
+}
+
 fn process() -> serde_json::Value {
     let page = 4096u64;
     let rss = std::fs::read_to_string("/proc/self/statm").ok().and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok()).map(|p| p * page);

@@ -28,6 +28,37 @@ pub struct Counters {
     pub tap: Tap,
     /// Histograms the operator keeps of itself ([`crate::operator::OperatorContext::histogram`]).
     pub histograms: Mutex<Vec<Arc<NamedHistogram>>>,
+    /// Gauges a source keeps of itself ([`crate::source::SourceContext::gauge`]: Kafka's lag).
+    pub gauges: Mutex<Vec<Arc<NamedGauge>>>,
+    /// Records sent to the `late` side output (windows, joins), read or not.
+    pub late: AtomicU64,
+    /// The instance's output channels after its last send: messages queued, and room in all.
+    pub out_queued: AtomicU64,
+    pub out_capacity: AtomicU64,
+}
+
+/// A gauge a source keeps of itself, shown by the HTTP API as a Prometheus gauge per instance.
+#[derive(Debug)]
+pub struct NamedGauge {
+    /// The Prometheus name (`rill_…`, in base units).
+    pub name: &'static str,
+    pub help: &'static str,
+    value: AtomicU64,
+}
+
+impl NamedGauge {
+    pub fn new(name: &'static str, help: &'static str) -> NamedGauge {
+        NamedGauge { name, help, value: AtomicU64::new(f64::NAN.to_bits()) }
+    }
+
+    pub fn set(&self, v: f64) {
+        self.value.store(v.to_bits(), Relaxed);
+    }
+
+    /// `None` until set.
+    pub fn get(&self) -> Option<f64> {
+        Some(f64::from_bits(self.value.load(Relaxed))).filter(|v| !v.is_nan())
+    }
 }
 
 /// A histogram an operator keeps of itself (an `infer`'s batch sizes and latencies), shown by
@@ -119,6 +150,12 @@ impl Watermark {
 }
 
 impl Counters {
+    /// Notes the output channels' fill after a send (`Outputs::fill`).
+    pub(crate) fn set_fill(&self, (queued, capacity): (u64, u64)) {
+        self.out_queued.store(queued, Relaxed);
+        self.out_capacity.store(capacity, Relaxed);
+    }
+
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
     }

@@ -31,6 +31,25 @@ pub struct SourceContext {
     /// Index of this source among the job's sources (stamped into each record's origin).
     pub source_index: u32,
     pub batch_size: usize,
+    /// Where its gauges are shown (none outside a job).
+    pub(crate) counters: Option<Arc<crate::metrics::Counters>>,
+}
+
+impl SourceContext {
+    /// A context outside a job (tests, tools): instance 0 of 1.
+    pub fn standalone(name: &str, batch_size: usize) -> SourceContext {
+        SourceContext { name: name.into(), subtask: 0, parallelism: 1, source_index: 0, batch_size, counters: None }
+    }
+
+    /// A gauge of this instance, exported by the HTTP API as Prometheus gauge `name` (and in
+    /// the status as `gauges`). Outside a job it is kept but shown nowhere.
+    pub fn gauge(&self, name: &'static str, help: &'static str) -> Arc<crate::metrics::NamedGauge> {
+        let g = Arc::new(crate::metrics::NamedGauge::new(name, help));
+        if let Some(c) = &self.counters {
+            c.gauges.lock().expect("metrics lock").push(g.clone());
+        }
+        g
+    }
 }
 
 /// The output of one poll.

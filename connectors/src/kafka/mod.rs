@@ -96,6 +96,8 @@ impl Refused {
 #[derive(Clone, Default)]
 pub(crate) struct Watch {
     pub refused: Refused,
+    /// Each partition's high watermark, from librdkafka's statistics (`statistics.interval.ms`).
+    pub high: Arc<Mutex<BTreeMap<(String, i32), i64>>>,
 }
 
 impl rdkafka::ClientContext for Watch {
@@ -114,6 +116,15 @@ impl rdkafka::ClientContext for Watch {
         };
         if !eof && !refused {
             tracing::warn!("librdkafka: {error}: {reason}");
+        }
+    }
+
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let mut high = self.high.lock().expect("not poisoned");
+        for (topic, t) in stats.topics {
+            for (p, part) in t.partitions.into_iter().filter(|(p, part)| *p >= 0 && part.hi_offset >= 0) {
+                high.insert((topic.clone(), p), part.hi_offset);
+            }
         }
     }
 

@@ -263,6 +263,9 @@ pub struct KafkaSource {
     /// Partitions assigned since the last poll, to declare as splits.
     declared: Vec<u64>,
     next_end_check: Instant,
+    /// The messages of its partitions after those it has read, shown by the HTTP API.
+    lag: Option<Arc<rill_engine::metrics::NamedGauge>>,
+    next_lag: Instant,
     /// The partition of the last message (the key into `parts`).
     current: (String, i32),
 }
@@ -285,6 +288,8 @@ impl KafkaSource {
             value: Sym::new("value"),
             declared: Vec::new(),
             next_end_check: Instant::now(),
+            lag: None,
+            next_lag: Instant::now(),
             current: (String::new(), -1),
         }
     }
@@ -319,6 +324,15 @@ impl KafkaSource {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Sets the lag gauge from the high watermarks librdkafka last reported.
+    fn show_lag(&self) {
+        let high = self.watch.high.lock().expect("not poisoned");
+        let known: Vec<i64> = self.parts.iter().filter_map(|(k, p)| Some((high.get(k)? - p.next).max(0))).collect();
+        if let (Some(g), false) = (&self.lag, known.is_empty()) {
+            g.set(known.iter().sum::<i64>() as f64);
         }
     }
 
@@ -562,8 +576,11 @@ fn read_offsets(position: &serde_json::Value, what: &str, into: &mut HashMap<(St
 }
 
 impl Source for KafkaSource {
-    fn open(&mut self, _ctx: &SourceContext) -> Result<(), OperatorError> {
+    fn open(&mut self, ctx: &SourceContext) -> Result<(), OperatorError> {
+        self.lag = Some(ctx.gauge("rill_kafka_consumer_lag_messages", "Messages in a Kafka source instance's partitions after those it has read: each partition's high watermark less its next offset."));
         let mut c = super::client_config(&self.s.bootstrap, &self.s.properties).map_err(OperatorError::user)?;
+        // The partitions' high watermarks come with librdkafka's statistics, for the lag.
+        c.set("statistics.interval.ms", "1000");
         c.set("group.id", &self.s.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -575,6 +592,10 @@ impl Source for KafkaSource {
     }
 
     fn poll(&mut self, out: &mut SourceOutput) -> Result<SourceStatus, OperatorError> {
+        if Instant::now() >= self.next_lag {
+            self.next_lag = Instant::now() + Duration::from_secs(1);
+            self.show_lag();
+        }
         if Instant::now() >= self.next_discovery {
             self.discover()?;
         }

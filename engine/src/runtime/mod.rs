@@ -565,6 +565,7 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                         parallelism: node.parallelism,
                         source_index: sources.iter().position(|&x| x == i).expect("a source") as u32,
                         batch_size: cfg.batch_size,
+                        counters: Some(counters.clone()),
                     };
                     let make = spec.make.clone();
                     let time = node.time.clone();

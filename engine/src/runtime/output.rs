@@ -236,6 +236,12 @@ impl Outputs {
         }
     }
 
+    /// Messages queued in the output channels (sent, not yet taken), and their room in all.
+    pub(crate) fn fill(&self) -> (u64, u64) {
+        let senders = self.edges.iter().flat_map(|e| &e.senders);
+        senders.fold((self.pending.len() as u64, 0), |(q, c), s| (q + (s.max_capacity() - s.capacity()) as u64, c + s.max_capacity() as u64))
+    }
+
     pub(crate) fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }

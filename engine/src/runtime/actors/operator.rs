@@ -269,6 +269,9 @@ impl OperatorActor {
                 by_port.entry(port + 1).or_default().push(r);
             }
             for (port, recs) in by_port {
+                if self.side_outputs.get(port - 1).is_some_and(|s| s == "late") {
+                    Counters::add(&self.counters.late, recs.len() as u64);
+                }
                 if outs.reads(port) {
                     sent += outs.route(port, vec![Data::Rows(recs)], &[], &mut rejected);
                 } else {
@@ -284,6 +287,7 @@ impl OperatorActor {
             outs.watermark_side_ports(wm);
         }
         Counters::add(&self.counters.records_out, sent);
+        self.counters.set_fill(outs.fill());
         self.shared.reject(&self.name, rejected, &self.counters)
     }
 

@@ -238,8 +238,10 @@ impl Handler<Step> for SourceActor {
             if self.counters.tap.wanted() {
                 self.counters.tap.offer(&pieces);
             }
-            let sent = self.outputs.as_mut().expect("outputs present").route(0, pieces, &marks, &mut rejected);
+            let outs = self.outputs.as_mut().expect("outputs present");
+            let sent = outs.route(0, pieces, &marks, &mut rejected);
             Counters::add(&self.counters.records_out, sent);
+            self.counters.set_fill(outs.fill());
         }
         if let Err(e) = self.shared.reject(&self.ctx.name, rejected, &self.counters) {
             return self.fail(ctx, e);
