@@ -470,3 +470,34 @@ fn sslmode_is_honoured_with_real_handshakes_and_wrong_certificates_are_refused()
         assert!(r.code == 2 && r.stderr.contains("bad.yaml:5:") && r.stderr.contains(says), "{query}: {}", r.stderr);
     }
 }
+
+#[test]
+fn a_postgres_source_reports_its_progress() {
+    let pg = Server::start();
+    pg.exec("CREATE TABLE cards AS SELECT i AS id, 'card-' || i AS card FROM generate_series(1, 5000) i; ALTER TABLE cards ADD PRIMARY KEY (id)");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let p = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: pg-progress\nbatch_size: 50\nwork_dir: {d}/w\nsources:\n  cards: {{type: postgres, url: '{}', table: cards, fetch_rows: 100}}\n\
+             transforms:\n  m: {{type: map, inputs: [cards], fields: {{n: id}}}}\nsinks:\n  out: {{type: file, inputs: [m], path: {d}/out.jsonl}}\n",
+            pg.url()
+        ),
+    );
+    // About 3 s: 100 batches, each held 30 ms by the map.
+    let (child, addr, rx) = common::http::start_with(&p, &["--http", "127.0.0.1:0"], &[("RILL_FAULTS", "slow=m:30ms"), ("PGPASSWORD", PASSWORD)]);
+    let mut seen: Vec<f64> = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(120), || {
+            seen.extend(common::http::call(&addr, "GET", "/api/v1/job", None).json()["components"][0]["progress"].as_f64());
+            seen.iter().any(|&v| v > 0.0 && v < 1.0) && seen.last().is_some_and(|&v| v > 0.5)
+        }),
+        "progress seen: {seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]) && seen.iter().all(|&v| v <= 1.0), "progress: {seen:?}");
+    let (code, log) = common::http::finish(child, rx);
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(lines(&dir.path().join("out.jsonl")).len(), 5000);
+}

@@ -7,7 +7,8 @@
 //! query again and skips that many, so the query must return its rows in a fixed order (a
 //! `table` is read in primary-key order when it has one; give a `query` an `ORDER BY`).
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use rill_engine::config::de::duration;
@@ -15,7 +16,7 @@ use rill_engine::config::{ConfigError, ConfigErrors, Spanned};
 use rill_engine::operator::OperatorError;
 use rill_engine::record::Record;
 use rill_engine::registry::{BuildContext, SourceSpec};
-use rill_engine::source::{Source, SourceContext, SourceOutput, SourceStatus};
+use rill_engine::source::{Progress, Source, SourceContext, SourceOutput, SourceStatus};
 
 use super::{ident, Db, Failure};
 
@@ -61,7 +62,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
         target.shown
     );
     let mut spec = SourceSpec::new(description, move |_c: &SourceContext| {
-        Ok(PostgresSource { target: target.clone(), what: what.clone(), fetch, patience, rows: None, db: None, emitted: 0, skip: 0 })
+        Ok(PostgresSource { target: target.clone(), what: what.clone(), fetch, patience, rows: None, db: None, emitted: 0, skip: 0, total: Arc::new(AtomicU64::new(u64::MAX)) })
     });
     spec.max_parallelism = Some(1);
     Ok(spec)
@@ -87,6 +88,9 @@ pub struct PostgresSource {
     emitted: u64,
     /// Restored: rows the checkpoint had emitted already.
     skip: u64,
+    /// How many rows the query gives (counted in its snapshot before they are read), for
+    /// progress; `u64::MAX` until known.
+    total: Arc<AtomicU64>,
 }
 
 impl PostgresSource {
@@ -125,13 +129,18 @@ impl Source for PostgresSource {
 
     fn poll(&mut self, out: &mut SourceOutput) -> Result<SourceStatus, OperatorError> {
         if self.rows.is_none() {
-            let sql = format!("SELECT row_to_json(q)::text FROM ({}) q", self.sql()?);
+            let query = self.sql()?;
+            let sql = format!("SELECT row_to_json(q)::text FROM ({query}) q");
             let (tx, rx) = mpsc::sync_channel::<Chunk>(4);
             let fetch = self.fetch as i32;
+            let total = self.total.clone();
             self.db.as_ref().expect("opened").submit(move |c| {
                 let mut run = || -> Result<(), Failure> {
                     let client = c.client().map_err(Failure::Lost)?;
-                    let mut t = client.transaction().map_err(|e| Failure::of(&e))?;
+                    // One snapshot for the count and the rows.
+                    let mut t = client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start().map_err(|e| Failure::of(&e))?;
+                    let n: i64 = t.query_one(format!("SELECT count(*) FROM ({query}) q").as_str(), &[]).map_err(|e| Failure::of(&e))?.get(0);
+                    total.store(n as u64, Relaxed);
                     let portal = t.bind(sql.as_str(), &[]).map_err(|e| Failure::of(&e))?;
                     loop {
                         let rows = t.query_portal(&portal, fetch).map_err(|e| Failure::of(&e))?;
@@ -177,6 +186,12 @@ impl Source for PostgresSource {
 
     fn position(&self) -> serde_json::Value {
         serde_json::json!({"rows": self.emitted})
+    }
+
+    /// Rows read of those the query gives (counted first, in the same snapshot).
+    fn progress(&self) -> Option<Progress> {
+        let total = self.total.load(Relaxed);
+        (total != u64::MAX).then(|| Progress { done: self.emitted.min(total), total })
     }
 
     fn restore(&mut self, position: &serde_json::Value) -> Result<(), OperatorError> {
