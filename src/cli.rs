@@ -161,6 +161,10 @@ pub enum Command {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Print a JSON Schema of the pipeline format, for editors: `rill schema > rill.schema.json`,
+    /// then `# yaml-language-server: $schema=rill.schema.json` atop a pipeline. Every
+    /// component type's options are in it, custom ones too.
+    Schema,
     /// Print the dataflow: components, parallelism, and the exchange on every edge.
     Graph {
         /// The pipeline file (YAML).
@@ -259,6 +263,10 @@ pub fn main(registry: Registry) -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     match cli.command {
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&crate::schema::schema(&registry)).expect("JSON"));
+            ExitCode::SUCCESS
+        }
         Command::Test { pipeline, only } => crate::unit::main(&pipeline, only.as_deref(), &registry),
         Command::Validate { pipeline, sets } => match plan(&pipeline, &sets, &registry) {
             Ok(p) => {

@@ -29,6 +29,7 @@ pub mod api;
 pub mod client;
 pub mod chaos;
 pub mod cli;
+pub mod schema;
 pub mod unit;
 
 /// A registry with every built-in source, transform and sink.

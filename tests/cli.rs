@@ -320,3 +320,53 @@ fn rill_test_runs_the_unit_tests_declared_in_a_pipeline() {
     assert!(r.stderr.contains("p.yaml:12:7: error: test `typo`: `txs` is not a source of the pipeline"), "{}", r.stderr);
     assert!(r.stderr.contains("p.yaml:14:7: error: test `typo`: the pipeline has no component `ww`"), "{}", r.stderr);
 }
+
+#[test]
+fn the_schema_names_every_option_the_examples_use_and_no_other() {
+    let r = run(&["schema"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let schema: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    // The options a type takes, by the schema.
+    let options = |section: &str, t: &str| -> Vec<String> {
+        let cases = schema["properties"][section]["additionalProperties"]["allOf"].as_array().unwrap();
+        let case = cases.iter().find(|c| c["if"]["properties"]["type"]["const"] == t).unwrap_or_else(|| panic!("no {section} type {t}"));
+        assert_eq!(case["then"]["additionalProperties"], false, "{t}'s options are known");
+        case["then"]["properties"].as_object().unwrap().keys().cloned().collect()
+    };
+    let kafka = options("sources", "kafka");
+    for o in ["bootstrap_servers", "topic", "topics", "topic_pattern", "group_id", "start", "stop", "format", "properties", "event_time", "parallelism", "redact"] {
+        assert!(kafka.contains(&o.to_string()), "{o}: {kafka:?}");
+    }
+    assert!(!options("transforms", "filter").contains(&"colour".to_string()));
+    // Every option of every component of the examples is in it.
+    let mut checked = 0;
+    for dir in ["examples", "examples/fraud"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let doc = rill::PipelineConfig::document(&text, &path.display().to_string()).unwrap();
+            for key in doc.entries().unwrap().iter().filter_map(|(k, _)| k.as_str()) {
+                assert!(schema["properties"].get(key).is_some(), "{}: top-level `{key}`", path.display());
+            }
+            for section in ["sources", "transforms", "sinks"] {
+                for (name, c) in doc.get(section).and_then(|s| s.entries()).unwrap_or_default() {
+                    let t = c.get("type").and_then(|t| t.as_str()).unwrap();
+                    if ["dedupe", "velocity"].contains(&t) {
+                        continue; // custom operators: in their own binary's schema (examples/tests)
+                    }
+                    let known = options(section, t);
+                    for (k, _) in c.entries().unwrap() {
+                        let k = k.as_str().unwrap().to_string();
+                        assert!(known.contains(&k), "{}: {}.{k} ({t}) is not in the schema: {known:?}", path.display(), name.as_str().unwrap());
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "{checked} options checked");
+}

@@ -223,6 +223,20 @@ impl Registry {
         self.sinks.get(t)
     }
 
+    /// The option names of a component type (as its options struct declares them; `None` if
+    /// its factory does not read them into one), for `rill schema`: its factory is called with
+    /// no options inside [`crate::config::de::option_names`].
+    pub fn option_names(&self, role: crate::config::Role, type_name: &str, pipeline: &PipelineConfig) -> Option<&'static [&'static str]> {
+        use crate::config::Role;
+        let options = Node::parse("{}", "<schema>").expect("an empty map");
+        let ctx = BuildContext { name: "probe", type_name, options: &options, pipeline, aggregates: &self.aggregates };
+        crate::config::de::option_names(|| match role {
+            Role::Source => drop(self.sources.get(type_name).map(|f| f(&ctx))),
+            Role::Transform => drop(self.transforms.get(type_name).map(|f| f(&ctx))),
+            Role::Sink => drop(self.sinks.get(type_name).map(|f| f(&ctx))),
+        })
+    }
+
     /// Registered type names: (sources, transforms, sinks).
     pub fn type_names(&self) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
         (

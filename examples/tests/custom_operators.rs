@@ -142,3 +142,15 @@ fn velocity_state_moves_with_its_cards_when_parallelism_changes() {
     assert_eq!(got.len(), 30000);
     assert!(got == want, "{} of 30000 lines differ", got.iter().zip(&want).filter(|(a, b)| a != b).count());
 }
+
+#[test]
+fn the_schema_of_a_custom_binary_has_its_operators_and_their_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rill-custom")).arg("schema").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let transforms = &schema["properties"]["transforms"]["additionalProperties"];
+    let types: Vec<&str> = transforms["properties"]["type"]["enum"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(types.contains(&"dedupe") && types.contains(&"velocity") && types.contains(&"window"), "{types:?}");
+    let dedupe = transforms["allOf"].as_array().unwrap().iter().find(|c| c["if"]["properties"]["type"]["const"] == "dedupe").unwrap();
+    assert!(dedupe["then"]["properties"].get("key_by").is_some() && dedupe["then"]["additionalProperties"] == false, "{dedupe}");
+}

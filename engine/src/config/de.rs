@@ -39,6 +39,19 @@ impl DeError {
     }
 }
 
+thread_local! {
+    /// While [`option_names`] runs: the fields of the first struct deserialized, once seen.
+    static PROBE: std::cell::RefCell<Option<Option<&'static [&'static str]>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The field names of the first struct `f` deserializes from a [`Node`] (which then fails),
+/// if it deserializes one: a component's option names, for `rill schema`.
+pub fn option_names(f: impl FnOnce()) -> Option<&'static [&'static str]> {
+    PROBE.with(|p| *p.borrow_mut() = Some(None));
+    f();
+    PROBE.with(|p| p.borrow_mut().take().flatten())
+}
+
 /// Deserializes `T` from `node`.
 pub fn from_node<'a, T: serde::Deserialize<'a>>(node: &'a Node) -> Result<T, DeError> {
     T::deserialize(node).map_err(|e| e.at(&node.span))
@@ -262,6 +275,16 @@ impl<'de> serde::Deserializer<'de> for &'de Node {
     fn deserialize_struct<V: Visitor<'de>>(self, name: &'static str, fields: &'static [&'static str], v: V) -> Result<V::Value, DeError> {
         if name == SPANNED && fields == SPANNED_FIELDS {
             return v.visit_map(SpannedAccess { node: self, step: 0 });
+        }
+        let probed = PROBE.with(|p| match &mut *p.borrow_mut() {
+            Some(seen @ None) => {
+                *seen = Some(fields);
+                true
+            }
+            _ => false,
+        });
+        if probed {
+            return Err(serde::de::Error::custom("option names probed"));
         }
         self.deserialize_map(v)
     }
