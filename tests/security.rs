@@ -361,3 +361,36 @@ fn a_tls_option_that_cannot_work_is_an_error_before_the_run() {
     assert!(r.stderr.contains("bad.yaml:2:49: error: tls: a TLS server needs `cert` and `key`"), "{}", r.stderr);
     assert!(r.stderr.contains("tls: a TLS client needs `ca`"), "{}", r.stderr);
 }
+
+/// A sink that refuses a record with an error quoting its card, as a database's error might.
+struct Quoting;
+
+impl rill::Sink for Quoting {
+    fn write(&mut self, batch: rill::Batch, _out: &mut rill::Collector) -> Result<(), rill::OperatorError> {
+        match batch.records().first() {
+            Some(r) => Err(rill::OperatorError::user(format!("the store refused card {} (duplicate key)", r.get(rill::Sym::new("card")).map(|v| v.to_string()).unwrap_or_default()))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[test]
+fn a_failure_downstream_of_redact_does_not_quote_the_redacted_value() {
+    let mut registry = rill::registry();
+    registry.register_sink("quoting", |_ctx| Ok(rill::SinkSpec::new("quoting", |_: &rill::OperatorContext| Ok(Quoting))));
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |redact: &str| {
+        let yaml = format!(
+            "name: quote\nwork_dir: {}\nsources:\n  g: {{type: generator, count: 10, fields: {{card: \"'4111-0000-' + string(id)\"}}{redact}}}\n\
+             transforms:\n  m: {{type: map, inputs: [g], fields: {{seen: 'true'}}}}\nsinks:\n  out: {{type: quoting, inputs: [m]}}\n",
+            tmp.path().display()
+        );
+        let plan = rill::JobPlan::build(rill::PipelineConfig::parse(&yaml, "quote.yaml", &[]).unwrap(), &registry).unwrap();
+        rill::run(plan, rill::RunOptions { handle_ctrl_c: false, ..rill::RunOptions::default() }).unwrap_err().to_string()
+    };
+    let plain = run("");
+    assert!(plain.contains("the store refused card 4111-0000-0"), "{plain}");
+    // With `redact: [card]` on the source, the sink two steps downstream fails without saying it.
+    let redacted = run(", redact: [card]");
+    assert!(redacted.contains("the store refused card [redacted] (duplicate key)") && !redacted.contains("4111"), "{redacted}");
+}

@@ -50,6 +50,11 @@ impl DeadLetter {
         self
     }
 
+    /// The fields `component` keeps out (its own `redact:` and its upstream's).
+    pub fn redacted(&self, component: &str) -> &[String] {
+        self.redact.get(component).map(Vec::as_slice).unwrap_or_default()
+    }
+
     /// Writes rejected records of `component`. `origin` describes a record's source position.
     /// Counts only what was written: when the output fails (a full disk), the error says how
     /// many records were not recorded, and the job must fail with it (nothing vanishes).
@@ -77,13 +82,7 @@ impl DeadLetter {
                     let mut value = serde_json::to_value(rec).unwrap_or_default();
                     for field in redact {
                         if let Some(v) = value.get_mut(field.as_str()).filter(|v| !v.is_null()) {
-                            let text = match v.as_str() {
-                                Some(s) => s.to_string(),
-                                None => v.to_string(),
-                            };
-                            if text.chars().count() >= 3 {
-                                error = error.replace(&text, REDACTED);
-                            }
+                            error = scrub(&error, &[text(v)]);
                             *v = serde_json::Value::String(REDACTED.into());
                         }
                     }
@@ -125,4 +124,42 @@ impl DeadLetter {
             let _ = out.flush();
         }
     }
+}
+
+/// A value as it would appear in a message: a string's text, anything else as JSON.
+fn text(v: &serde_json::Value) -> String {
+    match v.as_str() {
+        Some(s) => s.to_string(),
+        None => v.to_string(),
+    }
+}
+
+/// The values of `fields` in `data` (3 characters or more: shorter ones would cut ordinary
+/// words out of a message), to [`scrub`] from what is said about it.
+pub fn secrets(fields: &[crate::value::Sym], data: &crate::record::Data) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut keep = |v: &crate::value::Value| {
+        if !v.is_null() {
+            let t = text(&serde_json::to_value(v).unwrap_or_default());
+            if t.chars().count() >= 3 {
+                out.push(t);
+            }
+        }
+    };
+    match data {
+        crate::record::Data::Rows(rows) => rows.iter().for_each(|r| fields.iter().filter_map(|&f| r.get(f)).for_each(&mut keep)),
+        crate::record::Data::Columns(c) => {
+            for col in fields.iter().filter_map(|&f| c.column(f)) {
+                (0..col.len()).for_each(|i| keep(&col.get(i)));
+            }
+        }
+    }
+    out.sort_by_key(|t| std::cmp::Reverse(t.len())); // longest first: one inside another goes too
+    out.dedup();
+    out
+}
+
+/// `message` with each of `secrets` (of 3 characters or more) replaced by `"[redacted]"`.
+pub fn scrub(message: &str, secrets: &[String]) -> String {
+    secrets.iter().filter(|s| s.chars().count() >= 3).fold(message.to_string(), |m, s| m.replace(s.as_str(), REDACTED))
 }

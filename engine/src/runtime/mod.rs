@@ -655,6 +655,7 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                         let fault = crate::faults::for_instance(&octx.name, s);
                         let (gate, control) = InputGate::new(rxs);
                         ctx.add_stream(gate);
+                        let redact = shared.dead_letter.redacted(&octx.name).iter().map(|f| crate::value::Sym::new(f)).collect();
                         OperatorActor {
                             name: octx.name.clone(),
                             subtask: s,
@@ -684,6 +685,8 @@ fn start_actors(plan: &JobPlan, opts: &RunOptions, arbiters: &[Arbiter], shared:
                             chain: Default::default(),
                             input_of,
                             ended_before: false,
+                            redact,
+                            secrets: Vec::new(),
                         }
                     });
                     operator_addrs.push(((node.name.to_string(), s), addr));

@@ -42,6 +42,10 @@ pub(crate) struct OperatorActor {
     pub(crate) input_of: Vec<usize>,
     /// Restored as finished ([`Restore::Finished`]): it only waits for its inputs to end.
     pub(crate) ended_before: bool,
+    /// The fields `redact:` keeps out here, and their values in the last batch, cut out of the
+    /// message should the instance fail (a sink's error may quote a value).
+    pub(crate) redact: Vec<crate::value::Sym>,
+    pub(crate) secrets: Vec<String>,
 }
 
 /// Steps that follow the operator's output of one message, in order.
@@ -227,7 +231,7 @@ impl OperatorActor {
         let _ = self.shared.events.send(JobEvent::Failed {
             component: self.name.to_string(),
             subtask: self.subtask,
-            message: e.message,
+            message: crate::dead_letter::scrub(&e.message, &self.secrets),
             domain: e.domain,
         });
         ctx.stop();
@@ -341,6 +345,9 @@ impl OperatorActor {
                     })?;
                 }
                 self.collector.reserve(batch.len());
+                if !self.redact.is_empty() {
+                    self.secrets = crate::dead_letter::secrets(&self.redact, &batch.data);
+                }
                 let Batch { data, watermarks } = batch;
                 let side = self.input_of[input];
                 if watermarks.is_empty() {
