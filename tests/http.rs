@@ -309,8 +309,13 @@ fn late_records_and_channel_fill_are_exported() {
     assert!((0.0..=1.0).contains(&fill), "{fill}");
     assert_eq!(sample(&text, "rill_late_records_total{job=\"late-test\",component=\"g\"}"), Some(0.0));
     assert!(sample(&text, "rill_channel_fill_ratio{job=\"late-test\",component=\"out\",instance=\"0\"}").is_none(), "a sink has no output channel");
+    // What comes into the window: its input's watermark; and the sink mostly waits for input.
+    assert!(sample(&text, "rill_input_watermark_seconds{job=\"late-test\",component=\"w\"}").unwrap() >= 1_700_000_000.0, "{text}");
+    assert!(sample(&text, "rill_input_watermark_seconds{job=\"late-test\",component=\"g\"}").is_none(), "a source has no input");
+    assert!(sample(&text, "rill_idle_seconds_total{job=\"late-test\",component=\"out\",instance=\"0\"}").unwrap() >= 0.0);
     let j = call(&addr, "GET", "/api/v1/job", None).json();
     let w = j["components"].as_array().unwrap().iter().find(|c| c["name"] == "w").unwrap().clone();
     assert!(w["late"].as_u64().unwrap() > 0 && w["instances"][0]["channel_fill"].as_f64().is_some(), "{w}");
+    assert!(w["input_watermark_ms"].as_i64().unwrap() >= 1_700_000_000_000 && (0.0..=1.0).contains(&w["instances"][0]["idle"].as_f64().unwrap()), "{w}");
     stop_ok(child, rx);
 }

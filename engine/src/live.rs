@@ -346,6 +346,9 @@ impl Live {
                 o.insert("records_out_per_s".into(), round(rates.iter().map(|r| r.out_per_s).sum()).into());
                 o.insert("backpressure".into(), level(worst).into());
                 o.insert("watermark_ms".into(), watermark.into());
+                if !c.inputs.is_empty() {
+                    o.insert("input_watermark_ms".into(), self.input_watermark(c, &instances).into());
+                }
                 // Bounded sources: what their instances read of what they are to read (one
                 // source's instances count in the same unit).
                 let (done, total) = mine.iter().fold((0u64, 0u64), |(d, t), m| (d + Counters::get(&m.counters.progress_done), t + Counters::get(&m.counters.progress_total)));
@@ -380,6 +383,7 @@ impl Live {
                                 "records_out_per_s": round(r.out_per_s),
                                 "busy": round3(r.busy),
                                 "backpressured": round3(r.backpressured),
+                                "idle": round3((1.0 - r.busy - r.backpressured).max(0.0)),
                                 "backpressure": level(r.backpressured),
                                 "watermark_ms": m.counters.watermark.get().filter(|&w| w != i64::MAX),
                                 "channel_fill": fill(&m.counters).map(round3),
@@ -444,6 +448,13 @@ impl Live {
         family("rill_records_rejected_total", "counter", "Records a component rejected (dead-lettered).", per_component(&|c| Counters::get(&c.rejected) as f64));
         family("rill_batches_total", "counter", "Batches a component handled.", per_component(&|c| Counters::get(&c.batches) as f64));
         family("rill_busy_seconds_total", "counter", "Time an instance spent handling input or polling its source.", per_instance(&|c| Counters::get(&c.busy_us) as f64 / 1e6));
+        let up = self.started.elapsed().as_secs_f64();
+        family(
+            "rill_idle_seconds_total",
+            "counter",
+            "Time an instance was neither busy nor backpressured since the job started (waiting for input).",
+            per_instance(&|c| (up - (Counters::get(&c.busy_us) + Counters::get(&c.backpressured_us)) as f64 / 1e6).max(0.0)),
+        );
         family(
             "rill_backpressured_seconds_total",
             "counter",
@@ -473,6 +484,18 @@ impl Live {
             "gauge",
             "A component's current watermark (the lowest of its instances'), in seconds since the epoch.",
             marks.iter().filter_map(|(l, w)| Some((l.clone(), (*w)? as f64 / 1e3))).collect(),
+        );
+        let input_marks: Vec<(String, Option<i64>)> = self
+            .components
+            .iter()
+            .filter(|c| !c.inputs.is_empty())
+            .map(|c| (format!(",component=\"{}\"", escape(&c.name)), self.input_watermark(c, &instances)))
+            .collect();
+        family(
+            "rill_input_watermark_seconds",
+            "gauge",
+            "The watermark coming into a component: the lowest of its inputs' watermarks, in seconds since the epoch.",
+            input_marks.iter().filter_map(|(l, w)| Some((l.clone(), (*w)? as f64 / 1e3))).collect(),
         );
         family(
             "rill_watermark_lag_seconds",
@@ -636,6 +659,18 @@ fn watermark_of<'a>(counters: impl Iterator<Item = &'a Arc<Counters>>) -> Option
     }
     let live: Vec<i64> = marks.into_iter().flatten().filter(|&w| w != i64::MAX).collect();
     live.into_iter().min()
+}
+
+impl Live {
+    /// The lowest watermark of a component's inputs (none until each has one).
+    fn input_watermark(&self, c: &Component, instances: &[crate::metrics::InstanceMetrics]) -> Option<i64> {
+        let mut lowest = i64::MAX;
+        for input in &c.inputs {
+            let from = input.from.split('.').next().unwrap_or_default();
+            lowest = lowest.min(watermark_of(instances.iter().filter(|m| *m.component == *from).map(|m| &m.counters))?);
+        }
+        (lowest != i64::MAX).then_some(lowest)
+    }
 }
 
 /// Flink's backpressure levels.
