@@ -36,11 +36,6 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
-    /// A context outside a job (tests, tools): instance 0 of 1.
-    pub fn standalone(name: &str, batch_size: usize) -> SourceContext {
-        SourceContext { name: name.into(), subtask: 0, parallelism: 1, source_index: 0, batch_size, counters: None }
-    }
-
     /// A gauge of this instance, exported by the HTTP API as Prometheus gauge `name` (and in
     /// the status as `gauges`). Outside a job it is kept but shown nowhere.
     pub fn gauge(&self, name: &'static str, help: &'static str) -> Arc<crate::metrics::NamedGauge> {

@@ -65,15 +65,20 @@ pub(crate) fn properties(ctx: &rill_engine::registry::BuildContext, raw: &BTreeM
 pub(crate) struct Refused(Arc<Mutex<Option<String>>>);
 
 impl Refused {
-    /// Notes `reason` if it tells of a refused handshake (the first is kept); tells whether it did.
+    /// Notes `reason` if it tells of a refused handshake; tells whether it did.
     fn note(&self, reason: &str) -> bool {
         let refusal = ["SSL handshake failed", "state SSL_HANDSHAKE", "certificate verify failed", "SASL authentication error", "state AUTH_"].iter().any(|s| reason.contains(s));
         if refusal {
-            // Without librdkafka's thread name: `[thrd:ssl://host:port/bootstrap]: `.
-            let reason = reason.strip_prefix("[thrd:").and_then(|r| r.split_once("]: ")).map_or(reason, |(_, r)| r);
-            self.0.lock().expect("not poisoned").get_or_insert_with(|| reason.to_string());
+            self.keep(reason);
         }
         refusal
+    }
+
+    /// Keeps `reason` (the first one), without librdkafka's thread name
+    /// (`[thrd:ssl://host:port/bootstrap]: `).
+    fn keep(&self, reason: &str) {
+        let reason = reason.strip_prefix("[thrd:").and_then(|r| r.split_once("]: ")).map_or(reason, |(_, r)| r);
+        self.0.lock().expect("not poisoned").get_or_insert_with(|| reason.to_string());
     }
 
     /// The job's error if the broker refused this client.
@@ -83,6 +88,11 @@ impl Refused {
                 "Kafka at {bootstrap} refused the connection: {reason} (check the TLS and SASL settings in `properties`: security.protocol, ssl.ca.location, sasl.mechanism, sasl.username, sasl.password)"
             ))
         })
+    }
+
+    /// Whether a refusal was noted.
+    pub fn seen(&self) -> bool {
+        self.0.lock().expect("not poisoned").is_some()
     }
 
     pub fn check(&self, bootstrap: &str) -> Result<(), OperatorError> {
@@ -105,10 +115,8 @@ impl rdkafka::ClientContext for Watch {
         let eof = matches!(error, KafkaError::PartitionEOF(_)) || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
         let refused = match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL | RDKafkaErrorCode::SaslAuthenticationFailed) => {
-                self.refused.note(reason) || {
-                    self.refused.0.lock().expect("not poisoned").get_or_insert_with(|| format!("{error}: {reason}"));
-                    true
-                }
+                self.refused.keep(reason);
+                true
             }
             // A failed handshake comes as a transport failure in the state it failed in.
             Some(RDKafkaErrorCode::BrokerTransportFailure) => self.refused.note(reason),

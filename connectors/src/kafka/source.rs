@@ -317,7 +317,7 @@ impl KafkaSource {
                     if self.parts.is_empty() {
                         let _ = self.consumer().poll(Duration::ZERO);
                     }
-                    if self.watch.refused.error("").is_some() {
+                    if self.watch.refused.seen() {
                         return Err(e);
                     }
                     std::thread::sleep(Duration::from_millis(20).min(left));
