@@ -236,7 +236,15 @@ fn plan(pipeline: &std::path::Path, sets: &[String], registry: &Registry) -> Res
         ExitCode::from(2)
     };
     let config = PipelineConfig::load(pipeline, sets).map_err(report)?;
-    JobPlan::build(config, registry).map_err(report)
+    let scaling = crate::scale_out::check(&config);
+    match (JobPlan::build(config, registry), scaling) {
+        (Ok(plan), Ok(())) => Ok(plan),
+        (Err(e), Ok(())) | (Ok(_), Err(e)) => Err(report(e)),
+        (Err(mut e), Err(more)) => {
+            e.0.extend(more.0);
+            Err(report(e))
+        }
+    }
 }
 
 /// Runs the command line with `registry` (the built-ins plus any custom components).
@@ -288,17 +296,23 @@ pub fn main(registry: Registry) -> ExitCode {
                     };
                     println!("  sink `{}` ({}): {guarantee}", n.name, n.type_name);
                 }
+                for note in crate::scale_out::notes(&p) {
+                    println!("{note}");
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
         Command::Graph { pipeline, format, sets } => match plan(&pipeline, &sets, &registry) {
             Ok(p) => {
-                let text = match format {
-                    GraphFormat::Text => p.to_text(),
-                    GraphFormat::Mermaid => p.to_mermaid(),
-                    GraphFormat::Dot => p.to_dot(),
+                let (mut text, comment) = match format {
+                    GraphFormat::Text => (p.to_text(), ""),
+                    GraphFormat::Mermaid => (p.to_mermaid(), "%% "),
+                    GraphFormat::Dot => (p.to_dot(), "// "),
                 };
+                for note in crate::scale_out::notes(&p) {
+                    text.push_str(&format!("{comment}{note}\n"));
+                }
                 // Values from the environment are shown as the `${VAR}` the file has.
                 print!("{}", p.config.interpolated.scrub(&text));
                 ExitCode::SUCCESS
@@ -378,6 +392,18 @@ pub fn main(registry: Registry) -> ExitCode {
                 Ok(p) => p,
                 Err(code) => return code,
             };
+            let task = p.config.scale_out.as_ref().map(|s| s.task);
+            if task == Some(None) {
+                if from_scratch || from.is_some() {
+                    eprintln!("error: `--from-scratch` and `--from` would act on every task this process is given, also on tasks taken over from another process; run the pipeline without `scale_out` to start it afresh");
+                    return ExitCode::from(2);
+                }
+                let mut args: Vec<String> = sets.iter().flat_map(|s| ["--set".to_string(), s.clone()]).collect();
+                args.extend(threads.map(|t| format!("--threads={t}")));
+                args.extend(quiet.then(|| "--quiet".to_string()));
+                args.extend(json.then(|| "--json".to_string()));
+                return crate::scale_out::run(&pipeline, &args, &p);
+            }
             let mut audit = match Audit::open(&p, &pipeline, &sets) {
                 Ok(a) => a,
                 Err(e) => {
@@ -390,6 +416,10 @@ pub fn main(registry: Registry) -> ExitCode {
                 Ok(l) => std::sync::Arc::new(l),
                 Err(e) => {
                     let _ = audit.record("start", serde_json::json!({}), &format!("refused: {e}"));
+                    // A scaled-out task's previous owner is still stopping: its parent tries again.
+                    if let (Some(Some(_)), rill_engine::lock::LockError::Busy { .. }) = (task, &e) {
+                        return ExitCode::from(crate::scale_out::BUSY);
+                    }
                     eprintln!("error: cannot run job `{}`: {e}", p.config.name);
                     return ExitCode::from(1);
                 }

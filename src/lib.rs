@@ -29,6 +29,7 @@ pub mod api;
 pub mod client;
 pub mod chaos;
 pub mod cli;
+pub mod scale_out;
 pub mod schema;
 pub mod unit;
 

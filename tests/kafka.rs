@@ -306,3 +306,147 @@ fn kafka_over_tls_and_sasl_refusals_are_loud() {
     assert!(r.code == 2 && r.stderr.contains("`properties.sasl.password` is written in the pipeline") && r.stderr.contains("${KAFKA_PASSWORD}"), "{}", r.stderr);
     assert!(!r.stderr.contains(PASSWORD), "{}", r.stderr);
 }
+
+/// `(partition, key, value)` messages `from..to` for 12 cards over 6 partitions (card `c` in
+/// partition `c % 6`, the topic keyed by card), event time rising 5 ms a message.
+fn card_messages(from: u64, to: u64) -> Vec<(i32, String, String)> {
+    (from..to).map(|i| ((i % 12 % 6) as i32, format!("card-{}", i % 12), format!("{{\"card\":{},\"amount\":{},\"ts\":{}}}", i % 12, i % 97, 1_000_000 + i * 5))).collect()
+}
+
+/// The tasks a scaled-out process's log says it was given last.
+fn last_tasks(log: &str) -> Option<Vec<u32>> {
+    let line = log.lines().filter(|l| l.contains("this process runs task")).last()?;
+    let set = &line[line.rfind('{')? + 1..line.rfind('}')?];
+    Some(set.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+}
+
+/// Three `rill run` processes of one scaled-out pipeline share the 6 partitions of `tx`. One is
+/// SIGKILLed while data flows; the other two take its tasks over from their checkpoints (window
+/// state and offsets), and the committed output equals a direct computation: every window
+/// once, with every message in it. The output is written by partition (`partition: card % 6`):
+/// tansu 0.6 loses committed messages when two transactional producers write one partition at
+/// once (README "Kafka"), so each task writes its own.
+#[test]
+fn three_processes_share_the_partitions_and_take_over_the_tasks_of_a_killed_one() {
+    let broker = Broker::start();
+    broker.create_topic("tx", 6);
+    broker.create_topic("alerts", 6);
+    let dir = tempfile::tempdir().unwrap();
+    let (d, b) = (dir.path().display(), broker.bootstrap());
+    let p = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "name: scaled\nbatch_size: 16\ncheckpoint: {{interval: 100ms, dir: {d}/ck}}\nwork_dir: {d}/w\n\
+             scale_out: {{group: scaled-processes, session_timeout: 4s}}\n\
+             sources:\n  tx:\n    type: kafka\n    bootstrap_servers: '{b}'\n    topic: tx\n    event_time: {{field: ts, max_out_of_orderness: 0ms}}\n\
+             transforms:\n  per_card:\n    type: window\n    inputs: [tx]\n    key_by: card\n    window: {{type: tumbling, size: 1s}}\n    aggregates: {{n: count(), total: sum(amount)}}\n\
+             sinks:\n  alerts: {{type: kafka, inputs: [per_card], bootstrap_servers: '{b}', topic: alerts, key: card, partition: card % 6, delivery: exactly_once}}\n"
+        ),
+    );
+    let v = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert!(v.stdout.contains("`per_card` groups by `card`: correct across processes only if the input topics are partitioned by that key"), "{}", v.stdout);
+
+    let (half, all) = (12_000, 24_000);
+    broker.produce("tx", &card_messages(0, half));
+    let logs: Vec<std::path::PathBuf> = (0..3).map(|i| dir.path().join(format!("process-{i}.log"))).collect();
+    let mut processes: Vec<Guard> = logs
+        .iter()
+        .map(|log| Guard(rill().args(["run", p.to_str().unwrap()]).env("RILL_FAULTS", "slow=per_card:40ms").stderr(std::fs::File::create(log).unwrap()).spawn().unwrap()))
+        .collect();
+    let read = |i: usize| std::fs::read_to_string(&logs[i]).unwrap();
+    // Until each process runs two tasks, and every card has results committed.
+    let shared = wait_for(std::time::Duration::from_secs(90), || (0..3).all(|i| last_tasks(&read(i)).is_some_and(|t| t.len() == 2)));
+    assert!(shared, "three processes did not share six tasks: {:#?}", (0..3).map(read).collect::<Vec<_>>());
+    let cards = || values(&broker, "alerts").iter().map(|v| serde_json::from_str::<serde_json::Value>(v).unwrap()["card"].as_i64().unwrap()).collect::<std::collections::BTreeSet<_>>();
+    assert!(wait_for(std::time::Duration::from_secs(90), || cards().len() == 12), "every task commits results: {:?}", cards());
+
+    // The second half, and the kill while it is being read.
+    broker.produce("tx", &card_messages(half, all));
+    let killed = last_tasks(&read(1)).unwrap();
+    // Its tasks read the second half as it comes (40 ms a batch of 16: 5 s a partition).
+    processes[1].0.kill().unwrap();
+    processes[1].0.wait().unwrap();
+    // One message a partition far ahead, so that the watermark closes every window above.
+    broker.produce("tx", &(0..6).map(|c| (c, format!("card-{c}"), format!("{{\"card\":{c},\"amount\":0,\"ts\":900000000}}"))).collect::<Vec<_>>());
+
+    let mut want: std::collections::BTreeMap<(i64, i64), (i64, i64)> = Default::default();
+    for i in 0..all {
+        let w = want.entry(((i % 12) as i64, (1_000_000 + i as i64 * 5) / 1000 * 1000)).or_default();
+        w.0 += 1;
+        w.1 += (i % 97) as i64;
+    }
+    let done = wait_for(std::time::Duration::from_secs(120), || values(&broker, "alerts").len() >= want.len());
+    assert!(done, "{} of {} results committed; logs: {}\n{}", values(&broker, "alerts").len(), want.len(), read(0), read(2));
+    for i in [0, 2] {
+        interrupt(&processes[i].0);
+        let status = processes[i].0.wait().unwrap();
+        assert!(status.success(), "process {i} stops cleanly: {status}: {}", read(i));
+    }
+    let got: Vec<((i64, i64), (i64, i64))> = values(&broker, "alerts")
+        .iter()
+        .map(|v| serde_json::from_str::<serde_json::Value>(v).unwrap())
+        .map(|v| ((v["card"].as_i64().unwrap(), v["window_start"].as_i64().unwrap()), (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap())))
+        .collect();
+    let distinct: std::collections::BTreeMap<_, _> = got.iter().cloned().collect();
+    assert_eq!(got.len(), distinct.len(), "no window committed twice");
+    let wrong: Vec<_> = want.iter().filter(|(k, v)| distinct.get(k) != Some(v)).take(5).collect();
+    assert!(wrong.is_empty() && distinct.len() == want.len(), "committed windows equal the direct computation; differing e.g. {wrong:?} (got {:?})", wrong.iter().map(|(k, _)| distinct.get(k)).collect::<Vec<_>>());
+    let survivors = read(0) + &read(2);
+    for t in &killed {
+        assert!(survivors.contains(&format!("task {t}: resuming from checkpoint")), "task {t} of the killed process resumed elsewhere from its checkpoint: {survivors}");
+        // The source's line in the summary of its last run: `tx  kafka  1  RECORDS_IN ...`.
+        let read_after: u64 = survivors
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("task {t}: tx ")))
+            .map(|l| l.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap())
+            .last()
+            .unwrap_or(0);
+        assert!(read_after > 1000, "task {t} had most of the second half left to read when its process died ({read_after} read after): {survivors}");
+    }
+}
+
+/// What cannot scale out is refused at validate time, each at its place: a source other than
+/// Kafka (every task would read all of it), a file sink (every task would write it), no
+/// checkpoints, a bounded Kafka source, the HTTP API; and `validate` says which operator is
+/// not partition-local.
+#[test]
+fn a_pipeline_that_cannot_scale_out_is_refused_with_its_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    write(dir.path(), "in.jsonl", "{}\n");
+    let p = write(
+        dir.path(),
+        "bad.yaml",
+        &format!(
+            "name: bad\nscale_out: {{group: g}}\nhttp: {{listen: '127.0.0.1:0'}}\n\
+             sources:\n  tx: {{type: kafka, bootstrap_servers: '127.0.0.1:9', topic: tx, stop: latest}}\n  more: {{type: file, path: {d}/in.jsonl}}\n\
+             sinks:\n  out: {{type: file, inputs: [tx, more], path: {d}/out.jsonl}}\n"
+        ),
+    );
+    let r = run(&["validate", p.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for (place, what) in [
+        ("bad.yaml:2:", "`scale_out` needs `checkpoint:`"),
+        ("bad.yaml:2:", "the HTTP API cannot serve a scaled-out pipeline"),
+        ("bad.yaml:5:", "a bounded Kafka source (`stop`) cannot scale out"),
+        ("bad.yaml:6:", "source `more` is `file`: with `scale_out` every source must be `kafka`"),
+        ("bad.yaml:8:", "sink `out` is a `file`"),
+    ] {
+        assert!(r.stderr.lines().any(|l| l.contains(place) && l.contains(what)), "{place} {what}: {}", r.stderr);
+    }
+    let ok = write(
+        dir.path(),
+        "ok.yaml",
+        "name: ok\nscale_out: {}\ncheckpoint: {interval: 1s}\nparallelism: 2\n\
+         sources:\n  tx: {type: kafka, bootstrap_servers: '127.0.0.1:9', topic: tx}\n\
+         transforms:\n  total: {type: aggregate, inputs: [tx], aggregates: {n: count()}}\n\
+         sinks:\n  out: {type: kafka, inputs: [total], bootstrap_servers: '127.0.0.1:9', topic: out}\n",
+    );
+    let r = run(&["validate", ok.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("`total` is not partition-local"), "{}", r.stdout);
+    let g = run(&["graph", ok.to_str().unwrap(), "--format", "mermaid"]);
+    assert!(g.code == 0 && g.stdout.contains("%%   `total` is not partition-local"), "{}{}", g.stdout, g.stderr);
+}

@@ -7,6 +7,7 @@
 //! instance and checkpoint, committed when the checkpoint is complete; see [`sink`]).
 
 mod control;
+pub mod members;
 pub(crate) mod sink;
 pub(crate) mod source;
 

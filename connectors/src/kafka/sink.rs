@@ -48,6 +48,8 @@ struct KafkaSinkConfig {
     topic: Spanned<String>,
     /// Expression for the message key (partitioning); none: no key.
     key: Option<Spanned<String>>,
+    /// Expression for the partition (an int from 0); none: by key, as the producer hashes it.
+    partition: Option<Spanned<String>>,
     #[serde(default)]
     format: FormatConfig,
     #[serde(default)]
@@ -72,6 +74,7 @@ struct Settings {
     bootstrap: String,
     topic: TopicChoice,
     key: Option<Expr>,
+    partition: Option<Expr>,
     format: Format,
     exactly_once: bool,
     transactional_prefix: String,
@@ -99,6 +102,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
         }
     };
     let key = cfg.key.as_ref().and_then(|k| super::keep(ctx.expr(k), &mut errors));
+    let partition = cfg.partition.as_ref().and_then(|p| super::keep(ctx.expr(p), &mut errors));
     let exactly_once = crate::options::choice(&cfg.delivery, "delivery", &["at_least_once", "exactly_once"], &mut errors) == 1;
     let timeout = cfg.transaction_timeout.unwrap_or(Duration::from_secs(15 * 60));
     if exactly_once && matches!(topic, Some(TopicChoice::Per(_))) {
@@ -135,9 +139,18 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
         bootstrap: cfg.bootstrap_servers.value.clone(),
         topic: topic.expect("checked"),
         key,
+        partition,
         format: format.expect("checked"),
         exactly_once,
-        transactional_prefix: cfg.transactional_id_prefix.clone().unwrap_or_else(|| format!("rill-{}-{}", ctx.pipeline.name, ctx.name)),
+        // A scaled-out task's transactions are its own: the next owner of the task fences and
+        // aborts what a dead owner left open by initialising the same ids.
+        transactional_prefix: {
+            let prefix = cfg.transactional_id_prefix.clone().unwrap_or_else(|| format!("rill-{}-{}", ctx.pipeline.name, ctx.name));
+            match ctx.pipeline.scale_out.as_ref().and_then(|s| s.task) {
+                Some(task) => format!("{prefix}-task-{task}"),
+                None => prefix,
+            }
+        },
         transaction_timeout: timeout,
         properties,
     });
@@ -160,6 +173,8 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
 struct Msg {
     topic: String,
     key: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partition: Option<i32>,
     value: Vec<u8>,
 }
 
@@ -306,12 +321,20 @@ impl KafkaSink {
                 Err(err) => return Err(format!("key `{}`: {err}", e.source())),
             },
         };
+        let partition = match &self.s.partition {
+            None => None,
+            Some(e) => match e.eval(r) {
+                Ok(Value::Int(p)) if (0..=i64::from(i32::MAX)).contains(&p) => Some(p as i32),
+                Ok(v) => return Err(format!("partition `{}` gives {v}, not a partition number (an int from 0)", e.source())),
+                Err(err) => return Err(format!("partition `{}`: {err}", e.source())),
+            },
+        };
         let mut value = Vec::new();
         self.encoder.encode(r, &mut value);
         if value.last() == Some(&b'\n') {
             value.pop();
         }
-        Ok(Msg { topic, key, value })
+        Ok(Msg { topic, key, partition, value })
     }
 
     /// Hands one message to librdkafka, waiting while its queue is full.
@@ -320,6 +343,9 @@ impl KafkaSink {
             let mut rec = BaseRecord::to(&m.topic).payload(&m.value);
             if let Some(k) = &m.key {
                 rec = rec.key(k);
+            }
+            if let Some(p) = m.partition {
+                rec = rec.partition(p);
             }
             match self.producer().send(rec) {
                 Ok(()) => return Ok(()),

@@ -28,8 +28,8 @@ use crate::format::{Decoder, Format, FormatConfig};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KafkaSourceConfig {
-    bootstrap_servers: Spanned<String>,
+pub(crate) struct KafkaSourceConfig {
+    pub(crate) bootstrap_servers: Spanned<String>,
     topic: Option<String>,
     topics: Option<Vec<String>>,
     /// A regular expression over topic names, matched whole.
@@ -45,10 +45,28 @@ struct KafkaSourceConfig {
     metadata: Option<String>,
     /// librdkafka settings (`security.protocol`, `ssl.ca.location`, `sasl.password: ${VAR}`...).
     #[serde(default)]
-    properties: BTreeMap<String, String>,
+    pub(crate) properties: BTreeMap<String, String>,
     /// How often to look for new partitions and topics (default 10s).
     #[serde(default, with = "duration::option")]
     discovery_interval: Option<Duration>,
+}
+
+impl KafkaSourceConfig {
+    /// A `topic_pattern` as the regular expression it is, matched whole.
+    fn pattern(p: &str) -> String {
+        format!("^(?:{p})$")
+    }
+
+    /// What a consumer-group member subscribes to for these topics (librdkafka takes a name
+    /// starting with `^` as a regular expression).
+    pub(crate) fn subscription(&self) -> Vec<String> {
+        match (&self.topic, &self.topics, &self.topic_pattern) {
+            (Some(t), _, _) => vec![t.clone()],
+            (None, Some(ts), _) => ts.clone(),
+            (None, None, Some(p)) => vec![Self::pattern(&p.value)],
+            (None, None, None) => Vec::new(),
+        }
+    }
 }
 
 #[derive(serde::Deserialize, Clone, Debug)]
@@ -105,6 +123,8 @@ struct Settings {
     metadata: Option<Sym>,
     properties: BTreeMap<String, String>,
     discovery: Duration,
+    /// A scaled-out task reads only this partition (of each topic).
+    task: Option<i32>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,7 +138,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
     let topics = match (&cfg.topic, &cfg.topics, &cfg.topic_pattern) {
         (Some(t), None, None) => Some(Topics::Names(vec![t.clone()])),
         (None, Some(ts), None) if !ts.is_empty() => Some(Topics::Names(ts.clone())),
-        (None, None, Some(p)) => match regex::Regex::new(&format!("^(?:{})$", p.value)) {
+        (None, None, Some(p)) => match regex::Regex::new(&KafkaSourceConfig::pattern(&p.value)) {
             Ok(r) => Some(Topics::Pattern(r)),
             Err(e) => {
                 errors.push(ConfigError::new(Some(&p.span), format!("`topic_pattern` is not a regular expression: {e}")));
@@ -168,6 +188,12 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
             Some(Stop::Offsets(offsets.iter().flat_map(|(t, ps)| ps.iter().map(move |(p, o)| ((t.clone(), *p), *o))).collect()))
         }
     };
+    if let (Some(_), Some(stop)) = (&ctx.pipeline.scale_out, &cfg.stop) {
+        errors.push(
+            ConfigError::new(Some(&stop.span), "a bounded Kafka source (`stop`) cannot scale out: no process could tell when the other processes' tasks are done")
+                .hint("run a backfill as one `rill run` without `scale_out`, or leave `stop` out"),
+        );
+    }
     let format = super::keep(
         cfg.format.build().and_then(|f| match f {
             Format::Csv { header: true, .. } => Err(ConfigError::new(Some(&ctx.options.span), "Kafka messages have no header line")
@@ -190,6 +216,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
         metadata: cfg.metadata.as_deref().map(Sym::new),
         properties,
         discovery: cfg.discovery_interval.unwrap_or(Duration::from_secs(10)),
+        task: ctx.pipeline.scale_out.as_ref().and_then(|s| s.task).map(|t| t as i32),
     });
     let what = match &settings.topics {
         Topics::Names(n) => format!("topic{} {}", if n.len() == 1 { "" } else { "s" }, n.join(", ")),
@@ -201,6 +228,10 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SourceSpec, ConfigErrors> {
         settings.group_id,
         if settings.stop.is_some() { ", up to the end offsets" } else { "" }
     );
+    let description = match settings.task {
+        Some(t) => format!("{description}, partition {t} only (scale-out task {t})"),
+        None => description,
+    };
     let mut spec = SourceSpec::new(description, move |c: &SourceContext| Ok(KafkaSource::new(settings.clone(), c)));
     spec.rescalable = true;
     Ok(spec)
@@ -362,6 +393,9 @@ impl KafkaSource {
                     out.extend(m.partitions().iter().map(|p| (m.name().to_string(), p.id())));
                 }
             }
+        }
+        if let Some(task) = self.s.task {
+            out.retain(|(_, p)| *p == task);
         }
         out.sort();
         Ok(out)

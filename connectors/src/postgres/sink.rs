@@ -193,7 +193,11 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
         max_keys: cfg.batch.max_keys.unwrap_or(100_000).max(max_rows),
         max_delay: cfg.batch.max_delay.unwrap_or(Duration::from_millis(200)),
         retry_for: cfg.retry_for.unwrap_or(Duration::from_secs(30)),
-        prefix: format!("rill/{}/{}/", ctx.pipeline.name, ctx.name),
+        // A scaled-out task's prepared transactions are its own (recovery finishes them by name).
+        prefix: match ctx.pipeline.scale_out.as_ref().and_then(|s| s.task) {
+            Some(task) => format!("rill/{}/{}/task-{task}/", ctx.pipeline.name, ctx.name),
+            None => format!("rill/{}/{}/", ctx.pipeline.name, ctx.name),
+        },
     });
     let description = format!(
         "writes table {} on {} ({}, {})",

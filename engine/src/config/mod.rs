@@ -257,6 +257,8 @@ pub struct PipelineConfig {
     pub audit: Option<crate::audit::AuditConfig>,
     /// The HTTP API, if configured (`http:`; `rill run --http ADDR` too).
     pub http: Option<HttpConfig>,
+    /// Several processes sharing the Kafka partitions, if configured.
+    pub scale_out: Option<ScaleOutConfig>,
     /// The environment's values put in for `${VAR}`, to be shown as `${VAR}` again.
     pub interpolated: interpolate::Interpolated,
     /// The whole document, for checks that need more than the common structure.
@@ -283,6 +285,7 @@ struct TopLevel {
     _keys: Option<serde::de::IgnoredAny>,
     audit: Option<AuditRaw>,
     http: Option<HttpRaw>,
+    scale_out: Option<ScaleOutRaw>,
     #[serde(rename = "sources")]
     _sources: Option<serde::de::IgnoredAny>,
     #[serde(rename = "transforms")]
@@ -292,6 +295,32 @@ struct TopLevel {
     /// Unit tests, for `rill test` (which checks them).
     #[serde(rename = "tests")]
     _tests: Option<serde::de::IgnoredAny>,
+}
+
+/// `scale_out:` at the top level: several `rill run` processes of this pipeline share the
+/// partitions of its Kafka sources. Each partition number is a *task*, a job of its own (with
+/// its own state, checkpoints and transactions) that one process runs at a time; the processes
+/// agree who runs which through a Kafka consumer group (see `rill::scale_out`).
+#[derive(Clone, Debug)]
+pub struct ScaleOutConfig {
+    /// The consumer group the processes join to share the tasks (default `rill-<name>-processes`).
+    pub group: String,
+    /// How long a process may go unheard before its tasks move to the others.
+    pub session_timeout: std::time::Duration,
+    /// Set by the coordinating process for the job it starts for one task: this run is that
+    /// task (its folders are `task-N` below the pipeline's, its Kafka sources read partition N).
+    pub task: Option<u32>,
+    /// Where `scale_out:` is written.
+    pub span: Span,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleOutRaw {
+    group: Option<String>,
+    #[serde(default, with = "de::duration::option")]
+    session_timeout: Option<std::time::Duration>,
+    task: Option<u32>,
 }
 
 /// `checkpoint:` at the top level.
@@ -519,7 +548,7 @@ impl PipelineConfig {
             Err(e) => {
                 let mut e: ConfigError = e.into();
                 if e.message.contains("unknown field") {
-                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, keys, audit, http, sources, transforms, sinks, tests".into());
+                    e.hint = Some("top-level keys are: name, parallelism, max_parallelism, batch_size, work_dir, dead_letter, state, checkpoint, restart, keys, audit, http, scale_out, sources, transforms, sinks, tests".into());
                 }
                 errors.extend(every_unknown_field(&root, e));
                 None
@@ -552,11 +581,27 @@ impl PipelineConfig {
         let folder = Path::new(file).parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &str| resolve_in(&folder, p);
         let work_dir = top.as_ref().and_then(|t| t.work_dir.as_deref()).map(resolve).unwrap_or_else(|| resolve(".rill").join(&name));
+        let scale_out = top.as_ref().and_then(|t| t.scale_out.as_ref()).map(|s| ScaleOutConfig {
+            group: s.group.clone().unwrap_or_else(|| format!("rill-{name}-processes")),
+            session_timeout: s.session_timeout.unwrap_or(std::time::Duration::from_secs(10)),
+            task: s.task,
+            span: root.get("scale_out").map(|n| n.span.clone()).unwrap_or_else(|| root.span.clone()),
+        });
+        // A task's folders are its own, below the pipeline's (so dead letters are too).
+        let task_dir = |dir: PathBuf| match scale_out.as_ref().and_then(|s| s.task) {
+            Some(t) => dir.join(format!("task-{t}")),
+            None => dir,
+        };
+        let work_dir = task_dir(work_dir);
+        let task_file = |file: PathBuf| match (file.parent(), file.file_name()) {
+            (Some(dir), Some(name)) => task_dir(dir.to_path_buf()).join(name),
+            _ => file,
+        };
         let dead_letter = match top.as_ref().and_then(|t| t.dead_letter.as_ref()) {
             None => DeadLetterConfig::File(work_dir.join("dead_letter.jsonl")),
-            Some(DeadLetterRaw::Path(p)) => DeadLetterConfig::File(resolve(p)),
+            Some(DeadLetterRaw::Path(p)) => DeadLetterConfig::File(task_file(resolve(p))),
             Some(DeadLetterRaw::Spec(s)) => match (s.kind.as_str(), &s.path) {
-                ("file", Some(p)) => DeadLetterConfig::File(resolve(p)),
+                ("file", Some(p)) => DeadLetterConfig::File(task_file(resolve(p))),
                 ("stdout", None) => DeadLetterConfig::Stdout,
                 ("stderr", None) => DeadLetterConfig::Stderr,
                 ("blackhole", None) => DeadLetterConfig::Discard,
@@ -609,7 +654,7 @@ impl PipelineConfig {
             None => crate::secrets::Keys::default(),
         };
         let audit = top.as_ref().and_then(|t| t.audit.as_ref()).and_then(|a| match keys.get(&a.key.value) {
-            Some(key) => Some(crate::audit::AuditConfig { path: resolve(&a.path), key: key.clone() }),
+            Some(key) => Some(crate::audit::AuditConfig { path: task_file(resolve(&a.path)), key: key.clone() }),
             None => {
                 errors.push(
                     ConfigError::new(Some(&a.key.span), format!("`audit.key` names key `{}`, which `keys:` does not define", a.key.value))
@@ -641,7 +686,7 @@ impl PipelineConfig {
         }
         let checkpoint = top.as_ref().and_then(|t| t.checkpoint.as_ref()).map(|c| CheckpointConfig {
             interval: c.interval.max(std::time::Duration::from_millis(1)),
-            dir: c.dir.as_deref().map(resolve).unwrap_or_else(|| work_dir.join("checkpoints")),
+            dir: c.dir.as_deref().map(|d| task_dir(resolve(d))).unwrap_or_else(|| work_dir.join("checkpoints")),
             retain: c.retain.unwrap_or(3).max(1),
             timeout: c.timeout.unwrap_or(std::time::Duration::from_secs(60)),
             tolerable_failed_checkpoints: c.tolerable_failed_checkpoints.unwrap_or(DEFAULT_TOLERABLE_FAILED_CHECKPOINTS),
@@ -666,6 +711,7 @@ impl PipelineConfig {
             keys,
             audit,
             http,
+            scale_out,
             interpolated,
             problems,
             root,
