@@ -147,6 +147,19 @@ impl Broker {
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     }
 
+    /// Asserts that every transaction in `topic` has ended (committed or aborted): one left
+    /// open would hold every `read_committed` consumer back at its first message until the
+    /// broker's transaction timeout.
+    pub fn assert_settled(&self, topic: &str) {
+        let out = Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("scripts/kafka_committed.py"))
+            .args([&self.bootstrap(), topic, "--settled"])
+            .output()
+            .expect("python runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !err.contains("without a marker"), "a transaction in {topic} is still open: {err}");
+    }
+
     /// Every message of `topic` a `read_committed` consumer would see (aborted transactions
     /// left out, which tansu itself does not do): `{partition, offset, key, value}` each.
     pub fn committed(&self, topic: &str) -> Vec<serde_json::Value> {

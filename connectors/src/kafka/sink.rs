@@ -163,8 +163,12 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
         s.bootstrap,
         if exactly_once { "exactly-once with checkpoints: one transaction per checkpoint" } else { "at-least-once" }
     );
+    // One producer per partition: the records of a partition go to one instance.
+    let key_by = s.partition.clone();
     let mut spec = SinkSpec::new(description, move |c: &OperatorContext| Ok(KafkaSink::new(s.clone(), c)));
     spec.exactly_once = exactly_once;
+    spec.key_by = key_by;
+    spec.rescalable = true;
     Ok(spec)
 }
 
@@ -226,6 +230,9 @@ impl ProducerContext for Reports {
 #[derive(serde::Serialize, serde::Deserialize, Default, Debug)]
 struct Pending {
     epoch: u64,
+    /// The instance that staged it (missing in checkpoints of before rescaling: its place).
+    #[serde(default)]
+    instance: Option<u32>,
     epochs: Vec<(u64, Vec<Msg>)>,
     /// Where the staged epoch's records went: (epoch, topic, partition, first offset).
     #[serde(default)]
@@ -235,6 +242,7 @@ struct Pending {
 pub struct KafkaSink {
     s: Arc<Settings>,
     subtask: u32,
+    parallelism: u32,
     producer: Option<ThreadedProducer<Reports>>,
     reports: Reports,
     encoder: Encoder,
@@ -267,6 +275,7 @@ impl KafkaSink {
         KafkaSink {
             s,
             subtask: c.subtask,
+            parallelism: c.parallelism,
             producer: None,
             reports: Reports::default(),
             encoder,
@@ -396,7 +405,11 @@ impl KafkaSink {
 
     /// Commits the group offset `epoch` inside the open transaction (see the module docs).
     fn mark(&self, epoch: u64, topic: &str) -> Result<(), OperatorError> {
-        let marker = self.marker.as_ref().expect("exactly-once");
+        self.mark_in(self.marker.as_ref().expect("exactly-once"), epoch, topic)
+    }
+
+    /// Commits the offset `epoch` of `marker`'s group inside the open transaction.
+    fn mark_in(&self, marker: &BaseConsumer<super::Watch>, epoch: u64, topic: &str) -> Result<(), OperatorError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::Offset(epoch as i64)).map_err(|e| self.external("cannot mark the transaction", e))?;
         let group = marker.group_metadata().ok_or_else(|| self.external("cannot mark the transaction", "no group metadata"))?;
@@ -411,9 +424,8 @@ impl KafkaSink {
         self.check()
     }
 
-    /// The highest epoch whose transaction committed (the marker), if any.
-    fn committed_epoch(&self, topic: &str) -> Result<Option<u64>, OperatorError> {
-        let marker = self.marker.as_ref().expect("exactly-once");
+    /// The highest epoch whose transaction committed (the marker in `marker`'s group), if any.
+    fn committed_epoch(&self, marker: &BaseConsumer<super::Watch>, topic: &str) -> Result<Option<u64>, OperatorError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, 0);
         let got = marker.committed_offsets(tpl, TIMEOUT).map_err(|e| self.external("cannot read the transaction marker", e))?;
@@ -425,8 +437,8 @@ impl KafkaSink {
 
     /// Whether the note of a final transaction after checkpoint `epoch` is there and that
     /// transaction committed (see `final_note`). A note that does not say so is removed.
-    fn finished_after(&self, epoch: u64) -> bool {
-        let Some(path) = &self.final_note else { return false };
+    fn finished_after(&self, note: Option<&std::path::Path>, epoch: u64) -> bool {
+        let Some(path) = note else { return false };
         let Ok(text) = std::fs::read(path) else { return false };
         let note: Option<(u64, String, i32, i64)> = serde_json::from_slice(&text).ok();
         let committed = note.is_some_and(|(after, t, part, offset)| {
@@ -451,8 +463,10 @@ impl KafkaSink {
         md.brokers().iter().find(|b| b.id() == leader).map(|b| format!("{}:{}", b.host(), b.port())).ok_or_else(|| "no leader".to_string())
     }
 
-    /// Produces `epochs` (none of them committed) in one transaction marked with the last.
-    fn produce_committed(&mut self, epochs: Vec<(u64, Vec<Msg>)>) -> Result<(), OperatorError> {
+    /// Produces `epochs` (none of them committed) in one transaction marked with the last, and
+    /// with each of `others` (the marker groups of instances gone after a rescale whose epochs
+    /// are among them, with their last epoch).
+    fn produce_committed(&mut self, epochs: Vec<(u64, Vec<Msg>)>, others: &[(BaseConsumer<super::Watch>, u64)]) -> Result<(), OperatorError> {
         let Some(last) = epochs.iter().map(|(e, _)| *e).max() else { return Ok(()) };
         let msgs: Vec<Msg> = epochs.into_iter().flat_map(|(_, m)| m).collect();
         if msgs.is_empty() {
@@ -463,10 +477,80 @@ impl KafkaSink {
             self.send(m)?;
         }
         self.flush()?;
-        self.mark(last, &self.marker_topic(&msgs))?;
+        let topic = self.marker_topic(&msgs);
+        self.mark(last, &topic)?;
+        for (marker, epoch) in others {
+            self.mark_in(marker, *epoch, &topic)?;
+        }
         self.commit_open()?;
         self.take_location();
         Ok(())
+    }
+
+    /// The consumer whose group holds the transaction marker of transactional id `id`.
+    fn marker_for(&self, id: &str) -> Result<BaseConsumer<super::Watch>, OperatorError> {
+        let mut m = super::client_config(&self.s.bootstrap, &self.s.properties).map_err(OperatorError::user)?;
+        m.set("group.id", id).set("enable.auto.commit", "false");
+        m.create_with_context(self.reports.watch.clone()).map_err(|e| self.external("cannot create the marker consumer", e))
+    }
+
+    /// Aborts what transactional id `id` left open, and fences it: initialising the id does.
+    fn abort_lingering(&self, id: &str) -> Result<(), OperatorError> {
+        let mut c = super::client_config(&self.s.bootstrap, &self.s.properties).map_err(OperatorError::user)?;
+        c.set("transactional.id", id).set("transaction.timeout.ms", self.s.transaction_timeout.as_millis().to_string());
+        let reports = Reports { watch: self.reports.watch.clone(), ..Reports::default() };
+        let p: rdkafka::producer::BaseProducer<Reports> = c.create_with_context(reports).map_err(|e| self.external("cannot create a producer", e))?;
+        p.init_transactions(TIMEOUT).map_err(|e| self.external(&format!("cannot abort what transactional producer `{id}` left open"), e))?;
+        tracing::info!("kafka sink {}: aborted what `{id}` (an instance the rescale removed) left open", self.transactional_id());
+        Ok(())
+    }
+
+    /// What of `p` (staged by transactional id `id`, whose marker group `marker` reads, and
+    /// whose final note is `note`) never committed: what recovery produces again; `None` if
+    /// that run finished after `p`'s checkpoint and committed everything.
+    fn uncommitted(&self, id: &str, marker: &BaseConsumer<super::Watch>, note: Option<&std::path::Path>, p: Pending) -> Result<Option<Vec<(u64, Vec<Msg>)>>, OperatorError> {
+        let topic = self.marker_topic(&[]);
+        let committed = self.committed_epoch(marker, &topic)?;
+        // Only the last transaction of a finished run is marked beyond every checkpoint.
+        if self.finished_after(note, p.epoch) || committed.is_some_and(|k| k > p.epoch) {
+            tracing::info!("kafka sink {id}: the run before this one finished after checkpoint {} and committed everything", p.epoch);
+            return Ok(None);
+        }
+        // The marker says not committed; a broker that lost a commit's offsets (tansu, when the
+        // committing client died during `EndTxn`) may still have committed its records: the
+        // transaction marker after them decides.
+        let (mut staged_committed, mut all_committed) = (None, false);
+        if let Some((e, t, part, offset)) = &p.located {
+            if committed.is_none_or(|c| *e > c) {
+                match self.leader(t, *part).and_then(|leader| super::control::fate(&leader, t, *part, *offset).map_err(|e| e.to_string())) {
+                    Ok((first, later)) => {
+                        if first == Some(true) {
+                            tracing::warn!("kafka sink {id}: epoch {e}'s transaction committed without its marker offset (the broker lost it); not producing it again");
+                            staged_committed = Some(*e);
+                        }
+                        // After the checkpoint's own transaction, only a recovery from this
+                        // checkpoint commits a transaction of ours here: it held every pending
+                        // epoch.
+                        if later {
+                            tracing::warn!("kafka sink {id}: an earlier recovery from this checkpoint committed without its marker offset; not producing again");
+                            all_committed = true;
+                        }
+                    }
+                    Err(err) => tracing::warn!("kafka sink {id}: cannot read how epoch {e}'s transaction ended from the log ({err}); going by the marker offset"),
+                }
+            }
+        }
+        let todo: Vec<(u64, Vec<Msg>)> = if all_committed {
+            Vec::new()
+        } else {
+            p.epochs.into_iter().filter(|(e, _)| committed.is_none_or(|c| *e > c) && staged_committed != Some(*e)).collect()
+        };
+        tracing::info!(
+            "kafka sink {id}: recovering; transactions committed up to epoch {}; producing {} epoch(s) again",
+            committed.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
+            todo.len()
+        );
+        Ok(Some(todo))
     }
 }
 
@@ -543,6 +627,7 @@ impl Sink for KafkaSink {
         }
         let pending = Pending {
             epoch: epoch.0,
+            instance: Some(self.subtask),
             epochs: self.staged.iter().cloned().chain(self.held.iter().filter(|(e, _)| *e != u64::MAX).cloned()).collect(),
             located: self.staged.as_ref().zip(self.staged_at.as_ref()).map(|((e, _), (t, p, o))| (*e, t.clone(), *p, *o)),
         };
@@ -565,7 +650,7 @@ impl Sink for KafkaSink {
         // Records held back behind the staged transaction: those whose checkpoint is complete
         // now are committed at once; the next epoch becomes the staged (or open) transaction.
         let (ready, mut rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held).into_iter().partition(|(e, _)| *e <= epoch.0);
-        self.produce_committed(ready)?;
+        self.produce_committed(ready, &[])?;
         if rest.is_empty() {
             return Ok(());
         }
@@ -588,59 +673,54 @@ impl Sink for KafkaSink {
 
     fn recover(&mut self, pending: Option<&[u8]>) -> Result<(), OperatorError> {
         let Some(bytes) = pending else { return Ok(()) };
-        if self.marker.is_none() {
-            return Ok(());
-        }
+        let Some(marker) = &self.marker else { return Ok(()) };
         let p: Pending = serde_json::from_slice(bytes).map_err(|e| OperatorError::new(format!("kafka sink checkpoint: {e}")))?;
-        let topic = self.marker_topic(&[]);
-        let committed = self.committed_epoch(&topic)?;
-        if self.finished_after(p.epoch) {
-            tracing::info!("kafka sink {}: the run before this one finished after checkpoint {} and committed everything; what it produces again is dropped", self.transactional_id(), p.epoch);
-            self.finished_before = true;
-            return Ok(());
+        match self.uncommitted(&self.transactional_id(), marker, self.final_note.as_deref(), p)? {
+            None => {
+                self.finished_before = true; // what it produces again is dropped
+                Ok(())
+            }
+            Some(todo) => self.produce_committed(todo, &[]),
         }
-        if committed.is_some_and(|k| k > p.epoch) {
-            // Only the last transaction of a finished run is marked beyond every checkpoint.
-            tracing::info!("kafka sink {}: the run before this one finished after checkpoint {} and committed everything; what it produces again is dropped", self.transactional_id(), p.epoch);
-            self.finished_before = true;
-            return Ok(());
-        }
-        // The marker says not committed; a broker that lost a commit's offsets (tansu, when the
-        // committing client died during `EndTxn`) may still have committed its records: the
-        // transaction marker after them decides.
-        let (mut staged_committed, mut all_committed) = (None, false);
-        if let Some((e, t, part, offset)) = &p.located {
-            if committed.is_none_or(|c| *e > c) {
-                match self.leader(t, *part).and_then(|leader| super::control::fate(&leader, t, *part, *offset).map_err(|e| e.to_string())) {
-                    Ok((first, later)) => {
-                        if first == Some(true) {
-                            tracing::warn!("kafka sink {}: epoch {e}'s transaction committed without its marker offset (the broker lost it); not producing it again", self.transactional_id());
-                            staged_committed = Some(*e);
-                        }
-                        // After the checkpoint's own transaction, only a recovery from this
-                        // checkpoint commits a transaction of ours here: it held every pending
-                        // epoch.
-                        if later {
-                            tracing::warn!("kafka sink {}: an earlier recovery from this checkpoint committed without its marker offset; not producing again", self.transactional_id());
-                            all_committed = true;
-                        }
+    }
+
+    /// Restored at another parallelism: old instance `j`'s pending epochs are this instance's
+    /// to finish if `j % parallelism` is this one. An old instance that no longer exists has
+    /// what it left open aborted (its id initialised once), its uncommitted epochs produced
+    /// again here, and its marker group marked in the same transaction, so that another
+    /// recovery from this checkpoint does not produce them a third time.
+    fn recover_rescaled(&mut self, pending: &[Vec<u8>]) -> Result<(), OperatorError> {
+        let Some(marker) = &self.marker else { return Ok(()) };
+        let (mut todo, mut others) = (Vec::new(), Vec::new());
+        for (place, bytes) in pending.iter().enumerate() {
+            let p: Pending = serde_json::from_slice(bytes).map_err(|e| OperatorError::new(format!("kafka sink checkpoint: {e}")))?;
+            let old = p.instance.unwrap_or(place as u32);
+            if old % self.parallelism != self.subtask {
+                continue;
+            }
+            if old == self.subtask {
+                match self.uncommitted(&self.transactional_id(), marker, self.final_note.as_deref(), p)? {
+                    None => {
+                        self.finished_before = true;
+                        return Ok(());
                     }
-                    Err(err) => tracing::warn!("kafka sink {}: cannot read how epoch {e}'s transaction ended from the log ({err}); going by the marker offset", self.transactional_id()),
+                    Some(t) => todo.extend(t),
+                }
+                continue;
+            }
+            let id = format!("{}-{old}", self.s.transactional_prefix);
+            self.abort_lingering(&id)?;
+            let theirs = self.marker_for(&id)?;
+            let note = self.final_note.as_ref().map(|n| n.with_file_name(format!("kafka-{id}.final")));
+            if let Some(t) = self.uncommitted(&id, &theirs, note.as_deref(), p)? {
+                if let Some(last) = t.iter().map(|(e, _)| *e).max() {
+                    others.push((theirs, last));
+                    todo.extend(t);
                 }
             }
         }
-        let todo: Vec<(u64, Vec<Msg>)> = if all_committed {
-            Vec::new()
-        } else {
-            p.epochs.into_iter().filter(|(e, _)| committed.is_none_or(|c| *e > c) && staged_committed != Some(*e)).collect()
-        };
-        tracing::info!(
-            "kafka sink {}: recovering; transactions committed up to epoch {}; producing {} epoch(s) again",
-            self.transactional_id(),
-            committed.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
-            todo.len()
-        );
-        self.produce_committed(todo)
+        todo.sort_by_key(|(e, _)| *e);
+        self.produce_committed(todo, &others)
     }
 
     fn close(&mut self) -> Result<(), OperatorError> {
