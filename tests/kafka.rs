@@ -498,3 +498,50 @@ fn an_exactly_once_kafka_sink_resumed_at_a_lower_parallelism_finishes_the_gone_i
     assert!(got == want, "committed output differs from the failure-free run's: {} results for {}, missing e.g. {missing:?}", got.len(), want.len());
     broker.assert_settled("rescaled");
 }
+
+/// `delivery: exactly_once` with a topic per record: the transactions' markers live in
+/// `marker_topic`; a crash between "checkpoint complete" and "transaction committed" and the
+/// recovery leave both topics with what a failure-free run commits. Without `marker_topic` the
+/// pipeline is refused at its place.
+#[test]
+fn exactly_once_with_a_topic_per_record_keeps_its_markers_in_marker_topic() {
+    let broker = Broker::start();
+    broker.create_topic("tx", 4);
+    for t in ["clean-0", "clean-1", "chaos-0", "chaos-1"] {
+        broker.create_topic(t, 2);
+    }
+    broker.produce("tx", &transactions(20_000));
+    let pipeline = |dir: &std::path::Path, out: &str, marker: &str| {
+        let (d, b) = (dir.display(), broker.bootstrap());
+        write(
+            dir,
+            "p.yaml",
+            &format!(
+                "name: per-record-{out}\nbatch_size: 128\nwork_dir: {d}/w\ncheckpoint: {{interval: 50ms, dir: {d}/ck}}\n\
+                 sources:\n  tx:\n    type: kafka\n    bootstrap_servers: '{b}'\n    topic: tx\n    stop: latest\n    event_time: {{field: ts, max_out_of_orderness: 100ms}}\n\
+                 transforms:\n  per_card:\n    type: window\n    inputs: [tx]\n    key_by: card\n    window: {{type: tumbling, size: 1s}}\n    aggregates: {{n: count()}}\n\
+                 sinks:\n  alerts:\n    type: kafka\n    inputs: [per_card]\n    bootstrap_servers: '{b}'\n    topic: \"'{out}-' + string(card % 2)\"\n    delivery: exactly_once\n{marker}"
+            ),
+        )
+    };
+    let bad = tempfile::tempdir().unwrap();
+    let r = run(&["validate", pipeline(bad.path(), "clean", "").to_str().unwrap()]);
+    assert!(r.code == 2 && r.stderr.contains("p.yaml:24:13: error: `delivery: exactly_once` with a topic per record needs `marker_topic`"), "{}", r.stderr);
+
+    let clean = tempfile::tempdir().unwrap();
+    let r = run(&["run", pipeline(clean.path(), "clean", "    marker_topic: clean-0\n").to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let want = [values(&broker, "clean-0"), values(&broker, "clean-1")];
+    assert!(!want[0].is_empty() && !want[1].is_empty() && want[0].len() + want[1].len() == 13 * 60, "{want:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "chaos", "    marker_topic: chaos-0\n");
+    let crashed = rill().args(["run", p.to_str().unwrap(), "--progress", "never"]).env("RILL_FAULTS", "slow=per_card:10ms;crash=kafka-before-commit@3").output().unwrap();
+    let log = String::from_utf8_lossy(&crashed.stderr);
+    assert!(!crashed.status.success() && log.contains("RILL_FAULTS: crashing at"), "the first run crashes at its commit point: {log}");
+    let r = run(&["run", p.to_str().unwrap(), "--progress", "never"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!([values(&broker, "chaos-0"), values(&broker, "chaos-1")], want, "each topic holds what the failure-free run committed");
+    broker.assert_settled("chaos-0");
+    broker.assert_settled("chaos-1");
+}

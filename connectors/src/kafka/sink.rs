@@ -56,6 +56,9 @@ struct KafkaSinkConfig {
     delivery: Option<Spanned<String>>,
     /// Exactly-once: transactional ids are `<prefix>-<instance>` (default `rill-<job>-<sink>`).
     transactional_id_prefix: Option<String>,
+    /// Exactly-once with a topic per record: an existing topic whose partition 0 holds the
+    /// transactions' markers (consumer-group offsets; nothing is written to it).
+    marker_topic: Option<Spanned<String>>,
     /// Exactly-once: the broker aborts a transaction open longer than this (default 15 min).
     #[serde(default, with = "duration::option")]
     transaction_timeout: Option<Duration>,
@@ -77,6 +80,8 @@ struct Settings {
     partition: Option<Expr>,
     format: Format,
     exactly_once: bool,
+    /// Exactly-once: the topic whose partition 0 holds the transaction markers.
+    marker_topic: Option<String>,
     transactional_prefix: String,
     transaction_timeout: Duration,
     properties: BTreeMap<String, String>,
@@ -105,12 +110,26 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
     let partition = cfg.partition.as_ref().and_then(|p| super::keep(ctx.expr(p), &mut errors));
     let exactly_once = crate::options::choice(&cfg.delivery, "delivery", &["at_least_once", "exactly_once"], &mut errors) == 1;
     let timeout = cfg.transaction_timeout.unwrap_or(Duration::from_secs(15 * 60));
-    if exactly_once && matches!(topic, Some(TopicChoice::Per(_))) {
-        errors.push(
-            ConfigError::new(Some(&cfg.topic.span), "`delivery: exactly_once` writes to one topic: the transactions' commit markers live there")
-                .hint("name one topic, or use `delivery: at_least_once` for a topic per record"),
-        );
-    }
+    let marker_topic = match (&topic, &cfg.marker_topic) {
+        (_, Some(m)) if !exactly_once => {
+            errors.push(ConfigError::new(Some(&m.span), "`marker_topic` is for `delivery: exactly_once`"));
+            None
+        }
+        (_, Some(m)) if !super::is_topic_name(&m.value) => {
+            errors.push(ConfigError::new(Some(&m.span), format!("`marker_topic` `{}` is not a Kafka topic name", m.value)));
+            None
+        }
+        (_, Some(m)) => Some(m.value.clone()),
+        (Some(TopicChoice::Fixed(t)), None) => Some(t.clone()),
+        (Some(TopicChoice::Per(_)), None) if exactly_once => {
+            errors.push(
+                ConfigError::new(Some(&cfg.topic.span), "`delivery: exactly_once` with a topic per record needs `marker_topic`: the transactions' commit markers (consumer-group offsets) live on partition 0 of one topic")
+                    .hint("add `marker_topic: NAME`, an existing topic (one of the output topics will do; nothing is written to it)"),
+            );
+            None
+        }
+        _ => None,
+    };
     if exactly_once {
         match &ctx.pipeline.checkpoint {
             None => errors.push(
@@ -142,6 +161,7 @@ pub(crate) fn build(ctx: &BuildContext) -> Result<SinkSpec, ConfigErrors> {
         partition,
         format: format.expect("checked"),
         exactly_once,
+        marker_topic,
         // A scaled-out task's transactions are its own: the next owner of the task fences and
         // aborts what a dead owner left open by initialising the same ids.
         transactional_prefix: {
@@ -305,11 +325,8 @@ impl KafkaSink {
     }
 
     /// Where the commit marker goes: the sink's topic (exactly-once has one).
-    fn marker_topic(&self, _msgs: &[Msg]) -> String {
-        match &self.s.topic {
-            TopicChoice::Fixed(t) => t.clone(),
-            TopicChoice::Per(_) => unreachable!("exactly-once needs a fixed topic (checked at build)"),
-        }
+    fn marker_topic(&self) -> String {
+        self.s.marker_topic.clone().expect("exactly-once has a marker topic (checked at build)")
     }
 
     fn encode(&mut self, r: &Record) -> Result<Msg, String> {
@@ -477,7 +494,7 @@ impl KafkaSink {
             self.send(m)?;
         }
         self.flush()?;
-        let topic = self.marker_topic(&msgs);
+        let topic = self.marker_topic();
         self.mark(last, &topic)?;
         for (marker, epoch) in others {
             self.mark_in(marker, *epoch, &topic)?;
@@ -509,7 +526,7 @@ impl KafkaSink {
     /// whose final note is `note`) never committed: what recovery produces again; `None` if
     /// that run finished after `p`'s checkpoint and committed everything.
     fn uncommitted(&self, id: &str, marker: &BaseConsumer<super::Watch>, note: Option<&std::path::Path>, p: Pending) -> Result<Option<Vec<(u64, Vec<Msg>)>>, OperatorError> {
-        let topic = self.marker_topic(&[]);
+        let topic = self.marker_topic();
         let committed = self.committed_epoch(marker, &topic)?;
         // Only the last transaction of a finished run is marked beyond every checkpoint.
         if self.finished_after(note, p.epoch) || committed.is_some_and(|k| k > p.epoch) {
@@ -618,7 +635,7 @@ impl Sink for KafkaSink {
                 rill_engine::faults::crash_point("kafka-before-flush");
                 self.flush()?;
                 let msgs = std::mem::take(&mut self.open);
-                self.mark(epoch.0, &self.marker_topic(&msgs))?;
+                self.mark(epoch.0, &self.marker_topic())?;
                 self.staged_at = self.take_location();
                 self.staged = Some((epoch.0, msgs));
             }
@@ -663,7 +680,7 @@ impl Sink for KafkaSink {
             self.open = msgs;
         } else {
             self.flush()?;
-            self.mark(e, &self.marker_topic(&msgs))?;
+            self.mark(e, &self.marker_topic())?;
             self.staged_at = self.take_location();
             self.staged = Some((e, msgs));
             self.held = rest;
@@ -742,7 +759,7 @@ impl Sink for KafkaSink {
             self.send(m)?;
         }
         self.flush()?;
-        self.mark(self.last_epoch + 1, &self.marker_topic(&held))?;
+        self.mark(self.last_epoch + 1, &self.marker_topic())?;
         // A message of this transaction: the staged epoch's first, or one of those sent since.
         let first = self.take_location().or_else(|| self.staged.as_ref().and(self.staged_at.clone()));
         if let (Some(path), Some((t, part, offset))) = (&self.final_note, first) {
