@@ -67,8 +67,8 @@ impl Members {
         for c in pipeline.components.iter().filter(|c| c.role == Role::Source && c.type_name.value == "kafka") {
             let ctx = BuildContext { name: &c.name, type_name: &c.type_name.value, options: &c.options, pipeline, aggregates: &aggregates };
             let cfg: KafkaSourceConfig = ctx.options().map_err(|e| format!("source `{}`: {e}", c.name))?;
-            let mut errors = Vec::new();
-            let properties = super::properties(&ctx, &cfg.properties, &mut errors);
+            // Its problems (a literal secret) were reported when the plan was built.
+            let properties = super::properties(&ctx, &cfg.properties, &mut Vec::new());
             match &bootstrap {
                 None => bootstrap = Some((cfg.bootstrap_servers.value.clone(), properties)),
                 Some((b, _)) if *b != cfg.bootstrap_servers.value => {

@@ -504,6 +504,11 @@ impl KafkaSink {
         Ok(())
     }
 
+    /// Makes `c` a transactional producer's settings, with id `id`.
+    fn transactional(&self, c: &mut rdkafka::config::ClientConfig, id: &str) {
+        c.set("transactional.id", id).set("transaction.timeout.ms", self.s.transaction_timeout.as_millis().to_string());
+    }
+
     /// The consumer whose group holds the transaction marker of transactional id `id`.
     fn marker_for(&self, id: &str) -> Result<BaseConsumer<super::Watch>, OperatorError> {
         let mut m = super::client_config(&self.s.bootstrap, &self.s.properties).map_err(OperatorError::user)?;
@@ -514,7 +519,7 @@ impl KafkaSink {
     /// Aborts what transactional id `id` left open, and fences it: initialising the id does.
     fn abort_lingering(&self, id: &str) -> Result<(), OperatorError> {
         let mut c = super::client_config(&self.s.bootstrap, &self.s.properties).map_err(OperatorError::user)?;
-        c.set("transactional.id", id).set("transaction.timeout.ms", self.s.transaction_timeout.as_millis().to_string());
+        self.transactional(&mut c, id);
         let reports = Reports { watch: self.reports.watch.clone(), ..Reports::default() };
         let p: rdkafka::producer::BaseProducer<Reports> = c.create_with_context(reports).map_err(|e| self.external("cannot create a producer", e))?;
         p.init_transactions(TIMEOUT).map_err(|e| self.external(&format!("cannot abort what transactional producer `{id}` left open"), e))?;
@@ -575,10 +580,8 @@ impl Sink for KafkaSink {
     fn open(&mut self, ctx: &OperatorContext) -> Result<(), OperatorError> {
         let mut c = super::client_config(&self.s.bootstrap, &self.s.properties).map_err(OperatorError::user)?;
         if self.s.exactly_once && ctx.checkpointing {
-            c.set("transactional.id", self.transactional_id()).set("transaction.timeout.ms", self.s.transaction_timeout.as_millis().to_string());
-            let mut m = super::client_config(&self.s.bootstrap, &self.s.properties).map_err(OperatorError::user)?;
-            m.set("group.id", self.transactional_id()).set("enable.auto.commit", "false");
-            self.marker = Some(m.create_with_context(self.reports.watch.clone()).map_err(|e| self.external("cannot create the marker consumer", e))?);
+            self.transactional(&mut c, &self.transactional_id());
+            self.marker = Some(self.marker_for(&self.transactional_id())?);
         } else {
             c.set("enable.idempotence", "true");
         }
