@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::columns::Column;
 use crate::expr::{CompileError, Expr};
 use crate::value::{Key, Value};
 
@@ -43,6 +44,11 @@ pub trait AggregateFunction: Send + Sync {
         Ok(())
     }
     fn create(&self) -> Acc;
+    /// Whether [`check`](Self::check) passes every value of `column`, so that a batch need
+    /// not be checked row by row. `false` (the default): each row is checked.
+    fn accepts_all(&self, _column: &Column) -> bool {
+        false
+    }
     /// Rebuilds a user-defined accumulator from [`Accumulator::save`].
     fn restore(&self, _saved: &Value) -> Acc {
         self.create()
@@ -293,6 +299,48 @@ impl std::fmt::Debug for Acc {
 }
 
 impl Acc {
+    /// Adds rows `rows` of `column` (`None`: `count()`, one per row) in their order: what
+    /// [`add`](Self::add) of each row's value does, with the common cases in typed loops.
+    pub fn add_rows(&mut self, column: Option<&Column>, rows: &[u32]) {
+        match (self, column) {
+            (Acc::Count(n), None | Some(Column::Int(_) | Column::Float(_) | Column::Bool(_))) => *n += rows.len() as i64,
+            (Acc::Sum(s), Some(Column::Float(x))) => {
+                let Some((&first, rest)) = rows.split_first() else { return };
+                let mut sum = match *s {
+                    SumAcc::Empty => x[first as usize],
+                    SumAcc::Int(a) => a as f64 + x[first as usize],
+                    SumAcc::Float(a) => a + x[first as usize],
+                };
+                for &r in rest {
+                    sum += x[r as usize];
+                }
+                *s = SumAcc::Float(sum);
+            }
+            (Acc::Sum(s), Some(Column::Int(x))) => {
+                for &r in rows {
+                    s.add(&Value::Int(x[r as usize]));
+                }
+            }
+            (Acc::Avg { sum, n }, Some(Column::Float(x))) => {
+                for &r in rows {
+                    *sum += x[r as usize];
+                }
+                *n += rows.len() as u64;
+            }
+            (Acc::Avg { sum, n }, Some(Column::Int(x))) => {
+                for &r in rows {
+                    *sum += x[r as usize] as f64;
+                }
+                *n += rows.len() as u64;
+            }
+            (acc, column) => {
+                for &r in rows {
+                    acc.add(&column.map_or(Value::Int(1), |c| c.get(r as usize)));
+                }
+            }
+        }
+    }
+
     #[inline]
     pub fn add(&mut self, v: &Value) {
         match self {
@@ -436,6 +484,15 @@ impl AggregateFunction for Builtin {
     }
     fn create(&self) -> Acc {
         (self.make)()
+    }
+    /// The built-in checks go by a scalar's type alone, so one value stands for a typed column.
+    fn accepts_all(&self, column: &Column) -> bool {
+        match column {
+            Column::Int(_) => (self.check)(&Value::Int(0)).is_ok(),
+            Column::Float(_) => (self.check)(&Value::Float(0.0)).is_ok(),
+            Column::Bool(_) => (self.check)(&Value::Bool(false)).is_ok(),
+            Column::Any(_) => false,
+        }
     }
 }
 

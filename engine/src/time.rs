@@ -311,6 +311,32 @@ impl Timestamper {
         }
     }
 
+    /// [`observe`](Self::observe) of a run of records that all kept their time, the first at
+    /// position `before`.
+    fn observe_all(&mut self, stamps: &[i64], before: usize, marks: &mut Vec<(usize, Watermark)>) {
+        let TimeMode::Event { max_out_of_orderness: ooo, interval, .. } = self.mode else { return };
+        if !self.runs.is_empty() {
+            for (i, &ts) in stamps.iter().enumerate() {
+                self.observe(ts, before + i, before + i, marks);
+            }
+            return;
+        }
+        // No splits: the same steps as `observe`, with the clock in registers.
+        let (mut max_seen, mut emitted) = (self.max_seen, self.emitted);
+        for (i, &ts) in stamps.iter().enumerate() {
+            if ts <= max_seen {
+                continue;
+            }
+            max_seen = ts;
+            let wm = ts.saturating_sub(ooo).saturating_sub(1);
+            if emitted == i64::MIN || wm >= emitted.saturating_add(interval) {
+                emitted = wm;
+                marks.push((before + i + 1, Watermark(wm)));
+            }
+        }
+        (self.max_seen, self.emitted) = (max_seen, emitted);
+    }
+
     fn stamp_rows(&mut self, records: &mut Vec<Record>, before: usize, rejected: &mut Vec<Rejected>, marks: &mut Vec<(usize, Watermark)>) {
         match &self.mode {
             TimeMode::Processing => {}
@@ -353,6 +379,15 @@ impl Timestamper {
             TimeMode::Event { timestamp, .. } => {
                 let timestamp = timestamp.clone();
                 let evaluated = timestamp.eval_columns(columns);
+                if let (true, Column::Int(x)) = (evaluated.errors.is_empty(), &*evaluated.column) {
+                    if x.iter().all(|t| (MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(t)) {
+                        // Every row has its time: the column is the stamps.
+                        let stamps = x.clone();
+                        self.observe_all(&stamps, before, marks);
+                        columns.timestamps = stamps;
+                        return;
+                    }
+                }
                 let mut failed = evaluated.errors.into_iter().peekable();
                 let mut keep = Vec::new();
                 let mut stamps = Vec::with_capacity(columns.len());
@@ -507,6 +542,27 @@ mod tests {
         // Split 0 ends: split 1's clock alone decides, at once.
         t.splits(&[], &[0], 0);
         assert_eq!(t.watermark(), Some(Watermark(499)));
+    }
+
+    #[test]
+    fn integer_time_columns_are_stamped_as_rows_are() {
+        let mode = || TimeMode::Event { timestamp: Expr::compile("ts").unwrap(), max_out_of_orderness: 100, idle_timeout: None, interval: 200, max_drift: 2000 };
+        // In order, out of order, below the clock; then a batch with a time out of range.
+        let batches: [&[i64]; 3] = [&[1000, 1100, 1500, 1200, 1699, 1700, 1950, 2600], &[2000, 2900, 2901, 3300], &[3400, i64::MAX, 3800]];
+        let (mut by_rows, mut by_columns) = (Timestamper::new(mode()), Timestamper::new(mode()));
+        for stamps in batches {
+            let mut columns = Columns::new((0..stamps.len() as u64).collect());
+            columns.set(crate::value::Sym::new("ts"), Column::Int(stamps.to_vec()));
+            let mut rows = [Data::Rows(columns.to_records())];
+            let mut cols = [Data::Columns(columns)];
+            let (mut rejected_rows, mut rejected_columns) = (Vec::new(), Vec::new());
+            assert_eq!(by_columns.stamp(&mut cols, &mut rejected_columns), by_rows.stamp(&mut rows, &mut rejected_rows));
+            let [Data::Columns(stamped)] = cols else { unreachable!() };
+            let [Data::Rows(want)] = rows else { unreachable!() };
+            assert_eq!(stamped.timestamps, want.iter().map(|r| r.timestamp).collect::<Vec<_>>());
+            assert_eq!(rejected_columns.iter().map(|r| &r.error).collect::<Vec<_>>(), rejected_rows.iter().map(|r| &r.error).collect::<Vec<_>>());
+        }
+        assert_eq!((by_columns.max_seen, by_columns.emitted), (by_rows.max_seen, by_rows.emitted));
     }
 
     #[test]

@@ -109,6 +109,11 @@ impl ColumnInputs<'_> {
         !self.failed.is_empty()
     }
 
+    /// Whether every aggregate takes every row's input, by the input columns' types alone.
+    pub(crate) fn all_accepted(&self, calls: &Calls) -> bool {
+        calls.iter().zip(&self.inputs).all(|((_, call), column)| column.as_ref().is_none_or(|c| call.function.accepts_all(c)))
+    }
+
     /// Whether every aggregate takes row `i`'s input ([`evaluate`] says why one does not).
     #[inline]
     pub(crate) fn accepted(&self, i: usize, calls: &Calls) -> bool {

@@ -360,6 +360,15 @@ impl<T: Serialize + DeserializeOwned> KeyedState<T> {
 
     /// Removes and returns the value at `k`.
     pub fn remove(&mut self, k: &StateKey) -> Result<Option<T>, StateError> {
+        if !self.in_store {
+            // Nothing was spilled: one probe of the cache.
+            let Some(slot) = self.cache.remove(k) else { return Ok(None) };
+            let live = self.live(&slot);
+            if self.tracking && slot.persisted {
+                self.changed_out.insert(k.clone());
+            }
+            return Ok(if live { slot.value } else { None });
+        }
         self.load(k)?;
         let live = self.cache.get(k).map(|s| self.live(s)).unwrap_or(false);
         let Some(slot) = self.cache.get_mut(k) else { return Ok(None) };

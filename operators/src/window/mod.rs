@@ -694,6 +694,9 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             3 => prop::collection::vec((0i64..4, (0u8..4, -50i64..50), 0i64..3000), 0..40).prop_map(Step::Batch),
+            // Integer or double columns only: the typed loops of `Acc::add_rows`.
+            2 => (1u8..3, prop::collection::vec((0i64..4, -50i64..50, 0i64..3000), 0..40))
+                .prop_map(|(t, rows)| Step::Batch(rows.into_iter().map(|(k, x, ts)| (k, (t, x), ts)).collect())),
             1 => (0i64..3000).prop_map(Step::Watermark),
         ]
     }

@@ -119,10 +119,11 @@ impl WindowKind for TimeWindows {
             return Ok(false);
         }
         let (size, slide) = (self.size, self.slide);
+        let all_accepted = evaluated.all_accepted(&w.calls);
         let mut groups = std::mem::take(&mut w.groups);
         groups.clear();
         for (i, &ts) in columns.timestamps.iter().enumerate() {
-            if !evaluated.accepted(i, &w.calls) {
+            if !all_accepted && !evaluated.accepted(i, &w.calls) {
                 // The record path rejects it, saying why.
                 crate::keyed::process(w, columns.row(i), out)?;
                 continue;
@@ -153,13 +154,13 @@ impl WindowKind for TimeWindows {
                     new_win(calls)
                 })?;
                 Window::rehydrate(calls, win);
-                for &row in &groups.rows[groups.starts[g] as usize..groups.starts[g + 1] as usize] {
-                    let row = row as usize;
-                    for (acc, column) in win.accs.iter_mut().zip(&inputs) {
-                        acc.add(&column.map_or(Value::Int(1), |c| c.get(row)));
-                    }
-                    let ts = columns.timestamps[row];
-                    win.count += 1;
+                let rows = &groups.rows[groups.starts[g] as usize..groups.starts[g + 1] as usize];
+                for (acc, column) in win.accs.iter_mut().zip(&inputs) {
+                    acc.add_rows(*column, rows);
+                }
+                win.count += rows.len() as u64;
+                for &row in rows {
+                    let ts = columns.timestamps[row as usize];
                     win.first_ts = win.first_ts.min(ts);
                     win.last_ts = win.last_ts.max(ts);
                 }
