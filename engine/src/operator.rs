@@ -404,6 +404,16 @@ pub trait Operator: 'static {
         self.process_batch(batch, out)
     }
 
+    /// A column batch from input `input` inside which the watermark advances: `marks` are
+    /// `(n, wm)`, "from row `n` on, the watermark is `wm`", in order. An operator that can take
+    /// the whole batch at once, with the results it would give segment by segment, does so and
+    /// returns `true`; the runtime then advances the watermark through `marks` as usual (timers,
+    /// [`on_watermark`](Self::on_watermark)). `false` (the default): nothing was done, and the
+    /// batch comes again in segments, the watermark advancing between them.
+    fn process_watermarked(&mut self, _input: usize, _columns: &crate::columns::Columns, _marks: &[(usize, i64)], _out: &mut Collector) -> Result<bool, OperatorError> {
+        Ok(false)
+    }
+
     /// Called once before the first record, on the instance's own thread.
     fn open(&mut self, _ctx: &OperatorContext) -> Result<(), OperatorError> {
         Ok(())

@@ -122,14 +122,42 @@ impl Harness {
         self.drain()
     }
 
+    /// Processes `columns` as one column batch inside which event time advances, as the
+    /// runtime does: `marks` are `(n, wm)`, "after the first `n` rows, the watermark is `wm`".
+    /// The instance takes the batch whole ([`Operator::process_watermarked`]) or, where it
+    /// declines, in segments with the watermark advanced between them.
+    pub fn push_watermarked(&mut self, columns: crate::columns::Columns, marks: &[(usize, i64)]) -> Result<Vec<Output>, OperatorError> {
+        if !self.op.process_watermarked(0, &columns, marks, &mut self.out)? {
+            let mut rest = columns;
+            let mut segments: Vec<_> = marks.iter().rev().map(|(at, _)| rest.split_off((*at).min(rest.len()))).collect();
+            segments.push(rest);
+            let mut segments = segments.into_iter().rev();
+            self.op.process_batch(Batch::from_columns(segments.next().expect("one more segment than marks")), &mut self.out)?;
+            for ((_, wm), segment) in marks.iter().zip(segments) {
+                self.advance(*wm)?;
+                self.op.process_batch(Batch::from_columns(segment), &mut self.out)?;
+            }
+            return self.drain();
+        }
+        for (_, wm) in marks {
+            self.advance(*wm)?;
+        }
+        self.drain()
+    }
+
     /// Advances event time to `wm` on the instance's input.
     pub fn watermark(&mut self, wm: i64) -> Result<Vec<Output>, OperatorError> {
+        self.advance(wm)?;
+        self.drain()
+    }
+
+    fn advance(&mut self, wm: i64) -> Result<(), OperatorError> {
         for t in self.out.timers().due(TimeDomain::Event, wm) {
             self.op.on_timer(t, &mut self.out)?;
         }
         self.op.on_watermark(Watermark(wm), &mut self.out)?;
         self.out.mark(self.op.output_watermark(Watermark(wm)));
-        self.drain()
+        Ok(())
     }
 
     /// Fires the processing-time timers due at `now` (epoch milliseconds).

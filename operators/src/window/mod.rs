@@ -172,7 +172,7 @@ impl crate::keyed::KeyedOperator for Window {
         if self.every.is_some() || self.interval.is_some() || self.lateness != 0 {
             return Ok(false);
         }
-        self.assigner.clone().add_columns(self, columns, evaluated, out)
+        self.assigner.clone().add_columns(self, columns, evaluated, &[], out)
     }
 }
 
@@ -187,8 +187,10 @@ trait WindowKind {
     /// Adds a whole column batch (keys and inputs in `evaluated`) when the window has neither
     /// early firing nor allowed lateness, with the same results, state and order of output as
     /// [`add`](Self::add) record by record; `false`: this kind has no such path for this batch
-    /// (and has done nothing).
-    fn add_columns(&self, _w: &mut Window, _columns: &Columns, _evaluated: &crate::keyed::ColumnInputs, _out: &mut Collector) -> Result<bool, OperatorError> {
+    /// (and has done nothing). `marks` (as in [`Operator::process_watermarked`]) say where the
+    /// watermark that decides whether a row is late moves inside the batch; the windows it
+    /// closes fire after, when the runtime advances the watermark.
+    fn add_columns(&self, _w: &mut Window, _columns: &Columns, _evaluated: &crate::keyed::ColumnInputs, _marks: &[(usize, i64)], _out: &mut Collector) -> Result<bool, OperatorError> {
         Ok(false)
     }
     /// The window of `key` starting at `start`, indexed to fire at `time`, fires: its result
@@ -585,6 +587,18 @@ impl Operator for Window {
         crate::keyed::process_batch(self, batch, out)
     }
 
+    /// Without early firing or allowed lateness, rows emit nothing but late records, and a
+    /// window the watermark closes inside the batch takes no row after that place (such a row
+    /// is late): so the batch is taken whole, each row judged against the watermark at its
+    /// place, and the windows fire after, in the order segment by segment would fire them.
+    fn process_watermarked(&mut self, _input: usize, columns: &Columns, marks: &[(usize, i64)], out: &mut Collector) -> Result<bool, OperatorError> {
+        if self.every.is_some() || self.interval.is_some() || self.lateness != 0 {
+            return Ok(false);
+        }
+        let evaluated = crate::keyed::evaluate_columns(&self.key, &self.calls, columns);
+        self.assigner.clone().add_columns(self, columns, &evaluated, marks, out)
+    }
+
     fn on_watermark(&mut self, wm: Watermark, out: &mut Collector) -> Result<(), OperatorError> {
         self.watermark = wm.0;
         self.fire_due(Due::Fire, wm.0, out)?;
@@ -747,6 +761,75 @@ mod tests {
                 prop_assert_eq!(a, b);
             }
             prop_assert_eq!(by_rows.end().unwrap(), by_columns.end().unwrap());
+        }
+    }
+
+    /// Each output stream on its own (records with watermarks; late records; rejects), in order.
+    /// Watermarks with no record between them say what the last of them says: only it is kept.
+    fn streams(outputs: Vec<rill_engine::testing::Output>) -> [Vec<rill_engine::testing::Output>; 3] {
+        use rill_engine::testing::Output;
+        let mut s: [Vec<Output>; 3] = Default::default();
+        for o in outputs {
+            if let (Output::Watermark(_), Some(Output::Watermark(_))) = (&o, s[0].last()) {
+                s[0].pop();
+            }
+            let i = match &o {
+                Output::Record(_) | Output::Watermark(_) => 0,
+                Output::Side(..) => 1,
+                Output::Rejected(..) => 2,
+            };
+            s[i].push(o);
+        }
+        s
+    }
+
+    proptest! {
+        /// A column batch inside which the watermark advances, taken whole
+        /// (`process_watermarked`), gives what its segments give pushed one by one with the
+        /// watermark advanced between them: the same results and watermarks, late records and
+        /// rejects, each in the same order.
+        #[test]
+        fn a_batch_with_watermarks_inside_gives_what_its_segments_give(
+            batches in prop::collection::vec((
+                prop::collection::vec((0i64..4, (0u8..4, -50i64..50), 0i64..1500), 0..60),
+                prop_oneof![2 => Just(None), 1 => (1u8..3).prop_map(Some)],
+                prop::collection::vec((0usize..60, 1i64..300), 0..5),
+            ), 1..12),
+            slide in 50i64..400,
+            per in 1i64..4,
+            lateness in prop_oneof![4 => Just(0i64), 1 => Just(300i64)],
+        ) {
+            let aggregates = rill_engine::aggregate::AggregateRegistry::default();
+            let calls: Vec<_> = ["count()", "sum(v)", "avg(v)", "min(v)", "count(v)"]
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (Sym::new(&format!("a{i}")), aggregates.parse(&format!("a{i}"), a).unwrap()))
+                .collect();
+            let kind = if per == 1 { Kind::Tumbling { size: slide } } else { Kind::Sliding { size: slide * per, slide } };
+            let make = || Window::new(kind, Some((Sym::new("k"), Expr::compile("k").unwrap())), calls.clone(), lateness);
+            let (mut whole, mut segmented) = (Harness::new(make()).unwrap(), Harness::new(make()).unwrap());
+            let (mut offset, mut wm) = (0, 0);
+            for (b, (rows, typed, cuts)) in batches.iter().enumerate() {
+                // Times move on from batch to batch, as a source's do, some rows late.
+                let rows: Vec<_> = rows.iter().map(|&(k, (t, x), ts)| (k, (typed.unwrap_or(t), x), ts + 400 * b as i64)).collect();
+                let c = columns_of(&rows, offset);
+                offset += rows.len() as u64;
+                let mut cuts = cuts.clone();
+                cuts.sort();
+                let marks: Vec<(usize, i64)> = cuts.iter().map(|&(at, step)| { wm += step; (at.min(rows.len()), wm) }).collect();
+                let mut want = Vec::new();
+                let mut rest = c.clone();
+                let mut segments: Vec<_> = marks.iter().rev().map(|(at, _)| rest.split_off(*at)).collect();
+                segments.push(rest);
+                for (i, segment) in segments.into_iter().rev().enumerate() {
+                    if i > 0 {
+                        want.extend(segmented.watermark(marks[i - 1].1).unwrap());
+                    }
+                    want.extend(segmented.push_columns(segment).unwrap());
+                }
+                prop_assert_eq!(streams(whole.push_watermarked(c, &marks).unwrap()), streams(want));
+            }
+            prop_assert_eq!(whole.end().unwrap(), segmented.end().unwrap());
         }
     }
 

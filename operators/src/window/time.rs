@@ -109,7 +109,7 @@ impl WindowKind for TimeWindows {
     /// same order per window, as record by record. Windows are created (and scheduled) in the
     /// order their first row comes; late rows go to the `late` output in row order. Event-time
     /// batches with integer keys (or none) only.
-    fn add_columns(&self, w: &mut Window, columns: &Columns, evaluated: &ColumnInputs, out: &mut Collector) -> Result<bool, OperatorError> {
+    fn add_columns(&self, w: &mut Window, columns: &Columns, evaluated: &ColumnInputs, marks: &[(usize, i64)], out: &mut Collector) -> Result<bool, OperatorError> {
         let keys: Option<&[i64]> = match evaluated.key_column() {
             None => None,
             Some(Column::Int(k)) => Some(k),
@@ -122,7 +122,11 @@ impl WindowKind for TimeWindows {
         let all_accepted = evaluated.all_accepted(&w.calls);
         let mut groups = std::mem::take(&mut w.groups);
         groups.clear();
+        let (mut watermark, mut marks) = (w.watermark, marks.iter().peekable());
         for (i, &ts) in columns.timestamps.iter().enumerate() {
+            while let Some((_, wm)) = marks.next_if(|(at, _)| *at <= i) {
+                watermark = watermark.max(*wm);
+            }
             if !all_accepted && !evaluated.accepted(i, &w.calls) {
                 // The record path rejects it, saying why.
                 crate::keyed::process(w, columns.row(i), out)?;
@@ -131,7 +135,7 @@ impl WindowKind for TimeWindows {
             let key = keys.map_or(0, |k| k[i]);
             let mut accepted = false;
             for start in super::sliding_starts(ts, size, slide) {
-                if start + size - 1 <= w.watermark {
+                if start + size - 1 <= watermark {
                     continue;
                 }
                 accepted = true;

@@ -350,9 +350,33 @@ impl OperatorActor {
                 }
                 let Batch { data, watermarks } = batch;
                 let side = self.input_of[input];
-                if watermarks.is_empty() {
-                    let (op, out) = (&mut self.op, &mut self.collector);
-                    guarded("process", || op.process_input(side, Batch { data, watermarks: Vec::new() }, out))?;
+                // Where the operator's watermark moves inside the batch (the input's may move
+                // while the combined one stays).
+                let moves: Vec<(usize, i64)> = match watermarks.is_empty() {
+                    true => Vec::new(),
+                    false => {
+                        let mut tracker = self.watermarks.clone();
+                        watermarks.iter().filter_map(|(pos, wm)| tracker.update(input, *wm).map(|w| (*pos, w.0))).collect()
+                    }
+                };
+                let whole = moves.is_empty() || match &data {
+                    Data::Columns(columns) => {
+                        let (op, out) = (&mut self.op, &mut self.collector);
+                        guarded("process", || op.process_watermarked(side, columns, &moves, out))?
+                    }
+                    Data::Rows(_) => false,
+                };
+                if whole {
+                    if moves.is_empty() {
+                        let (op, out) = (&mut self.op, &mut self.collector);
+                        guarded("process", || op.process_input(side, Batch { data, watermarks: Vec::new() }, out))?;
+                    }
+                    for (_, wm) in watermarks {
+                        self.gate.set_watermark(input, wm.0);
+                        if let Some(w) = self.watermarks.update(input, wm) {
+                            self.advance_watermark(w)?;
+                        }
+                    }
                 } else {
                     // Segment by segment, advancing the watermark between them. Cut from the
                     // back, so that each row is copied once (into its own segment).
