@@ -25,6 +25,32 @@ impl KeyGroup {
     }
 }
 
+/// Which of `parallelism` instances owns a key hash: [`KeyGroup::of_hash`] then
+/// [`KeyGroup::subtask`], with their divisions done once, into a table of the groups' owners.
+pub struct Owners {
+    max_parallelism: u64,
+    /// `max_parallelism - 1` where it is a power of two (the remainder is then a mask).
+    mask: Option<u64>,
+    of_group: Vec<u32>,
+}
+
+impl Owners {
+    pub fn new(max_parallelism: u32, parallelism: u32) -> Owners {
+        let of_group = (0..max_parallelism).map(|g| KeyGroup(g).subtask(max_parallelism, parallelism)).collect();
+        let mask = max_parallelism.is_power_of_two().then(|| max_parallelism as u64 - 1);
+        Owners { max_parallelism: max_parallelism as u64, mask, of_group }
+    }
+
+    #[inline]
+    pub fn of_hash(&self, hash: u64) -> usize {
+        let group = match self.mask {
+            Some(m) => hash & m,
+            None => hash % self.max_parallelism,
+        };
+        self.of_group[group as usize] as usize
+    }
+}
+
 /// The contiguous key-group range owned by instance `subtask` of `parallelism`.
 pub fn key_group_range(max_parallelism: u32, parallelism: u32, subtask: u32) -> std::ops::Range<u32> {
     let start = (subtask as u64 * max_parallelism as u64).div_ceil(parallelism as u64) as u32;
@@ -62,6 +88,14 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// The table gives what the two divisions give, with a mask or a remainder.
+        #[test]
+        fn owners_are_the_key_groups_owners(hash in any::<u64>(), max_parallelism in prop_oneof![Just(128u32), Just(1u32 << 15), 1u32..1000], p in 1u32..8) {
+            let p = p.min(max_parallelism);
+            let want = KeyGroup::of_hash(hash, max_parallelism).subtask(max_parallelism, p) as usize;
+            prop_assert_eq!(Owners::new(max_parallelism, p).of_hash(hash), want);
+        }
+
         #[test]
         fn ranges_partition_key_groups_and_agree_with_subtask(max in 1u32..512, p in 1u32..64) {
             prop_assume!(p <= max);

@@ -782,7 +782,7 @@ fn wire(plan: &JobPlan, capacity: usize) -> Wiring {
                 inputs[e.to][d as usize].push((rx, e.input));
             }
             let next = u as usize % senders.len();
-            outputs[e.from][u as usize].push(OutEdge { port: e.port, exchange: e.exchange.clone(), senders, next });
+            outputs[e.from][u as usize].push(OutEdge { port: e.port, exchange: e.exchange.clone(), senders, next, owners: None });
         }
     }
     (inputs, outputs)

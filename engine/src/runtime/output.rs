@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
-use crate::exchange::{Exchange, KeyGroup};
+use crate::exchange::{Exchange, Owners};
 use crate::message::{Message, Watermark};
 use crate::operator::Rejected;
 use crate::columns::{Column, Columns};
@@ -41,7 +41,7 @@ fn key_error(key: &crate::expr::Expr, r: Record, err: impl std::fmt::Display) ->
 }
 
 /// Splits records among `n` channels by the key group of their key.
-fn hash_rows(key: &crate::expr::Expr, max_parallelism: u32, n: usize, records: Vec<Record>, marks: &[(usize, Watermark)], failed: &mut Vec<Rejected>) -> Vec<Batch> {
+fn hash_rows(key: &crate::expr::Expr, owners: &Owners, n: usize, records: Vec<Record>, marks: &[(usize, Watermark)], failed: &mut Vec<Rejected>) -> Vec<Batch> {
     let mut buckets: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
     let mut rows: Vec<Vec<Record>> = (0..n).map(|_| Vec::new()).collect();
     let mut m = 0;
@@ -53,7 +53,7 @@ fn hash_rows(key: &crate::expr::Expr, max_parallelism: u32, n: usize, records: V
             m += 1;
         }
         match key.eval(&r) {
-            Ok(kv) => rows[KeyGroup::of_hash(kv.stable_hash(), max_parallelism).subtask(max_parallelism, n as u32) as usize].push(r),
+            Ok(kv) => rows[owners.of_hash(kv.stable_hash())].push(r),
             Err(err) => failed.push(key_error(key, r, err)),
         }
     }
@@ -68,7 +68,7 @@ fn hash_rows(key: &crate::expr::Expr, max_parallelism: u32, n: usize, records: V
 
 /// [`hash_rows`] for a column batch: the key is evaluated over the batch, each channel gets the
 /// rows of its key groups as columns.
-fn hash_columns(key: &crate::expr::Expr, max_parallelism: u32, n: usize, columns: Columns, marks: &[(usize, Watermark)], failed: &mut Vec<Rejected>) -> Vec<Batch> {
+fn hash_columns(key: &crate::expr::Expr, owners: &Owners, n: usize, columns: Columns, marks: &[(usize, Watermark)], failed: &mut Vec<Rejected>) -> Vec<Batch> {
     let evaluated = key.eval_columns(&columns);
     let mut errors = evaluated.errors.into_iter().peekable();
     let mut buckets: Vec<Batch> = (0..n).map(|_| Batch::default()).collect();
@@ -89,7 +89,7 @@ fn hash_columns(key: &crate::expr::Expr, max_parallelism: u32, n: usize, columns
             Column::Int(x) => Value::Int(x[i]).stable_hash(),
             c => c.get(i).stable_hash(),
         };
-        rows[KeyGroup::of_hash(hash, max_parallelism).subtask(max_parallelism, n as u32) as usize].push(i as u32);
+        rows[owners.of_hash(hash)].push(i as u32);
     }
     for (b, rows) in buckets.iter_mut().zip(rows) {
         for &(_, wm) in &marks[m..] {
@@ -107,6 +107,8 @@ pub(crate) struct OutEdge {
     pub(crate) exchange: Exchange,
     pub(crate) senders: Vec<Sender<Message>>,
     pub(crate) next: usize,
+    /// Built at the first hashed batch.
+    pub(crate) owners: Option<Owners>,
 }
 
 pub(crate) struct Outputs {
@@ -167,10 +169,13 @@ impl Outputs {
             let n = edge.senders.len();
             let mut failed = Vec::new();
             let buckets: Vec<Batch> = match &edge.exchange {
-                Exchange::Hash { key, max_parallelism } if n > 1 => match data {
-                    Data::Rows(records) => hash_rows(key, *max_parallelism, n, records, marks, &mut failed),
-                    Data::Columns(columns) => hash_columns(key, *max_parallelism, n, columns, marks, &mut failed),
-                },
+                Exchange::Hash { key, max_parallelism } if n > 1 => {
+                    let owners = edge.owners.get_or_insert_with(|| Owners::new(*max_parallelism, n as u32));
+                    match data {
+                        Data::Rows(records) => hash_rows(key, owners, n, records, marks, &mut failed),
+                        Data::Columns(columns) => hash_columns(key, owners, n, columns, marks, &mut failed),
+                    }
+                }
                 _ => {
                     let t = edge.next;
                     if !data.is_empty() {
@@ -268,7 +273,7 @@ mod tests {
     fn deliveries(pieces: Vec<Data>, marks: &[(usize, Watermark)], key: &str) -> (Vec<Vec<String>>, usize) {
         let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..3).map(|_| tokio::sync::mpsc::channel::<Message>(1000)).unzip();
         let exchange = Exchange::Hash { key: Expr::compile(key).unwrap(), max_parallelism: 128 };
-        let mut outs = Outputs::new(vec![OutEdge { port: 0, exchange, senders, next: 0 }]);
+        let mut outs = Outputs::new(vec![OutEdge { port: 0, exchange, senders, next: 0, owners: None }]);
         let mut rejected = Vec::new();
         outs.route(0, pieces, marks, &mut rejected);
         let got = receivers
