@@ -169,7 +169,7 @@ impl crate::keyed::KeyedOperator for Window {
     /// Without early firing or allowed lateness, adding a record emits nothing but late
     /// records, so a batch may be taken window by window instead of record by record.
     fn keyed_columns(&mut self, columns: &Columns, evaluated: &crate::keyed::ColumnInputs, out: &mut Collector) -> Result<bool, OperatorError> {
-        if self.every.is_some() || self.interval.is_some() || self.lateness != 0 {
+        if !self.adds_silently() {
             return Ok(false);
         }
         self.assigner.clone().add_columns(self, columns, evaluated, &[], out)
@@ -411,6 +411,11 @@ impl Window {
         self.assigner.clone().add(self, Key(key), ts, proc, record, out)
     }
 
+    /// Neither early firing nor allowed lateness: adding a row emits nothing but a late record.
+    fn adds_silently(&self) -> bool {
+        self.every.is_none() && self.interval.is_none() && self.lateness == 0
+    }
+
     fn new_win(&self) -> Win {
         new_win(&self.calls)
     }
@@ -592,7 +597,7 @@ impl Operator for Window {
     /// is late): so the batch is taken whole, each row judged against the watermark at its
     /// place, and the windows fire after, in the order segment by segment would fire them.
     fn process_watermarked(&mut self, _input: usize, columns: &Columns, marks: &[(usize, i64)], out: &mut Collector) -> Result<bool, OperatorError> {
-        if self.every.is_some() || self.interval.is_some() || self.lateness != 0 {
+        if !self.adds_silently() {
             return Ok(false);
         }
         let evaluated = crate::keyed::evaluate_columns(&self.key, &self.calls, columns);
