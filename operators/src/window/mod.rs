@@ -734,6 +734,15 @@ mod tests {
         c
     }
 
+    /// A window keyed by `k` with aggregates `a0, a1, ...`: tumbling (`per` = 1) or sliding
+    /// `per` slides of `slide` ms.
+    fn keyed_window(aggregates: &[&str], slide: i64, per: i64, lateness: i64) -> Window {
+        let registry = rill_engine::aggregate::AggregateRegistry::default();
+        let calls = aggregates.iter().enumerate().map(|(i, a)| (Sym::new(&format!("a{i}")), registry.parse(&format!("a{i}"), a).unwrap())).collect();
+        let kind = if per == 1 { Kind::Tumbling { size: slide } } else { Kind::Sliding { size: slide * per, slide } };
+        Window::new(kind, Some((Sym::new("k"), Expr::compile("k").unwrap())), calls, lateness)
+    }
+
     proptest! {
         /// Windows take a column batch window by window (`add_columns`) and a batch of rows
         /// record by record: the same results, late records and rejects, in the same order.
@@ -744,14 +753,7 @@ mod tests {
             per in 1i64..4,
             lateness in prop_oneof![4 => Just(0i64), 1 => Just(300i64)],
         ) {
-            let aggregates = rill_engine::aggregate::AggregateRegistry::default();
-            let calls: Vec<_> = ["count()", "sum(v)", "avg(v)", "min(v)", "max(v)", "first(v)", "last(v)", "collect(v)", "count(v)"]
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (Sym::new(&format!("a{i}")), aggregates.parse(&format!("a{i}"), a).unwrap()))
-                .collect();
-            let kind = if per == 1 { Kind::Tumbling { size: slide } } else { Kind::Sliding { size: slide * per, slide } };
-            let make = || Window::new(kind, Some((Sym::new("k"), Expr::compile("k").unwrap())), calls.clone(), lateness);
+            let make = || keyed_window(&["count()", "sum(v)", "avg(v)", "min(v)", "max(v)", "first(v)", "last(v)", "collect(v)", "count(v)"], slide, per, lateness);
             let (mut by_rows, mut by_columns) = (Harness::new(make()).unwrap(), Harness::new(make()).unwrap());
             let mut offset = 0;
             for s in &steps {
@@ -804,14 +806,7 @@ mod tests {
             per in 1i64..4,
             lateness in prop_oneof![4 => Just(0i64), 1 => Just(300i64)],
         ) {
-            let aggregates = rill_engine::aggregate::AggregateRegistry::default();
-            let calls: Vec<_> = ["count()", "sum(v)", "avg(v)", "min(v)", "count(v)"]
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (Sym::new(&format!("a{i}")), aggregates.parse(&format!("a{i}"), a).unwrap()))
-                .collect();
-            let kind = if per == 1 { Kind::Tumbling { size: slide } } else { Kind::Sliding { size: slide * per, slide } };
-            let make = || Window::new(kind, Some((Sym::new("k"), Expr::compile("k").unwrap())), calls.clone(), lateness);
+            let make = || keyed_window(&["count()", "sum(v)", "avg(v)", "min(v)", "count(v)"], slide, per, lateness);
             let (mut whole, mut segmented) = (Harness::new(make()).unwrap(), Harness::new(make()).unwrap());
             let (mut offset, mut wm) = (0, 0);
             for (b, (rows, typed, cuts)) in batches.iter().enumerate() {
