@@ -45,7 +45,7 @@ for b in $SIZES; do
   # layout (2 workers, cores/2 threads each). "vs raw tch" compares with the faster one.
   for w in 1 2; do
     raw=$(target/release/mnist-raw models/mnist_cnn.pt "$work/digits.csv" "$b" - 1 "$w")
-    echo "raw-tch-${w}w batch=$b delay=- $(fields "$raw")" | tee -a "$results"
+    echo "raw-tch-${w}w batch=$b delay=- rep=$rep $(fields "$raw")" | tee -a "$results"
   done
   py=$(.venv/bin/python benches/mnist_py.py models/mnist_cnn.pt "$work/digits.csv" --batch "$b")
   name=python-batched; [[ "$b" == 1 ]] && name=python-per-record
@@ -58,7 +58,7 @@ for b in $SIZES; do
     # Net of what raw tch does before its clock starts: the same job on one record (opening
     # LibTorch, loading the model, the warm-up batch, starting the actors).
     base=$(rill_run "$b" "$d" "$work/one.csv" | sed -n 's/.*finished in \([0-9.]*\) s.*/\1/p')
-    echo "rill-net batch=$b delay=$d ips=$(python3 -c "print(round($n / max($secs - $base, 1e-3), 1))") p50=$l50 p99=$l99" | tee -a "$results"
+    echo "rill-net batch=$b delay=$d rep=$rep ips=$(python3 -c "print(round($n / max($secs - $base, 1e-3), 1))") p50=$l50 p99=$l99" | tee -a "$results"
     out=$(rill_run "$b" "$d" "$work/paced.csv" "$RATE")
     read -r l50 l99 <<<"$(p50 discard <<<"$out")"
     mean=$(sed -n 's/.*mean size \([0-9.]*\).*/\1/p' <<<"$out")
@@ -86,4 +86,15 @@ for (eng, b, d), rs in runs.items():
     vs = "" if eng == "rill-paced" else f"{ips / raw[b]:.2f}"
     mb = med(rs, "mean_batch")
     print(f"| {eng} | {b} | {d} | {len(rs)} | {ips:,.0f} | {vs} | {med(rs, 'p50'):.2f} | {med(rs, 'p99'):.2f} | {'' if mb is None else f'{mb:.1f}'} |")
+# Raw tch itself varies by ±20 % between repeats here, so also pair each repeat's Rill-net with
+# the faster raw tch layout of the same repeat.
+for (eng, b, d), rs in runs.items():
+    if eng == "rill-net":
+        best = {}
+        for (e, bb, _), raws in runs.items():
+            for r in raws if e.startswith("raw-tch") and bb == b else []:
+                best[r["rep"]] = max(best.get(r["rep"], 0), float(r["ips"]))
+        ratios = [float(r["ips"]) / best[r["rep"]] for r in rs]
+        print(f"\nrill-net / raw tch of the same repeat, batch {b}, delay {d}: "
+              f"{', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})")
 PY

@@ -16,6 +16,23 @@ fn validate_accepts_the_examples() {
 }
 
 #[test]
+fn validate_accepts_the_benchmark_pipelines() {
+    // The benches/ scripts run these from the repository root; a path in them is taken from
+    // benches/, so a `data/...` or `models/...` written as from the root fails here, not in a
+    // benchmark run. (benches/mnist_bench.yaml needs models/mnist_cnn.pt from scripts/setup.sh.)
+    let mut seen = 0;
+    for entry in std::fs::read_dir(root().join("benches")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let r = run(&["validate", path.to_str().unwrap()]);
+            assert_eq!(r.code, 0, "{}: {}", path.display(), r.stderr);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "only {seen} pipelines in benches/");
+}
+
+#[test]
 fn validate_reports_every_problem_with_its_position() {
     let tmp = tempfile::tempdir().unwrap();
     let p = write(
