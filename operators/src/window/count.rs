@@ -18,7 +18,7 @@ impl WindowKind for CountWindows {
         let sk = StateKey { key: key.clone(), namespace: 0 };
         let calls = &w.calls;
         let wins = w.wins.as_mut().expect("opened");
-        let win = wins.get_or_insert_with(&sk, || new_win(calls))?;
+        let win = wins.get_or_insert_with(&sk, || Box::new(new_win(calls)))?;
         Window::rehydrate(&w.calls, win);
         Window::add(&w.inputs, win, ts);
         let count = win.count;

@@ -33,6 +33,7 @@ use rill_engine::record::{Batch, Record, NO_TIMESTAMP};
 use rill_engine::registry::{BuildContext, TransformSpec};
 use rill_engine::state::{KeyedState, StateOptions, TimeDomain, Timer};
 use rill_engine::value::{Key, Sym, Value};
+use smallvec::SmallVec;
 
 use rill_engine::config::de::duration;
 
@@ -131,10 +132,12 @@ pub fn sliding_starts(ts: i64, size: i64, slide: i64) -> impl Iterator<Item = i6
     (0..).map(move |k| last - k * slide).take_while(move |s| *s > ts - size)
 }
 
-/// The contents of one window.
+/// The contents of one window. Window state holds it boxed, with up to two accumulators
+/// inline: the state map's entries stay small (a key, a pointer and flags), and a window's
+/// contents are one allocation, made in the order windows open (BENCHMARKS.md, W1 K = 10000).
 #[derive(serde::Serialize, serde::Deserialize, Debug)]
 struct Win {
-    accs: Vec<Acc>,
+    accs: SmallVec<[Acc; 2]>,
     count: u64,
     fired: bool,
     first_ts: i64,
@@ -215,7 +218,7 @@ pub struct Window {
     lateness: i64,
     every: Option<u64>,
     interval: Option<i64>,
-    wins: Option<KeyedState<Win>>,
+    wins: Option<KeyedState<Box<Win>>>,
     sessions: Option<KeyedState<Vec<Session>>>,
     /// Event-time windows by the time they fire (end - 1): (key, window start, generation).
     fire: Index,

@@ -84,7 +84,7 @@ impl WindowKind for TimeWindows {
             let wins = w.wins.as_mut().expect("opened");
             let win = wins.get_or_insert_with(&sk, || {
                 created = true;
-                new_win(calls)
+                Box::new(new_win(calls))
             })?;
             Window::rehydrate(&w.calls, win);
             Window::add(&w.inputs, win, ts);
@@ -155,7 +155,7 @@ impl WindowKind for TimeWindows {
                 let calls = &w.calls;
                 let win = w.wins.as_mut().expect("opened").get_or_insert_with(&sk, || {
                     created = true;
-                    new_win(calls)
+                    Box::new(new_win(calls))
                 })?;
                 Window::rehydrate(calls, win);
                 let rows = &groups.rows[groups.starts[g] as usize..groups.starts[g + 1] as usize];
